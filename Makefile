@@ -1,0 +1,42 @@
+# make demo: a 3-node cluster on a file-backed region.  make test: the whole suite.
+# Both bootstrap .venv and, when root, the Debian packages they need.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+DEB_PKGS := fuse3 libfuse3-3 e2fsprogs iproute2 util-linux socat stress-ng
+# Commands whose absence means "install DEB_PKGS" (one per package that provides a tool we run).
+DEB_PROBES := fusermount3 mkfs.ext4 ip losetup socat stress-ng
+
+.PHONY: demo test deps venv bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+deps:
+	@missing=0; for c in $(DEB_PROBES); do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	[ -e /usr/lib/x86_64-linux-gnu/libfuse3.so.3 ] || ls /usr/lib/*/libfuse3.so.3 >/dev/null 2>&1 || missing=1; \
+	if [ $$missing = 1 ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages: $(DEB_PKGS)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS) >/dev/null; \
+	  else echo "note: not root; missing Debian packages ($(DEB_PKGS)) -> some tests will skip"; fi; \
+	fi
+
+demo: deps $(STAMP)
+	$(VPY) tools/demo.py
+
+test: deps $(STAMP)
+	$(VPY) -m pytest -q tests
+
+bench: deps $(STAMP)
+	$(VPY) -m tools.bench.detection
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,271 @@
+"""TOML -> typed settings. Every error names the file, the key and the fix, in one line.
+
+    [node]
+    name = "node1"
+    id = 1                        # slot number, 1..slots
+    [cluster]                     # optional: when given, must agree with every disk region
+    name = "c1"
+    interval_ms = 200
+    dead_ms = 2000
+    [metrics]
+    listen = "127.0.0.1:9701"     # Prometheus endpoint ("" disables it)
+    [[region]]
+    type = "disk"                 # "disk" | "net" | "serial"
+    path = "/dev/disk/by-id/..."
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from diskhb.core.types import NODE_ID_MAX, NODE_NAME_BYTES_MAX
+from diskhb.errors import OperatorError
+
+REGIONS_MAX = 32  # o2hb's limit for global heartbeat regions
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9701"
+DEFAULT_RUN_DIR = "/run/diskhb"
+DEFAULT_NET_PORT = 7946  # overridable per region; netpath documents its own default
+DEFAULT_BAUD = 115200
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str
+    id: int
+    run_dir: str = DEFAULT_RUN_DIR
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    name: str | None = None
+    interval_ms: int | None = None
+    dead_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegionConfig:
+    type: str
+    name: str  # unique label for logs and metrics
+    path: str | None = None  # disk
+    bind: str | None = None  # net: address or interface name
+    peers: tuple[str, ...] = ()  # net unicast
+    group: str | None = None  # net multicast
+    broadcast: str | None = None  # net broadcast address
+    port: int | None = None  # net
+    key: str | None = None  # net, serial
+    device: str | None = None  # serial
+    baud: int = DEFAULT_BAUD  # serial
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    node: NodeConfig
+    cluster: ClusterConfig
+    metrics_listen: str
+    log_level: str
+    regions: tuple[RegionConfig, ...]
+    resources: tuple[Any, ...] = field(default=())  # [[resource]] entries, parsed by diskhb.mmp
+
+    @property
+    def disk_regions(self) -> tuple[RegionConfig, ...]:
+        return tuple(r for r in self.regions if r.type == "disk")
+
+
+_SECTIONS = {"node", "cluster", "metrics", "log", "region", "resource"}
+_NODE_KEYS = {"name", "id", "run_dir"}
+_CLUSTER_KEYS = {"name", "interval_ms", "dead_ms"}
+_METRICS_KEYS = {"listen"}
+_LOG_KEYS = {"level"}
+_REGION_KEYS = {
+    "disk": {"type", "name", "path"},
+    "net": {"type", "name", "bind", "peers", "group", "broadcast", "port", "key"},
+    "serial": {"type", "name", "device", "baud", "key"},
+}
+
+
+class _Where:
+    """Builds the one-line error: `FILE: key 'region[2].path': problem; fix`."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, key: str, problem: str, fix: str = "") -> OperatorError:
+        msg = f"{self.path}: '{key}': {problem}"
+        return OperatorError(f"{msg}; {fix}" if fix else msg)
+
+    def unknown_keys(self, table: dict, allowed: set[str], prefix: str) -> None:
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, sorted(allowed), n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(sorted(allowed))}"
+                raise self.fail(f"{prefix}{key}", "unknown key", hint)
+
+
+def _get(where: _Where, table: dict, key: str, typ: type, prefix: str, *, required=False,
+         default=None):
+    if key not in table:
+        if required:
+            raise where.fail(f"{prefix}{key}", "missing", f"add {prefix}{key} = ...")
+        return default
+    value = table[key]
+    ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+    if not ok:
+        raise where.fail(f"{prefix}{key}", f"must be {typ.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str) -> Config:
+    where = _Where(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise OperatorError(f"{path}: config file not found; pass --config with an existing file") from None
+    except PermissionError:
+        raise OperatorError(f"{path}: permission denied reading the config; run as root or fix its mode") from None
+    except IsADirectoryError:
+        raise OperatorError(f"{path}: is a directory, expected a TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise OperatorError(f"{path}: not valid TOML: {e}") from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict, path: str = "<config>") -> Config:
+    where = _Where(path)
+    where.unknown_keys(raw, _SECTIONS, "")
+
+    node_t = raw.get("node")
+    if not isinstance(node_t, dict):
+        raise where.fail("node", "missing [node] table", "add [node] with name and id")
+    where.unknown_keys(node_t, _NODE_KEYS, "node.")
+    name = _get(where, node_t, "name", str, "node.", required=True)
+    if not name or len(name.encode()) > NODE_NAME_BYTES_MAX or "\x00" in name:
+        raise where.fail("node.name", f"must be 1..{NODE_NAME_BYTES_MAX} bytes")
+    node_id = _get(where, node_t, "id", int, "node.", required=True)
+    if not 1 <= node_id <= NODE_ID_MAX:
+        raise where.fail("node.id", f"{node_id} out of range", f"use 1..{NODE_ID_MAX} (and <= the region's slot count)")
+    run_dir = _get(where, node_t, "run_dir", str, "node.", default=DEFAULT_RUN_DIR)
+    node = NodeConfig(name=name, id=node_id, run_dir=run_dir)
+
+    cluster_t = raw.get("cluster", {})
+    if not isinstance(cluster_t, dict):
+        raise where.fail("cluster", "must be a table")
+    where.unknown_keys(cluster_t, _CLUSTER_KEYS, "cluster.")
+    cluster = ClusterConfig(
+        name=_get(where, cluster_t, "name", str, "cluster."),
+        interval_ms=_get(where, cluster_t, "interval_ms", int, "cluster."),
+        dead_ms=_get(where, cluster_t, "dead_ms", int, "cluster."),
+    )
+
+    metrics_t = raw.get("metrics", {})
+    if not isinstance(metrics_t, dict):
+        raise where.fail("metrics", "must be a table")
+    where.unknown_keys(metrics_t, _METRICS_KEYS, "metrics.")
+    listen = _get(where, metrics_t, "listen", str, "metrics.", default=DEFAULT_METRICS_LISTEN)
+    if listen:
+        parse_listen(listen, where)
+
+    log_t = raw.get("log", {})
+    if not isinstance(log_t, dict):
+        raise where.fail("log", "must be a table")
+    where.unknown_keys(log_t, _LOG_KEYS, "log.")
+    level = _get(where, log_t, "level", str, "log.", default="info")
+    if level not in LOG_LEVELS:
+        raise where.fail("log.level", f"unknown level {level!r}", f"use one of {', '.join(LOG_LEVELS)}")
+
+    regions_t = raw.get("region")
+    if not isinstance(regions_t, list) or not regions_t:
+        raise where.fail("region", "no [[region]] configured", 'add [[region]] with type = "disk" and path = ...')
+    if len(regions_t) > REGIONS_MAX:
+        raise where.fail("region", f"{len(regions_t)} regions configured", f"at most {REGIONS_MAX}")
+    regions = []
+    for i, table in enumerate(regions_t, 1):
+        regions.append(_parse_region(where, table, i))
+    names = [r.name for r in regions]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise where.fail("region", f"duplicate region name(s) {sorted(dup)}", "give each region a unique name or path")
+
+    resources_t = raw.get("resource", [])
+    if not isinstance(resources_t, list):
+        raise where.fail("resource", "must be [[resource]] tables")
+    resources = tuple(_parse_resources(where, resources_t))
+    return Config(path=path, node=node, cluster=cluster, metrics_listen=listen,
+                  log_level=level, regions=tuple(regions), resources=resources)
+
+
+def _parse_resources(where: _Where, tables: list) -> list:
+    """[[resource]] tables belong to the MMP guard; it validates them when it is present."""
+    try:
+        from diskhb.mmp.config import parse_resources  # type: ignore[import-not-found]
+    except ImportError:
+        if tables:
+            raise where.fail("resource", "MMP resources are not supported by this build")
+        return []
+    return parse_resources(tables, where)
+
+
+def _parse_region(where: _Where, table: Any, i: int) -> RegionConfig:
+    prefix = f"region[{i}]."
+    if not isinstance(table, dict):
+        raise where.fail(f"region[{i}]", "must be a table")
+    rtype = _get(where, table, "type", str, prefix, required=True)
+    if rtype not in _REGION_KEYS:
+        raise where.fail(f"{prefix}type", f"unknown region type {rtype!r}", 'use "disk", "net" or "serial"')
+    where.unknown_keys(table, _REGION_KEYS[rtype], prefix)
+    label = _get(where, table, "name", str, prefix)
+    if rtype == "disk":
+        p = _get(where, table, "path", str, prefix, required=True)
+        return RegionConfig(type="disk", name=label or f"disk:{p}", path=os.path.normpath(p) if p else p)
+    key = _get(where, table, "key", str, prefix, required=True)
+    if rtype == "net":
+        bind = _get(where, table, "bind", str, prefix)
+        peers = _get(where, table, "peers", list, prefix, default=[])
+        for p in peers:
+            if not isinstance(p, str):
+                raise where.fail(f"{prefix}peers", f"entries must be strings, got {p!r}")
+        group = _get(where, table, "group", str, prefix)
+        bcast = _get(where, table, "broadcast", str, prefix)
+        port = _get(where, table, "port", int, prefix, default=DEFAULT_NET_PORT)
+        if not 1 <= port <= 65535:
+            raise where.fail(f"{prefix}port", f"{port} out of range", "use 1..65535")
+        modes = sum(1 for m in (peers, group, bcast) if m)
+        if modes != 1:
+            raise where.fail(prefix.rstrip("."), "needs exactly one of peers, group, broadcast")
+        if group is not None:
+            try:
+                if not ipaddress.ip_address(group).is_multicast:
+                    raise ValueError
+            except ValueError:
+                raise where.fail(f"{prefix}group", f"{group!r} is not a multicast address") from None
+        where_label = bind or group or bcast or ",".join(peers)
+        return RegionConfig(type="net", name=label or f"net:{where_label}", bind=bind,
+                            peers=tuple(peers), group=group, broadcast=bcast, port=port, key=key)
+    device = _get(where, table, "device", str, prefix, required=True)
+    baud = _get(where, table, "baud", int, prefix, default=DEFAULT_BAUD)
+    if baud not in (9600, 19200, 38400, 57600, 115200, 230400):
+        raise where.fail(f"{prefix}baud", f"unsupported baud {baud}", "use 19200, 38400, 57600 or 115200")
+    return RegionConfig(type="serial", name=label or f"serial:{device}", device=device, baud=baud, key=key)
+
+
+def parse_listen(listen: str, where: _Where | None = None) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port)."""
+    host, sep, port_s = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_s)
+        if not sep or not host or not 0 <= port <= 65535:
+            raise ValueError
+    except ValueError:
+        msg = f"listen address {listen!r} is not host:port"
+        if where:
+            raise where.fail("metrics.listen", msg, 'e.g. "127.0.0.1:9701"') from None
+        raise OperatorError(msg) from None
+    return host, port

@@ -1,0 +1,74 @@
+"""Words the I/O-free core speaks: node states, slot flags, observations, events.
+
+Rules of this file:
+- Nothing here does I/O or reads a clock. Times are integers in milliseconds of a monotonic
+  clock that the caller injects (`now_ms`); wall-clock time never decides anything.
+- Observations flow in (what a region saw), events flow out (what the core decided). The core
+  never calls back into a region.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+# Limits shared by every region type. Node ids are slot numbers: 1..NODE_ID_MAX.
+NODE_ID_MAX = 4096
+NODE_NAME_BYTES_MAX = 64
+GENERATION_NONE = 0  # a daemon's generation is random and never 0; 0 means "no writer yet"
+
+
+class SlotFlag(enum.IntFlag):
+    """State flags a node publishes in every heartbeat (disk slot, datagram, serial frame)."""
+
+    ACTIVE = 0x0001  # a daemon owns this slot and beats in it
+    LEFT = 0x0002  # the daemon stopped cleanly; its storage was released, not lost
+    READ_ONLY = 0x0004  # the node stopped writing shared storage on its own (cooperative notice)
+    DISK_LOST = 0x0008  # the node's own disk region failed (writes failing or late)
+    SELF_FENCED = 0x0010  # the node fenced itself (resources stopped)
+
+    @classmethod
+    def names(cls, value: int) -> list[str]:
+        """Lower-case flag names for humans and JSON, in bit order; unknown bits as hex."""
+        out = [f.name.lower() for f in cls if value & f]
+        unknown = value & ~sum(int(f) for f in cls)
+        if unknown:
+            out.append(f"0x{unknown:x}")
+        return out
+
+
+class NodeState(enum.Enum):
+    UNKNOWN = "unknown"  # seen, but not yet seen beating (or not watched long enough)
+    ALIVE = "alive"  # seq seen advancing within dead_ms
+    DEAD = "dead"  # no advance for dead_ms (and not LEFT)
+    LEFT = "left"  # published LEFT: stopped cleanly
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One valid (checksum-verified) heartbeat sample of one node, as one region saw it.
+
+    A region reports the sample whether or not it changed; the core decides what a change is.
+    """
+
+    node_id: int
+    region: str
+    generation: int
+    seq: int
+    flags: int
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BadSample:
+    """A slot/packet that failed validation (bad checksum, torn write, wrong magic).
+
+    It counts as a missed beat: it never refreshes liveness.
+    """
+
+    node_id: int
+    region: str
+    reason: str
+
+
+Observation = Beat | BadSample

@@ -1,0 +1,13 @@
+"""Errors an operator can cause and fix. The CLI prints them as one line, never a traceback."""
+
+
+class OperatorError(Exception):
+    """A mistake or refusal the operator must act on: the message says what and what to do."""
+
+    exit_code = 2  # usage/config/bad input
+
+
+class Refused(OperatorError):
+    """A safe refusal at run time (slot in use, resource held): nothing was changed."""
+
+    exit_code = 1
