@@ -425,31 +425,32 @@ class ScanResult:
 
 def scan_slots(buf: np.ndarray, first_node_id: int, count: int, sector_size: int,
                region_uuid: bytes) -> ScanResult:
-    """Validate and decode `count` consecutive slot sectors from a uint8 buffer in one pass.
+    """Validate and decode `count` consecutive slot sectors from a uint8 buffer in one pass."""
+    assert buf.dtype == np.uint8 and buf.size >= count * sector_size
+    rows = buf[: count * sector_size].reshape(count, sector_size)
+    ids = np.arange(first_node_id, first_node_id + count, dtype=np.int64)
+    return scan_slot_rows(rows, ids, region_uuid)
+
+
+def scan_slot_rows(rows: np.ndarray, ids: np.ndarray, region_uuid: bytes) -> ScanResult:
+    """Validate and decode slot sectors given as rows (k x sector_size) with their node ids.
 
     Empty (all-zero) slots are skipped silently; every other failure is reported as bad.
     The crc is computed per written slot (crc32c in C, ~1 us each); everything else is vectorised.
     """
-    assert buf.dtype == np.uint8 and buf.size >= count * sector_size
-    raw = buf[: count * sector_size].reshape(count, sector_size)
-    rec = raw.view(slot_dtype(sector_size)).reshape(count)
-    ids = np.arange(first_node_id, first_node_id + count, dtype=np.int64)
+    count, sector_size = rows.shape
+    assert rows.dtype == np.uint8 and ids.shape == (count,)
+    rec = np.ascontiguousarray(rows).view(slot_dtype(sector_size)).reshape(count)
     written = rec["magic"] != 0
     # A zero magic with non-zero bytes after it is a torn/corrupt slot, not an empty one.
-    zero_magic = ~written
-    if zero_magic.any():
-        nonzero = raw[zero_magic, :STRUCT_BYTES].any(axis=1)
-        torn_ids = ids[zero_magic][nonzero]
-    else:
-        torn_ids = ids[:0]
-    bad: list[tuple[int, str]] = [(int(i), "bad magic 0x00000000") for i in torn_ids]
+    torn = ~written & rows[:, :STRUCT_BYTES].any(axis=1)
+    bad: list[tuple[int, str]] = [(int(i), "bad magic 0x00000000") for i in ids[torn]]
     ok = written & (rec["magic"] == SLOT_MAGIC)
-    for i in ids[written & ~ok]:
-        bad.append((int(i), f"bad magic {int(rec['magic'][i - first_node_id]):#010x}"))
-    # crc per written slot
+    for k in np.nonzero(written & ~ok)[0]:
+        bad.append((int(ids[k]), f"bad magic {int(rec['magic'][k]):#010x}"))
     idx = np.nonzero(ok)[0]
     crc_ok = np.fromiter(
-        (crc32c(raw[k, :CRC_OFFSET].tobytes()) == rec["crc"][k] for k in idx),
+        (crc32c(rows[k, :CRC_OFFSET].tobytes()) == rec["crc"][k] for k in idx),
         dtype=bool, count=idx.size,
     )
     for k in idx[~crc_ok]:
@@ -466,13 +467,12 @@ def scan_slots(buf: np.ndarray, first_node_id: int, count: int, sector_size: int
             bad.append((int(ids[k]), "slot belongs to an earlier format of this region"))
         elif not c:
             bad.append((int(ids[k]), "generation 0"))
-    good = idx[id_ok & uuid_ok & gen_ok]
     names: list[str] = []
-    keep = []
-    for k in good:
+    keep: list[int] = []
+    for k in idx[id_ok & uuid_ok & gen_ok]:
         try:
             names.append(rec["name"][k].decode("utf-8"))
-            keep.append(k)
+            keep.append(int(k))
         except UnicodeDecodeError:
             bad.append((int(ids[k]), "node name is not UTF-8"))
     good = np.asarray(keep, dtype=np.int64)
