@@ -1,0 +1,70 @@
+"""Config: the documented contract, and one clear line for every mistake."""
+
+import pytest
+
+from diskhb.config import load_config, parse_config
+from diskhb.errors import OperatorError
+
+GOOD = """
+[node]
+name = "node1"
+id = 1
+[metrics]
+listen = "127.0.0.1:9701"
+[[region]]
+type = "disk"
+path = "/dev/disk/by-id/x"
+"""
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_issue_contract_parses(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.node.name == "node1" and cfg.node.id == 1
+    assert cfg.metrics_listen == "127.0.0.1:9701"
+    assert [(r.type, r.path, r.name) for r in cfg.regions] == [("disk", "/dev/disk/by-id/x", "disk:/dev/disk/by-id/x")]
+
+
+@pytest.mark.parametrize("text,match", [
+    (GOOD.replace('name = "node1"', 'nmae = "node1"'), "'node.nmae': unknown key; did you mean 'name'"),
+    (GOOD.replace("id = 1", "id = 0"), "'node.id': 0 out of range"),
+    (GOOD.replace("id = 1", 'id = "1"'), "'node.id': must be int"),
+    (GOOD.replace('type = "disk"', 'type = "dsik"'), "unknown region type"),
+    (GOOD.replace('path = "/dev/disk/by-id/x"', 'pth = "x"'), "'region\\[1\\].pth': unknown key"),
+    (GOOD.replace("[metrics]", "[metric]"), "'metric': unknown key; did you mean 'metrics'"),
+    (GOOD.replace('127.0.0.1:9701', 'nonsense'), "not host:port"),
+    ("[node]\nname='a'\nid=1\n", "no \\[\\[region\\]\\] configured"),
+    (GOOD + '[[region]]\ntype = "disk"\npath = "/dev/disk/by-id/x"\n', "duplicate region name"),
+    (GOOD + '[[region]]\ntype = "net"\nkey = "/k"\n', "needs exactly one of peers, group, broadcast"),
+    (GOOD + '[[region]]\ntype = "net"\nkey = "/k"\ngroup = "10.0.0.1"\n', "not a multicast address"),
+    (GOOD + '[[region]]\ntype = "serial"\nkey = "/k"\ndevice = "/dev/ttyS0"\nbaud = 1234\n', "unsupported baud"),
+    ("[node\n", "not valid TOML"),
+])
+def test_mistakes_are_one_line_naming_file_and_key(tmp_path, text, match):
+    path = write(tmp_path, text)
+    with pytest.raises(OperatorError, match=match) as e:
+        load_config(path)
+    assert "\n" not in str(e.value) and str(e.value).startswith(path)
+
+
+def test_missing_file():
+    with pytest.raises(OperatorError, match="config file not found"):
+        load_config("/nonexistent/diskhb.toml")
+
+
+def test_mixed_regions():
+    cfg = parse_config({
+        "node": {"name": "a", "id": 2},
+        "region": [
+            {"type": "disk", "path": "/x"},
+            {"type": "net", "peers": ["127.0.0.1:7000"], "key": "/k", "port": 7001},
+            {"type": "serial", "device": "/dev/ttyS1", "key": "/k", "baud": 19200},
+        ],
+    })
+    assert [r.type for r in cfg.regions] == ["disk", "net", "serial"]
+    assert cfg.regions[1].peers == ("127.0.0.1:7000",) and cfg.regions[2].baud == 19200
