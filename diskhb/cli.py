@@ -1,0 +1,154 @@
+"""The `diskhb` command. Operator mistakes print one line (`diskhb: error: ...`), never a traceback.
+
+Exit codes: 0 ok; 1 a safe refusal (slot or resource in use, existing data found); 2 bad input
+(usage, config, unformatted or corrupt region); 3 the daemon stopped itself for safety.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from diskhb.errors import OperatorError
+from diskhb.regions.disk import format as fmt
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="diskhb")
+def cli() -> None:
+    """Disk heartbeat and shared-storage arbitration for HA storage clusters."""
+
+
+@cli.command("format")
+@click.argument("path")
+@click.option("--cluster", required=True, help="Cluster name (every node's config must agree).")
+@click.option("--slots", type=click.IntRange(fmt.SLOTS_MIN, fmt.SLOTS_MAX), default=fmt.DEFAULT_SLOTS,
+              show_default=True, help="Node slots (node ids 1..N).")
+@click.option("--sector-size", type=click.Choice(["512", "4096"]), default=None,
+              help="Sector size; default: the device's, or 512 for a file.")
+@click.option("--interval-ms", type=int, default=fmt.DEFAULT_INTERVAL_MS, show_default=True,
+              help="Heartbeat interval.")
+@click.option("--dead-ms", type=int, default=fmt.DEFAULT_DEAD_MS, show_default=True,
+              help="A node whose heartbeat has not advanced for this long is dead.")
+@click.option("--io-timeout-ms", type=int, default=None,
+              help="Own I/O slower than this marks the region unhealthy [default: dead-ms/2].")
+@click.option("--mmp-resources", type=click.IntRange(0, fmt.MMP_RESOURCES_MAX),
+              default=fmt.DEFAULT_MMP_RESOURCES, show_default=True, help="MMP guard blocks to reserve.")
+@click.option("--force", is_flag=True, help="Overwrite an existing filesystem, label or (idle) region.")
+def format_cmd(path, cluster, slots, sector_size, interval_ms, dead_ms, io_timeout_ms, mmp_resources, force):
+    """Format PATH (block device or file; a missing file is created) as a heartbeat region."""
+    from diskhb.regions.disk.make import make_region
+
+    sb = make_region(path, cluster=cluster, slots=slots, sector_size=int(sector_size) if sector_size else None,
+                     interval_ms=interval_ms, dead_ms=dead_ms, io_timeout_ms=io_timeout_ms,
+                     mmp_resources=mmp_resources, force=force)
+    click.echo(f"{path}: formatted diskhb region v{sb.version} for cluster {sb.cluster!r}: {sb.slot_count} slots"
+               f" of {sb.sector_size} bytes, interval {sb.interval_ms} ms, dead {sb.dead_ms} ms,"
+               f" io timeout {sb.io_timeout_ms} ms, uuid {sb.uuid_str}")
+
+
+@cli.command("status")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with a `nodes` list.")
+@click.option("--watch", is_flag=True, help="Refresh until interrupted.")
+@click.option("--count", type=click.IntRange(1, None), default=None, help="With --watch: stop after N refreshes.")
+@click.option("--run-dir", default="/run/diskhb", show_default=True,
+              help="Where running daemons keep their control sockets.")
+@click.option("--no-daemon", is_flag=True, help="Read the disk even when a daemon serves it.")
+@click.option("--sample-ms", type=click.IntRange(0, 600_000), default=None,
+              help="Disk view: sample at most this long [default: dead time + 2 intervals].")
+def status_cmd(path, as_json, watch, count, run_dir, no_daemon, sample_ms):
+    """Who is alive on PATH: from the daemon serving it, else by sampling the disk."""
+    from diskhb.status import query_daemon, render_table, sample_region
+
+    shown = 0
+    while True:
+        view = None if no_daemon else query_daemon(path, run_dir)
+        if view is None:
+            view = sample_region(path, sample_ms)
+        if as_json:
+            click.echo(json.dumps(view, sort_keys=True))
+        else:
+            if watch and sys.stdout.isatty():
+                click.clear()
+            if watch:
+                click.echo(time.strftime("%Y-%m-%d %H:%M:%S"))
+            click.echo(render_table(view))
+        shown += 1
+        if not watch or (count is not None and shown >= count):
+            return
+        sys.stdout.flush()
+        time.sleep(view["interval_ms"] / 1000 if view["source"] == "daemon" else 0.2)
+
+
+@cli.command("dump")
+@click.argument("path")
+@click.option("--slot", type=int, default=None, help="Only this node's slot and mailbox.")
+@click.option("--raw", is_flag=True, help="Add a hexdump of every structure shown.")
+def dump_cmd(path, slot, raw):
+    """Every decoded structure of the region at PATH."""
+    from diskhb.status import dump_region
+
+    click.echo(dump_region(path, slot=slot, raw=raw))
+
+
+@cli.command("run")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="TOML config (see README).")
+def run_cmd(config_path):
+    """Run the heartbeat daemon in the foreground."""
+    from diskhb.config import load_config
+    from diskhb.daemon import run_daemon
+
+    sys.exit(run_daemon(load_config(config_path)))
+
+
+def _attach_optional_commands() -> None:
+    """Commands whose modules live in their own packages (network keys, MMP guard)."""
+    try:
+        from netpath.keys import generate_key_file
+    except ImportError:
+        generate_key_file = None
+    if generate_key_file is not None:
+        @cli.command("keygen")
+        @click.argument("path")
+        @click.option("--key-id", type=click.IntRange(1, 255), default=1, show_default=True)
+        def keygen_cmd(path, key_id):
+            """Write a new HMAC key file (mode 0600) for network and serial regions."""
+            generate_key_file(path, key_id)
+            click.echo(f"{path}: wrote key id {key_id}; copy it to every node (mode 0600, owned by root)")
+    try:
+        from diskhb.mmp.cli import mmp
+    except ImportError:
+        return
+    cli.add_command(mmp)
+
+
+_attach_optional_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="diskhb", standalone_mode=False)
+    except OperatorError as e:
+        click.echo(f"diskhb: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("diskhb: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

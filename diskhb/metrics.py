@@ -1,0 +1,43 @@
+"""Prometheus metrics (client_python conventions: diskhb_ prefix, base units, _total counters).
+
+Label cardinality is bounded: `node` <= slot count (names), `region` <= 32 (config), `state`,
+`flag`, `reason` and `direction` are small fixed sets. Metrics live in the default registry
+because a daemon is one process; tests that need isolation run daemons as processes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+
+# Buckets from 100 us to 10 s: a healthy disk heartbeat is sub-millisecond to tens of ms;
+# seconds mean trouble (io_timeout is typically 1 s).
+IO_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                2.5, 5.0, 10.0)
+LATENESS_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+# Per-node gauges (alive, state, heartbeat age, flags) are computed at scrape time by
+# diskhb.daemon.NodeCollector, so the tick never pays for 2000 nodes' gauges.
+NODE_TRANSITIONS = Counter("diskhb_node_transitions_total",
+                           "Node state changes, by the state entered", ["node", "state"])
+NODE_RESTARTS = Counter("diskhb_node_restarts_total", "Generation changes seen", ["node"])
+BAD_SAMPLES = Counter("diskhb_bad_samples_total",
+                      "Heartbeats that failed validation (counted as missed beats)", ["region"])
+REGION_HEALTHY = Gauge("diskhb_region_healthy", "1 if our own I/O on the region works", ["region"])
+REGION_IO_BYTES = Counter("diskhb_region_io_bytes_total", "Heartbeat I/O bytes",
+                          ["region", "direction"])
+REGION_IOS = Counter("diskhb_region_ios_total", "Heartbeat I/O requests completed",
+                     ["region", "direction"])
+WRITE_LATENCY = Histogram("diskhb_heartbeat_write_latency_seconds",
+                          "Own heartbeat write latency", ["region"], buckets=IO_BUCKETS_S)
+READ_LATENCY = Histogram("diskhb_heartbeat_read_latency_seconds",
+                         "Slot-area read latency", ["region"], buckets=IO_BUCKETS_S)
+TICK_LATENESS = Histogram("diskhb_tick_lateness_seconds",
+                          "How late each tick started against its schedule", buckets=LATENESS_BUCKETS_S)
+TICK_DURATION = Histogram("diskhb_tick_duration_seconds", "CPU-side work per tick",
+                          buckets=LATENESS_BUCKETS_S)
+TICKS = Counter("diskhb_ticks_total", "Heartbeat ticks run")
+LOG_DROPPED = Counter("diskhb_log_records_dropped_total",
+                      "Log records dropped because the log queue was full (the tick never waits)")
+SELF_INFO = Gauge("diskhb_self_info", "Static facts about this daemon", ["node", "node_id", "cluster"])
+

@@ -1,0 +1,317 @@
+"""A shared-disk heartbeat region: our slot written every tick, every peer's slot read in one I/O.
+
+Rules of this file:
+- The daemon's tick never waits for the disk: reads and writes run on two IoWorkers (one each,
+  so a hung read never hides a write completion) with at most one request in flight per worker.
+  A request still in flight at the next tick is simply not repeated; OwnIoHealth turns its age
+  into "own write late" and the daemon reports it.
+- One read per tick. A slot area of at most FULL_READ_BYTES_MAX is read whole; a larger one is
+  read over the used range [lowest written .. highest written, and ours], and whole every
+  RESCAN_MS so a node that joins with a higher id is found within that time. Only slots whose bytes changed since the previous read are decoded
+  and reported: an unchanged slot is, for the liveness core, no news.
+- Validate after reading: a slot failing checksum/magic/uuid is reported as BadSample (a missed
+  beat). Our own slot is read back every tick too; another generation in it means another
+  daemon writes with our id: `slot_conflict` says so and the daemon stops at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from typing import Callable
+
+import numpy as np
+
+from diskhb.core.region_health import OwnIoHealth
+from diskhb.core.types import BadSample, Beat, Observation, SlotFlag
+from diskhb.errors import OperatorError
+from diskhb.regions.base import OwnBeat, Region
+from diskhb.regions.disk import format as fmt
+from diskhb.regions.disk.blockio import AlignedBuffer, BlockDevice, IoWorker
+
+RESCAN_MS = 1000
+FULL_READ_BYTES_MAX = 256 * 1024  # a slot area this small is read whole every tick (64 x 4 KiB)
+SUPERBLOCK_READ_BYTES = 4096  # covers the superblock on 512 and 4096-byte sectors alike
+START_IO_TIMEOUT_MS = 10_000  # start-up reads happen before the region's own timeout is known
+
+
+def bounded_call(fn: Callable, timeout_ms: int, what: str):
+    """Run blocking I/O for a command-line tool with a deadline (a hung device must not hang us)."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, name=f"io:{what}", daemon=True)
+    t.start()
+    t.join(timeout_ms / 1000)
+    if t.is_alive():
+        raise OperatorError(f"{what}: I/O did not complete within {timeout_ms / 1000:g} s (hung device?)")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def io_error(path: str, e: OSError) -> OperatorError:
+    name = errno.errorcode.get(e.errno or 0, str(e.errno))
+    return OperatorError(f"{path}: I/O error ({name}: {e.strerror}); check the device and its paths")
+
+
+def open_region(path: str, *, writable: bool, timeout_ms: int = START_IO_TIMEOUT_MS
+                ) -> tuple[BlockDevice, fmt.Superblock]:
+    """Open a formatted region and read its superblock; one-line OperatorError on any problem."""
+    dev = BlockDevice.open(path, writable=writable)
+    try:
+        buf = AlignedBuffer(SUPERBLOCK_READ_BYTES)
+        length = min(SUPERBLOCK_READ_BYTES, dev.size_bytes - dev.size_bytes % dev.sector_size)
+        if length < fmt.STRUCT_BYTES:
+            raise OperatorError(f"{path}: region is truncated ({dev.size_bytes} bytes); format it with diskhb format")
+        try:
+            bounded_call(lambda: dev.read_into(buf, 0, length), timeout_ms, path)
+        except OSError as e:
+            raise io_error(path, e) from None
+        try:
+            sb = fmt.decode_superblock(buf.view[:length].tobytes())
+        except fmt.FormatError as e:
+            raise OperatorError(f"{path}: {e}; run 'diskhb format {path} --cluster NAME' first") from None
+        if dev.is_block_device and dev.sector_size > sb.sector_size:
+            raise OperatorError(
+                f"{path}: region was formatted for {sb.sector_size}-byte sectors but the device"
+                f" has {dev.sector_size}-byte sectors; reformat with --sector-size {dev.sector_size}"
+            )
+        if dev.size_bytes < sb.region_bytes:
+            raise OperatorError(
+                f"{path}: region is truncated: {dev.size_bytes} bytes, the superblock needs"
+                f" {sb.region_bytes}; restore the device or reformat it"
+            )
+        dev.sector_size = sb.sector_size
+        return dev, sb
+    except BaseException:
+        dev.close()
+        raise
+
+
+class DiskRegion(Region):
+    kind = "disk"
+
+    def __init__(self, name: str, path: str, *, node_id: int, node_name: str,
+                 clock_ms: Callable[[], int]):
+        self.name = name
+        self.path = path
+        self.node_id = node_id
+        self.node_name = node_name
+        self.clock_ms = clock_ms
+        self.dev: BlockDevice | None = None
+        self.sb: fmt.Superblock | None = None
+        self.health = OwnIoHealth(name, fmt.DEFAULT_DEAD_MS // 2)
+        self.slot_conflict: str | None = None
+        self.reads_total = 0
+        self.read_bytes_total = 0
+        self.writes_total = 0
+        self.write_bytes_total = 0
+        self.read_latency_ms: list[int] = []  # drained by the daemon into histograms (bounded)
+        self.write_latency_ms: list[int] = []
+        self.last_written: tuple[int, int] | None = None  # (generation, seq) of our last write
+        self._prev: np.ndarray | None = None  # previous bytes of every slot (rows), for diffing
+        self._lo = self._hi = node_id
+        self._last_full_ms = -RESCAN_MS
+        self._first_write_done_ms: int | None = None
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self, now_ms: int) -> None:
+        self.dev, self.sb = open_region(self.path, writable=True)
+        sb = self.sb
+        if self.node_id > sb.slot_count:
+            raise OperatorError(
+                f"{self.path}: node id {self.node_id} is beyond the region's {sb.slot_count} slots;"
+                f" use an id in 1..{sb.slot_count} or reformat with more --slots"
+            )
+        self.health = OwnIoHealth(self.name, sb.io_timeout_ms)
+        s = sb.sector_size
+        self._read_buf = AlignedBuffer(sb.slot_count * s)
+        self._write_buf = AlignedBuffer(s)
+        self._prev = np.zeros((sb.slot_count, s), dtype=np.uint8)
+        self._seen = np.zeros(sb.slot_count, dtype=bool)  # slot reported at least once
+        self._reader = IoWorker(f"{self.name}:read", clock_ms=self.clock_ms)
+        self._writer = IoWorker(f"{self.name}:write", clock_ms=self.clock_ms)
+
+    def stop(self, beat: OwnBeat, timeout_ms: int) -> bool:
+        """Write the final beat (the caller sets LEFT), waiting at most timeout_ms in all.
+
+        True only when the write carrying this beat's (generation, seq) completed without error.
+        """
+        if self.dev is None:
+            return False
+        deadline = self.clock_ms() + timeout_ms
+        final = (beat.generation, beat.seq)
+        done = False
+        if self.slot_conflict is None:
+            submitted = False
+            while self.clock_ms() < deadline:
+                self._drain_writes()
+                if self._writer.in_flight() is None and self._submit_write(self.clock_ms(), beat):
+                    submitted = True
+                    break
+                _pause_ms(2)
+            while submitted and not done and self.clock_ms() < deadline:
+                for r in self._drain_writes():
+                    if r.tag == final:
+                        done = r.ok
+                        submitted = r.ok
+                if not done:
+                    _pause_ms(2)
+        self._reader.close()
+        self._writer.close()
+        if self._writer.in_flight() is None and self._reader.in_flight() is None:
+            self.dev.close()  # a hung request still uses the fd: leave it to process exit
+        self.dev = None
+        return done
+
+    # -- per tick ----------------------------------------------------------------------------
+
+    def tick(self, now_ms: int, beat: OwnBeat) -> None:
+        assert self.dev is not None and self.sb is not None
+        if self.slot_conflict is not None:
+            return  # never write into a slot another daemon owns
+        if self._writer.in_flight() is None:
+            self._submit_write(now_ms, beat)
+        if self._reader.in_flight() is None:
+            self._submit_read(now_ms)
+
+    def poll(self, now_ms: int) -> list[Observation]:
+        self._drain_writes()
+        out: list[Observation] = []
+        for r in self._reader.poll():
+            self.health.completed(r.completed_ms, "read", r.ok, _errname(r.error))
+            if not r.ok:
+                continue
+            self.reads_total += 1
+            self.read_latency_ms.append(r.completed_ms - r.submitted_ms)
+            del self.read_latency_ms[:-256]
+            lo, hi = r.tag
+            self.read_bytes_total += (hi - lo + 1) * self.sb.sector_size
+            # Reads and writes run on separate workers: only a read that started after one of
+            # our writes had completed can judge what our slot must hold.
+            judge_own = self._first_write_done_ms is not None and r.submitted_ms > self._first_write_done_ms
+            out.extend(self._decode(lo, hi, judge_own))
+        return out
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _submit_write(self, now_ms: int, beat: OwnBeat) -> bool:
+        sb = self.sb
+        slot = fmt.Slot(
+            node_id=self.node_id, flags=beat.flags, generation=beat.generation, seq=beat.seq,
+            mono_ms=beat.mono_ms, wall_ms=beat.wall_ms, region_uuid=sb.uuid,
+            name=self.node_name, interval_ms=sb.interval_ms,
+        )
+        data = fmt.encode_slot(slot, sb.sector_size)  # validates and round-trips before the write
+        self._write_buf.view[: sb.sector_size] = np.frombuffer(data, dtype=np.uint8)
+        pos = sb.slot_pos(self.node_id)
+        dev, buf, s = self.dev, self._write_buf, sb.sector_size
+        if self._writer.submit(lambda: dev.write_from(buf, pos, s), tag=(beat.generation, beat.seq),
+                               now_ms=now_ms):
+            self.health.submitted(now_ms, "write")
+            return True
+        return False
+
+    def _drain_writes(self):
+        results = self._writer.poll()
+        for r in results:
+            self.health.completed(r.completed_ms, "write", r.ok, _errname(r.error))
+            if r.ok:
+                self.writes_total += 1
+                self.write_bytes_total += self.sb.sector_size
+                self.last_written = r.tag
+                if self._first_write_done_ms is None:
+                    self._first_write_done_ms = r.completed_ms
+                self.write_latency_ms.append(r.completed_ms - r.submitted_ms)
+                del self.write_latency_ms[:-256]
+        return results
+
+    def _submit_read(self, now_ms: int) -> None:
+        sb = self.sb
+        if sb.slot_count * sb.sector_size <= FULL_READ_BYTES_MAX or now_ms - self._last_full_ms >= RESCAN_MS:
+            lo, hi = 1, sb.slot_count
+            self._last_full_ms = now_ms
+        else:
+            lo, hi = min(self._lo, self.node_id), max(self._hi, self.node_id)
+        s = sb.sector_size
+        pos, length = sb.slot_pos(lo), (hi - lo + 1) * s
+        dev, buf = self.dev, self._read_buf
+        if self._reader.submit(lambda: dev.read_into(buf, pos, length), tag=(lo, hi), now_ms=now_ms):
+            self.health.submitted(now_ms, "read")
+
+    def _decode(self, lo: int, hi: int, judge_own: bool) -> list[Observation]:
+        sb, s = self.sb, self.sb.sector_size
+        count = hi - lo + 1
+        rows = self._read_buf.view[: count * s].reshape(count, s)
+        prev = self._prev[lo - 1 : hi]
+        changed = (rows != prev).any(axis=1) | ~self._seen[lo - 1 : hi]
+        nonempty = rows[:, : fmt.STRUCT_BYTES].any(axis=1)
+        written = np.nonzero(nonempty)[0]
+        if lo == 1 and hi == sb.slot_count:  # a full scan re-learns the used range
+            self._lo = int(written[0]) + 1 if written.size else self.node_id
+            self._hi = int(written[-1]) + 1 if written.size else self.node_id
+        idx = np.nonzero(changed & nonempty)[0]
+        prev[idx] = rows[idx]
+        self._seen[lo - 1 : hi][idx] = True
+        if idx.size == 0:
+            return []
+        ids = idx.astype(np.int64) + lo
+        res = fmt.scan_slot_rows(rows[idx], ids, sb.uuid)
+        out: list[Observation] = []
+        for node_id, reason in res.bad:
+            if node_id != self.node_id:
+                out.append(BadSample(node_id, self.name, reason))
+        for k, node_id in enumerate(res.node_ids.tolist()):
+            gen, seq, flags = int(res.generations[k]), int(res.seqs[k]), int(res.flags[k])
+            if node_id == self.node_id:
+                if judge_own:
+                    self._check_own_slot(gen, seq, res.names[k])
+                continue
+            out.append(Beat(node_id, self.name, gen, seq, flags, res.names[k]))
+        return out
+
+    def _check_own_slot(self, generation: int, seq: int, name: str) -> None:
+        """Read-back check: our slot may only ever hold our generation once we wrote it."""
+        if generation != self.last_written[0]:
+            self.slot_conflict = (
+                f"slot {self.node_id} on {self.path} now holds generation {generation:#x}"
+                f" of node {name!r}: another daemon is running with node id {self.node_id}"
+            )
+
+    def read_own_slot(self) -> fmt.Slot | None | str:
+        """Blocking read of our own slot for the start-up claim check (bounded)."""
+        sb, s = self.sb, self.sb.sector_size
+        buf = AlignedBuffer(s)
+        pos = sb.slot_pos(self.node_id)
+        try:
+            bounded_call(lambda: self.dev.read_into(buf, pos, s), sb.io_timeout_ms, self.path)
+        except OSError as e:
+            raise io_error(self.path, e) from None
+        try:
+            return fmt.decode_slot(buf.view[:s].tobytes(), expect_node_id=self.node_id,
+                                   region_uuid=sb.uuid)
+        except fmt.SlotEmpty:
+            return None
+        except fmt.FormatError as e:
+            return str(e)
+
+
+def _pause_ms(ms: int) -> None:
+    threading.Event().wait(ms / 1000)
+
+
+def _errname(e: OSError | None) -> str | None:
+    if e is None:
+        return None
+    return errno.errorcode.get(e.errno or 0, str(e))
+
+
+def left_flags(flags: int) -> int:
+    return (flags | SlotFlag.LEFT) & ~SlotFlag.ACTIVE
