@@ -1,0 +1,143 @@
+"""Daemons as real processes on one shared region file: beat, crash, restart, leave, refuse."""
+
+import json
+import re
+import signal
+import time
+import urllib.request
+
+import pytest
+
+from cluster import Cluster, diskhb, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    region = str(tmp_path / "region.img")
+    r = diskhb("format", region, "--cluster", "test", "--slots", "8", "--interval-ms", "100", "--dead-ms", "1000")
+    assert r.returncode == 0, r.stderr
+    c = Cluster(str(tmp_path), region)
+    try:
+        yield c
+    finally:
+        c.stop_all()
+
+
+def test_three_daemons_see_each_other_and_status_agrees(cluster):
+    for i in (1, 2, 3):
+        cluster.start(i)
+    for obs in (1, 2, 3):
+        for other in (1, 2, 3):
+            if other != obs:
+                cluster.wait_state(obs, other, "alive")
+    r = diskhb("status", cluster.region, "--json", "--no-daemon")
+    assert r.returncode == 0, r.stderr
+    view = json.loads(r.stdout)
+    assert [(n["id"], n["name"], n["state"]) for n in view["nodes"]] == [
+        (1, "node1", "alive"), (2, "node2", "alive"), (3, "node3", "alive")]
+    for n in view["nodes"]:
+        assert set(n) >= {"id", "name", "state", "seq", "generation", "age_s", "flags"}
+        assert n["flags"] == ["active"] and n["generation"] > 0 and n["age_s"] < 1
+    # with a daemon running, status answers from the daemon and shows regions per node
+    r = diskhb("status", cluster.region, "--json", "--run-dir", cluster.run_dir)
+    view = json.loads(r.stdout)
+    assert view["source"] == "daemon"
+    assert all(cluster.region.endswith(list(n["regions"])[0].split(":", 1)[1]) for n in view["nodes"])
+    table = diskhb("status", cluster.region, "--run-dir", cluster.run_dir).stdout
+    assert "node2" in table and "alive" in table
+
+
+def test_sigkill_is_detected_by_every_peer_within_dead_time(cluster):
+    for i in (1, 2, 3):
+        cluster.start(i)
+    cluster.wait_state(1, 3, "alive")
+    cluster.wait_state(2, 3, "alive")
+    t0 = time.monotonic()
+    cluster.kill(3)
+    cluster.wait_state(1, 3, "dead", timeout_s=10)
+    cluster.wait_state(2, 3, "dead", timeout_s=10)
+    took = time.monotonic() - t0
+    assert took >= 0.8  # never before the dead time (1000 ms, minus the last interval)
+    assert re.search(r"node node3 \(id 3\): alive -> dead on disk:\S+ \(age 1\.\d+ s\)", cluster.log(1))
+    # the others stay alive throughout
+    assert cluster.state_of(1, 2) == "alive" and cluster.state_of(2, 1) == "alive"
+
+
+def test_restart_gets_a_new_generation_and_peers_notice(cluster):
+    cluster.start(1)
+    cluster.start(2)
+    cluster.wait_state(1, 2, "alive")
+    gen_before = next(n["generation"] for n in cluster.view(1)["nodes"] if n["id"] == 2)
+    cluster.kill(2)
+    cluster.start(2)  # must wait out the dead time of its old incarnation, then take its slot
+    wait_until(lambda: (v := cluster.view(1)) and any(
+        n["id"] == 2 and n["generation"] != gen_before and n["state"] == "alive" for n in v["nodes"]),
+        15, "node 2 back with a new generation")
+    assert "node node2 (id 2) restarted" in cluster.log(1)
+
+
+def test_clean_stop_is_left_not_dead(cluster):
+    cluster.start(1)
+    cluster.start(2)
+    cluster.wait_state(1, 2, "alive")
+    cluster.kill(2, signal.SIGTERM)
+    assert cluster.procs[2].returncode == 0
+    cluster.wait_state(1, 2, "left", timeout_s=5)
+    time.sleep(1.5)  # longer than the dead time: still left, never dead
+    assert cluster.state_of(1, 2) == "left"
+    view = json.loads(diskhb("status", cluster.region, "--json", "--no-daemon").stdout)
+    assert next(n for n in view["nodes"] if n["id"] == 2)["flags"] == ["left"]
+    # SIGINT is a clean stop too
+    cluster.kill(1, signal.SIGINT)
+    assert cluster.procs[1].returncode == 0
+
+
+def test_second_daemon_with_the_same_id_is_refused(cluster):
+    cluster.start(1)
+    cluster.wait_state(1, 1, "alive")
+    p = cluster.start(1, name="impostor")
+    assert p.wait(15) == 1
+    out = cluster.log(1)
+    assert "slot 1 is in live use" in out and "Traceback" not in out
+    assert cluster.procs[1].returncode == 1
+
+
+def test_refuses_timing_or_cluster_disagreement(cluster):
+    for extra, msg in (("[cluster]\ninterval_ms = 200\n", "cluster.interval_ms = 200 disagrees"),
+                       ("[cluster]\nname = \"other\"\n", "belongs to cluster 'test'")):
+        p = cluster.start(4, extra=extra)
+        assert p.wait(15) == 2
+        out = cluster.log(4)
+        assert msg in out and "Traceback" not in out and len(out.strip().splitlines()) == 1
+
+
+def test_node_id_beyond_slots_is_refused(cluster):
+    p = cluster.start(9)
+    assert p.wait(15) == 2
+    assert "node id 9 is beyond the region's 8 slots" in cluster.log(9)
+
+
+def test_metrics_follow_prometheus_names(cluster):
+    cluster.start(1)
+    cluster.start(2)
+    cluster.wait_state(1, 2, "alive")
+    wait_until(lambda: b"diskhb_heartbeat_write_latency_seconds_count" in _scrape(cluster.ports[1]), 10, "metrics")
+    text = _scrape(cluster.ports[1]).decode()
+    assert 'diskhb_node_alive{node="node2"} 1.0' in text
+    assert re.search(r'diskhb_node_heartbeat_age_seconds\{node="node2",region="disk:[^"]+"\} \d', text)
+    assert re.search(r'diskhb_region_healthy\{region="disk:[^"]+"\} 1\.0', text)
+    for name in ("diskhb_heartbeat_read_latency_seconds_bucket", "diskhb_tick_lateness_seconds_bucket",
+                 "diskhb_ticks_total", "diskhb_node_state{"):
+        assert name in text, name
+    cluster.kill(2)
+    wait_until(lambda: b'diskhb_node_alive{node="node2"} 0.0' in _scrape(cluster.ports[1]), 10, "node2 dead in metrics")
+
+
+def _scrape(port: int) -> bytes:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return r.read()
+    except OSError:
+        return b""
