@@ -57,7 +57,7 @@ def _open_error(path: str, e: OSError, writable: bool) -> OperatorError:
     if e.errno in (errno.EACCES, errno.EPERM):
         mode = "read-write" if writable else "read"
         return OperatorError(f"{path}: permission denied opening it {mode}; run as root or fix its permissions")
-    if e.errno == errno.EISDIR:
+    if e.errno == errno.EISDIR or os.path.isdir(path):  # O_DIRECT on a directory gives EINVAL
         return OperatorError(f"{path}: is a directory; name a block device or a region file")
     if e.errno == errno.EINVAL:
         return OperatorError(f"{path}: the filesystem does not support O_DIRECT (tmpfs?);"

@@ -32,8 +32,17 @@ IO_TIMEOUT_MS = 30_000
 def make_region(path: str, *, cluster: str, slots: int, sector_size: int | None, interval_ms: int,
                 dead_ms: int, io_timeout_ms: int | None, mmp_resources: int, force: bool) -> fmt.Superblock:
     created = False
-    if not os.path.exists(path):
+    try:
+        os.stat(path)
+        missing = False
+    except FileNotFoundError:
+        missing = True
+    except PermissionError:
+        raise OperatorError(f"{path}: permission denied; run as root or fix the permissions") from None
+    if missing:
         parent = os.path.dirname(os.path.abspath(path))
+        if not os.access(parent, os.X_OK) and os.path.isdir(parent):
+            raise OperatorError(f"{path}: permission denied on {parent}; run as root or fix the permissions")
         if not os.path.isdir(parent):
             raise OperatorError(f"{path}: directory {parent} does not exist")
         if path.startswith("/dev/"):
