@@ -170,6 +170,8 @@ class Daemon:
         self.control_path: str | None = None
         self.exit_code = 0
         self.started_wall_ms = wall_ms()
+        self._links = any(rc.type != "disk" for rc in cfg.regions)
+        self._io_seen: dict[str, tuple[int, int, int, int]] = {}  # region -> I/O totals exported
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -384,12 +386,8 @@ class Daemon:
         self.flags = (self.flags | SlotFlag.DISK_LOST) if disk_lost else (self.flags & ~SlotFlag.DISK_LOST)
 
     def _own_beat(self, now: int) -> OwnBeat:
-        view: dict[str, tuple[int, ...]] = {}
-        for nv in self.liveness.nodes():
-            for region, rv in nv.regions.items():
-                if rv.state is NodeState.ALIVE:
-                    view.setdefault(region, ())
-                    view[region] += (nv.node_id,)
+        # Only network and serial heartbeats carry the sender's view; disk slots have no room.
+        view = self.liveness.alive_by_region() if self._links else {}
         return OwnBeat(node_id=self.cfg.node.id, name=self.cfg.node.name, generation=self.generation,
                        seq=self.seq, flags=int(self.flags), mono_ms=now, wall_ms=wall_ms(), view=view)
 
@@ -419,6 +417,14 @@ class Daemon:
                 m.READ_LATENCY.labels(region.name).observe(ms / 1000)
             region.write_latency_ms.clear()
             region.read_latency_ms.clear()
+            seen = self._io_seen.get(region.name, (0, 0, 0, 0))
+            now_totals = (region.read_bytes_total, region.write_bytes_total, region.reads_total, region.writes_total)
+            if now_totals != seen:
+                m.REGION_IO_BYTES.labels(region.name, "read").inc(now_totals[0] - seen[0])
+                m.REGION_IO_BYTES.labels(region.name, "write").inc(now_totals[1] - seen[1])
+                m.REGION_IOS.labels(region.name, "read").inc(now_totals[2] - seen[2])
+                m.REGION_IOS.labels(region.name, "write").inc(now_totals[3] - seen[3])
+                self._io_seen[region.name] = now_totals
 
     def snapshot(self, now: int) -> dict:
         """The daemon's view for `diskhb status` and metrics (built on the tick thread)."""

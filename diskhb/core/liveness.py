@@ -41,6 +41,7 @@ from diskhb.core.types import (
     SlotFlag,
 )
 
+_LEFT = int(SlotFlag.LEFT)
 REGIONS_MAX = 32  # o2hb's global-heartbeat limit; a bound on per-node state
 OLD_GENERATIONS_MAX = 8  # remembered so a slow region's stale sample is not a "restart back"
 EVENTS_MAX = 4 * NODE_ID_MAX * 2  # a tick can at most change every node twice per region kind
@@ -135,6 +136,7 @@ class Liveness:
         self.dead_ms = dead_ms
         self._nodes: dict[int, _Node] = {}
         self._regions: set[str] = set()
+        self._alive: dict[str, set[int]] = {}  # region -> ids it sees ALIVE (kept by _set_track)
         self._events: list[Event] = []
         self._now_ms: int | None = None
 
@@ -162,6 +164,15 @@ class Liveness:
         assert isinstance(obs, Beat)
         if obs.generation == GENERATION_NONE:
             return  # never written: nothing to know
+        if (track is not None and track.state is NodeState.ALIVE and node.state is NodeState.ALIVE
+                and obs.generation == track.generation and not obs.flags & _LEFT):
+            # Fast path, the common case of every tick: a live node beating on. Same outcome as
+            # the general path below (R1 refresh or no news), without re-settling X1-X4.
+            if obs.seq != track.seq:
+                track.seq, track.since_ms = obs.seq, now_ms
+                node.seq, node.advanced_ms = obs.seq, now_ms
+            track.flags = node.flags = obs.flags
+            return
         if obs.name:
             node.name = obs.name
         if track is None:
@@ -195,7 +206,7 @@ class Liveness:
             track.generation, track.seq, track.flags = beat.generation, beat.seq, beat.flags
             node.seq = max(node.seq, beat.seq)
             node.flags = beat.flags
-            if beat.flags & SlotFlag.LEFT:
+            if beat.flags & _LEFT:
                 self._set_track(node, region, track, NodeState.LEFT, now_ms)
             return
         changed = (beat.generation, beat.seq) != (track.generation, track.seq)
@@ -205,7 +216,7 @@ class Liveness:
         track.generation, track.seq, track.flags = beat.generation, beat.seq, beat.flags
         node.flags = beat.flags
         node.seq = beat.seq
-        if beat.flags & SlotFlag.LEFT:  # R4
+        if beat.flags & _LEFT:  # R4
             self._set_track(node, beat.region, track, NodeState.LEFT, now_ms)
             return
         if advanced:  # R1, R2
@@ -233,6 +244,11 @@ class Liveness:
         if track.state is new:
             return
         old, track.state = track.state, new
+        alive = self._alive.setdefault(region, set())
+        if new is NodeState.ALIVE:
+            alive.add(node.node_id)
+        else:
+            alive.discard(node.node_id)
         self._events.append(RegionNodeChanged(node.node_id, node.name, region, old, new,
                                               now_ms - node.advanced_ms))
 
@@ -262,6 +278,10 @@ class Liveness:
         self._now_ms = now_ms
 
     # -- views -------------------------------------------------------------------------------
+
+    def alive_by_region(self) -> dict[str, tuple[int, ...]]:
+        """The sender view published in heartbeats: per region, the ids it sees alive."""
+        return {r: tuple(sorted(ids)) for r, ids in sorted(self._alive.items()) if ids}
 
     def node(self, node_id: int) -> NodeView | None:
         node = self._nodes.get(node_id)

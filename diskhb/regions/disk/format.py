@@ -450,7 +450,7 @@ def scan_slot_rows(rows: np.ndarray, ids: np.ndarray, region_uuid: bytes) -> Sca
         bad.append((int(ids[k]), f"bad magic {int(rec['magic'][k]):#010x}"))
     idx = np.nonzero(ok)[0]
     crc_ok = np.fromiter(
-        (crc32c(rows[k, :CRC_OFFSET].tobytes()) == rec["crc"][k] for k in idx),
+        (crc32c(rows[k, :CRC_OFFSET]) == rec["crc"][k] for k in idx.tolist()),
         dtype=bool, count=idx.size,
     )
     for k in idx[~crc_ok]:
@@ -460,19 +460,19 @@ def scan_slot_rows(rows: np.ndarray, ids: np.ndarray, region_uuid: bytes) -> Sca
     id_ok = sel["node_id"].astype(np.int64) == ids[idx]
     uuid_ok = sel["region_uuid"] == np.void(region_uuid)
     gen_ok = sel["generation"] != 0
-    for k, a, b, c in zip(idx, id_ok, uuid_ok, gen_ok):
-        if not a:
-            bad.append((int(ids[k]), f"slot holds node id {int(rec['node_id'][k])}"))
-        elif not b:
-            bad.append((int(ids[k]), "slot belongs to an earlier format of this region"))
-        elif not c:
-            bad.append((int(ids[k]), "generation 0"))
+    for k in idx[~id_ok]:
+        bad.append((int(ids[k]), f"slot holds node id {int(rec['node_id'][k])}"))
+    for k in idx[id_ok & ~uuid_ok]:
+        bad.append((int(ids[k]), "slot belongs to an earlier format of this region"))
+    for k in idx[id_ok & uuid_ok & ~gen_ok]:
+        bad.append((int(ids[k]), "generation 0"))
     names: list[str] = []
     keep: list[int] = []
-    for k in idx[id_ok & uuid_ok & gen_ok]:
+    good_idx = idx[id_ok & uuid_ok & gen_ok]
+    for k, raw_name in zip(good_idx.tolist(), rec["name"][good_idx].tolist()):
         try:
-            names.append(rec["name"][k].decode("utf-8"))
-            keep.append(int(k))
+            names.append(raw_name.decode("utf-8"))
+            keep.append(k)
         except UnicodeDecodeError:
             bad.append((int(ids[k]), "node name is not UTF-8"))
     good = np.asarray(keep, dtype=np.int64)

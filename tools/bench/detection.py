@@ -1,0 +1,207 @@
+"""Disk-region benchmarks (issue 2): detection latency after SIGKILL, and daemon cost per tick.
+
+    python -m tools.bench.detection [--kills 20] [--cost-seconds 30] [--only detection|cost]
+
+Detection: three daemons on one region file (interval 200 ms, dead 2000 ms). Each round kills
+node3 at a random phase, and reads from node1's and node2's logs the wall time of the tick that
+declared it dead (the log record is stamped in the deciding tick); latency = the later of the
+two minus the kill time (same host, same clock). node3 is restarted between rounds.
+Cost: one daemon over a region where a slot writer keeps N-1 simulated peers beating; CPU
+from /proc/PID/stat over a steady window, I/O from the daemon's own counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DISKHB = [sys.executable, "-m", "diskhb.cli"]
+INTERVAL_MS, DEAD_MS = 200, 2000
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _format(region: str, slots: int) -> None:
+    subprocess.run(DISKHB + ["format", region, "--cluster", "bench", "--slots", str(slots), "--interval-ms",
+                             str(INTERVAL_MS), "--dead-ms", str(DEAD_MS)], check=True, cwd=ROOT,
+                   capture_output=True)
+
+
+def _start(work: str, region: str, node_id: int, port: int) -> tuple[subprocess.Popen, str]:
+    cfg = os.path.join(work, f"n{node_id}.toml")
+    with open(cfg, "w") as f:
+        f.write(f'[node]\nname = "node{node_id}"\nid = {node_id}\nrun_dir = "{work}/run"\n'
+                f'[metrics]\nlisten = "127.0.0.1:{port}"\n[[region]]\ntype = "disk"\npath = "{region}"\n')
+    log = os.path.join(work, f"n{node_id}.{time.monotonic_ns()}.log")
+    with open(log, "w") as out:
+        p = subprocess.Popen(DISKHB + ["run", "--config", cfg], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    return p, log
+
+
+LOG_TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*node node3 \(id 3\): \w+ -> dead", re.M)
+
+
+def _dead_time(log: str, after: float) -> float | None:
+    with open(log) as f:
+        for m in LOG_TS.finditer(f.read()):
+            t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if t >= after - 0.01:
+                return t
+    return None
+
+
+def _wait(pred, timeout_s: float, what: str):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out: {what}")
+
+
+def bench_detection(kills: int) -> list[float]:
+    work = tempfile.mkdtemp(prefix="diskhb-bench-", dir="/var/tmp")
+    procs: list[subprocess.Popen] = []
+    try:
+        region = os.path.join(work, "r.img")
+        _format(region, 8)
+        p1, log1 = _start(work, region, 1, _free_port())
+        p2, log2 = _start(work, region, 2, _free_port())
+        procs += [p1, p2]
+        out = []
+        rng = random.Random(1)
+        for i in range(kills):
+            p3, _ = _start(work, region, 3, _free_port())
+            procs.append(p3)
+            # node3 must be seen alive (after its slot claim) by both observers first
+            mark = os.path.getsize(log1), os.path.getsize(log2)
+            _wait(lambda: _seen_alive(log1, mark[0]) and _seen_alive(log2, mark[1]), 20, "node3 alive")
+            time.sleep(1 + rng.random() * INTERVAL_MS / 1000)  # random phase against the ticks
+            t_kill = time.time()
+            p3.send_signal(signal.SIGKILL)
+            p3.wait(10)
+            t1 = _wait(lambda: _dead_time(log1, t_kill), 10, "node1 sees node3 dead")
+            t2 = _wait(lambda: _dead_time(log2, t_kill), 10, "node2 sees node3 dead")
+            out.append(max(t1, t2) - t_kill)
+            print(f"kill {i + 1:2d}: every peer declared node3 dead after {out[-1]:.3f} s", flush=True)
+        return out
+    finally:
+        _stop(procs)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _seen_alive(log: str, offset: int) -> bool:
+    with open(log) as f:
+        f.seek(offset)
+        return "node node3 (id 3): " in f.read()
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def bench_cost(used: int, seconds: float) -> dict:
+    work = tempfile.mkdtemp(prefix="diskhb-bench-", dir="/var/tmp")
+    procs: list[subprocess.Popen] = []
+    try:
+        region = os.path.join(work, "r.img")
+        _format(region, max(used, 8))
+        if used > 1:
+            procs.append(subprocess.Popen([sys.executable, "-m", "tools.bench.slotwriter", region, "2", str(used),
+                                           "--seconds", str(seconds + 30)], cwd=ROOT))
+        port = _free_port()
+        p, log = _start(work, region, 1, port)
+        procs.append(p)
+        _wait(lambda: _metric_ok(port), 20, "metrics up")
+        time.sleep(2 * DEAD_MS / 1000)  # warm up: every peer seen alive
+        c0, t0 = _cpu_s(p.pid), time.monotonic()
+        r0, w0, k0 = (_metric(port, 'diskhb_region_io_bytes_total{region="disk:' + region + '",direction="read"}'),
+                      _metric(port, 'diskhb_region_io_bytes_total{region="disk:' + region + '",direction="write"}'),
+                      _metric(port, "diskhb_ticks_total"))
+        reads0 = _metric(port, 'diskhb_region_ios_total{region="disk:' + region + '",direction="read"}')
+        time.sleep(seconds)
+        c1, t1 = _cpu_s(p.pid), time.monotonic()
+        r1, w1, k1 = (_metric(port, 'diskhb_region_io_bytes_total{region="disk:' + region + '",direction="read"}'),
+                      _metric(port, 'diskhb_region_io_bytes_total{region="disk:' + region + '",direction="write"}'),
+                      _metric(port, "diskhb_ticks_total"))
+        reads1 = _metric(port, 'diskhb_region_ios_total{region="disk:' + region + '",direction="read"}')
+        alive = _metric(port, "diskhb_node_alive")
+        el = t1 - t0
+        return {"used": used, "alive_peers_seen": alive, "cpu_pct": 100 * (c1 - c0) / el,
+                "cpu_ms_per_tick": 1000 * (c1 - c0) / max(1, k1 - k0),
+                "read_Bps": (r1 - r0) / el, "write_Bps": (w1 - w0) / el,
+                "reads_per_tick": (reads1 - reads0) / max(1, k1 - k0)}
+    finally:
+        _stop(procs)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _metric_ok(port: int) -> bool:
+    try:
+        _metric(port, "diskhb_ticks_total")
+        return True
+    except OSError:
+        return False
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--cost-seconds", type=float, default=30)
+    ap.add_argument("--only", choices=["detection", "cost"])
+    a = ap.parse_args()
+    if a.only in (None, "detection"):
+        lat = bench_detection(a.kills)
+        print(f"detection (interval {INTERVAL_MS} ms, dead {DEAD_MS} ms, {len(lat)} kills): "
+              f"min {min(lat):.3f} s, median {statistics.median(lat):.3f} s, max {max(lat):.3f} s")
+    if a.only in (None, "cost"):
+        for used in (3, 16, 64, 2000):
+            r = bench_cost(used, a.cost_seconds)
+            print(f"used slots {used:4d}: peers alive {r['alive_peers_seen']:.0f}, CPU {r['cpu_pct']:.2f} % of a core"
+                  f" ({r['cpu_ms_per_tick']:.2f} ms/tick), reads/tick {r['reads_per_tick']:.2f},"
+                  f" read {r['read_Bps'] / 1024:.1f} KiB/s, write {r['write_Bps'] / 1024:.2f} KiB/s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
