@@ -36,6 +36,7 @@ from diskhb.core.types import (
     NODE_ID_MAX,
     BadSample,
     Beat,
+    BeatBatch,
     NodeState,
     Observation,
     SlotFlag,
@@ -143,6 +144,9 @@ class Liveness:
     # -- input -------------------------------------------------------------------------------
 
     def observe(self, now_ms: int, obs: Observation) -> None:
+        if isinstance(obs, BeatBatch):
+            self._observe_batch(now_ms, obs)
+            return
         self._advance_clock(now_ms)
         if obs.node_id == self.self_id:
             return
@@ -179,6 +183,23 @@ class Liveness:
             track = node.tracks[obs.region] = _Track(since_ms=now_ms)
         self._on_beat(now_ms, node, track, obs)
         self._settle(now_ms, node, obs.region, "")
+
+    def _observe_batch(self, now_ms: int, batch: BeatBatch) -> None:
+        """Same rules as observe() row by row; the fast path is inlined for the common case."""
+        self._advance_clock(now_ms)
+        region, nodes, alive = batch.region, self._nodes, NodeState.ALIVE
+        rows = zip(batch.node_ids, batch.generations, batch.seqs, batch.flags, batch.names)
+        for node_id, generation, seq, flags, name in rows:
+            node = nodes.get(node_id)
+            track = node.tracks.get(region) if node is not None else None
+            if (track is not None and track.state is alive and node.state is alive
+                    and generation == track.generation and not flags & _LEFT):
+                if seq != track.seq:
+                    track.seq, track.since_ms = seq, now_ms
+                    node.seq, node.advanced_ms = seq, now_ms
+                track.flags = node.flags = flags
+            else:
+                self.observe(now_ms, Beat(node_id, region, generation, seq, flags, name))
 
     def _on_beat(self, now_ms: int, node: _Node, track: _Track, beat: Beat) -> None:
         region = beat.region

@@ -71,4 +71,21 @@ class BadSample:
     reason: str
 
 
-Observation = Beat | BadSample
+@dataclass(frozen=True, slots=True)
+class BeatBatch:
+    """Many valid samples of one region at once, as columns: the hot path of a disk region
+    with thousands of slots (no object per slot). Means exactly one Beat per row."""
+
+    region: str
+    node_ids: list[int]
+    generations: list[int]
+    seqs: list[int]
+    flags: list[int]
+    names: list[str]
+
+    def beats(self):
+        for row in zip(self.node_ids, self.generations, self.seqs, self.flags, self.names):
+            yield Beat(row[0], self.region, row[1], row[2], row[3], row[4])
+
+
+Observation = Beat | BadSample | BeatBatch

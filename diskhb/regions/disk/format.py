@@ -449,8 +449,10 @@ def scan_slot_rows(rows: np.ndarray, ids: np.ndarray, region_uuid: bytes) -> Sca
     for k in np.nonzero(written & ~ok)[0]:
         bad.append((int(ids[k]), f"bad magic {int(rec['magic'][k]):#010x}"))
     idx = np.nonzero(ok)[0]
+    flat = memoryview(np.ascontiguousarray(rows)).cast("B")  # memoryview slices are cheap
+    stored = rec["crc"][idx].tolist()
     crc_ok = np.fromiter(
-        (crc32c(rows[k, :CRC_OFFSET]) == rec["crc"][k] for k in idx.tolist()),
+        (crc32c(flat[k * sector_size: k * sector_size + CRC_OFFSET]) == c for k, c in zip(idx.tolist(), stored)),
         dtype=bool, count=idx.size,
     )
     for k in idx[~crc_ok]:

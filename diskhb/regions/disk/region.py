@@ -21,9 +21,10 @@ import threading
 from typing import Callable
 
 import numpy as np
+from crc32c import crc32c
 
 from diskhb.core.region_health import OwnIoHealth
-from diskhb.core.types import BadSample, Beat, Observation, SlotFlag
+from diskhb.core.types import BadSample, BeatBatch, Observation, SlotFlag
 from diskhb.errors import OperatorError
 from diskhb.regions.base import OwnBeat, Region
 from diskhb.regions.disk import format as fmt
@@ -134,6 +135,8 @@ class DiskRegion(Region):
         s = sb.sector_size
         self._read_buf = AlignedBuffer(sb.slot_count * s)
         self._write_buf = AlignedBuffer(s)
+        self._write_rec = self._write_buf.view[:s].view(fmt.slot_dtype(s))[0]
+        self._template_key: tuple[int, int] | None = None
         self._prev = np.zeros((sb.slot_count, s), dtype=np.uint8)
         self._seen = np.zeros(sb.slot_count, dtype=bool)  # slot reported at least once
         self._reader = IoWorker(f"{self.name}:read", clock_ms=self.clock_ms)
@@ -203,14 +206,8 @@ class DiskRegion(Region):
     # -- internals ---------------------------------------------------------------------------
 
     def _submit_write(self, now_ms: int, beat: OwnBeat) -> bool:
+        self._fill_slot(beat)
         sb = self.sb
-        slot = fmt.Slot(
-            node_id=self.node_id, flags=beat.flags, generation=beat.generation, seq=beat.seq,
-            mono_ms=beat.mono_ms, wall_ms=beat.wall_ms, region_uuid=sb.uuid,
-            name=self.node_name, interval_ms=sb.interval_ms,
-        )
-        data = fmt.encode_slot(slot, sb.sector_size)  # validates and round-trips before the write
-        self._write_buf.view[: sb.sector_size] = np.frombuffer(data, dtype=np.uint8)
         pos = sb.slot_pos(self.node_id)
         dev, buf, s = self.dev, self._write_buf, sb.sector_size
         if self._writer.submit(lambda: dev.write_from(buf, pos, s), tag=(beat.generation, beat.seq),
@@ -218,6 +215,32 @@ class DiskRegion(Region):
             self.health.submitted(now_ms, "write")
             return True
         return False
+
+    def _fill_slot(self, beat: OwnBeat) -> None:
+        """Put our slot into the write buffer (only called while no write is in flight).
+
+        construct builds (and validates, and round-trips) the slot whenever generation or flags
+        change; in between, only seq and the two clocks move, patched through the numpy dtype.
+        Either way the bytes are checked before they go to disk (pair assertion with decode).
+        """
+        sb, s = self.sb, self.sb.sector_size
+        if self._template_key != (beat.generation, beat.flags):
+            slot = fmt.Slot(
+                node_id=self.node_id, flags=beat.flags, generation=beat.generation, seq=beat.seq,
+                mono_ms=beat.mono_ms, wall_ms=beat.wall_ms, region_uuid=sb.uuid,
+                name=self.node_name, interval_ms=sb.interval_ms,
+            )
+            self._write_buf.view[:s] = np.frombuffer(fmt.encode_slot(slot, s), dtype=np.uint8)
+            self._template_key = (beat.generation, beat.flags)
+        else:
+            assert 0 <= beat.seq < 2**64 and beat.mono_ms >= 0 and beat.wall_ms >= 0
+            rec = self._write_rec
+            rec["seq"], rec["mono_ms"], rec["wall_ms"] = beat.seq, beat.mono_ms, beat.wall_ms
+            rec["crc"] = crc32c(self._write_buf.mem[: fmt.CRC_OFFSET])
+        rec = self._write_rec
+        assert (int(rec["magic"]), int(rec["node_id"]), int(rec["generation"]), int(rec["seq"])) == (
+            fmt.SLOT_MAGIC, self.node_id, beat.generation, beat.seq)
+        assert crc32c(self._write_buf.mem[: fmt.CRC_OFFSET]) == int(rec["crc"])
 
     def _drain_writes(self):
         results = self._writer.poll()
@@ -268,13 +291,16 @@ class DiskRegion(Region):
         for node_id, reason in res.bad:
             if node_id != self.node_id:
                 out.append(BadSample(node_id, self.name, reason))
-        for k, node_id in enumerate(res.node_ids.tolist()):
-            gen, seq, flags = int(res.generations[k]), int(res.seqs[k]), int(res.flags[k])
-            if node_id == self.node_id:
-                if judge_own:
-                    self._check_own_slot(gen, seq, res.names[k])
-                continue
-            out.append(Beat(node_id, self.name, gen, seq, flags, res.names[k]))
+        ids, gens, seqs = res.node_ids.tolist(), res.generations.tolist(), res.seqs.tolist()
+        flags, names = res.flags.tolist(), res.names
+        if self.node_id in ids:  # our own slot is checked here, never reported
+            k = ids.index(self.node_id)
+            if judge_own:
+                self._check_own_slot(gens[k], seqs[k], names[k])
+            for col in (ids, gens, seqs, flags, names):
+                del col[k]
+        if ids:
+            out.append(BeatBatch(self.name, ids, gens, seqs, flags, names))
         return out
 
     def _check_own_slot(self, generation: int, seq: int, name: str) -> None:

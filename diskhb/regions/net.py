@@ -1,0 +1,180 @@
+"""A network heartbeat region: one UDP link (unicast peers, multicast group or broadcast).
+
+Rules of this file:
+- `tick` sends our beat as one authenticated datagram to every destination of the link on a
+  non-blocking socket; it never waits and never raises for a send error. A failed send to any
+  destination makes our own I/O on the link unhealthy (OwnIoHealth "write" failed, naming the
+  destination); each destination's error is logged once when it starts and once when it ends.
+- `poll` drains at most POLL_PACKETS_MAX datagrams (the rest wait in the socket for the next
+  poll) and returns a Beat for each authenticated, fresh packet of another node (netpath.receiver).
+- Mistakes the operator can fix (key file, bind address or interface, port in use, bad peer,
+  group or broadcast address) raise OperatorError at start(), never later.
+- One region per link: redundant links are several NetRegions, each with its own socket, key
+  file, replay state and counters.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from diskhb.core.region_health import OwnIoHealth
+from diskhb.core.types import Observation
+from diskhb.errors import OperatorError
+from diskhb.regions.base import OwnBeat, Region
+from netpath import metrics, wire
+from netpath.keys import KeyRing, load_key_file
+from netpath.receiver import Receiver
+from netpath.replay import REBOOT_QUIET_MS
+from netpath.transport import DEFAULT_PORT, DEFAULT_TTL, UdpLink, open_link
+
+log = logging.getLogger("diskhb.net")
+
+POLL_PACKETS_MAX = 1024  # per poll: a flood delays the rest to the next tick, it never stalls one
+
+
+class NetRegion(Region):
+    kind = "net"
+
+    def __init__(self, name: str, *, cluster: str, node_id: int, io_timeout_ms: int, key: str,
+                 bind: str | None = None, port: int | None = None, peers: list[str] | tuple[str, ...] | None = None,
+                 group: str | None = None, broadcast: str | None = None, ttl: int = DEFAULT_TTL,
+                 reboot_quiet_ms: int = REBOOT_QUIET_MS):
+        modes = sum(1 for m in (peers, group, broadcast) if m)
+        if modes != 1:
+            raise OperatorError(f"region {name}: a net region needs exactly one of peers, group or broadcast")
+        if not key:
+            raise OperatorError(f"region {name}: a net region needs key = a key file (diskhb keygen PATH)")
+        self.name = name
+        self.cluster = cluster
+        self.node_id = node_id
+        self.key_path = key
+        self.bind = bind
+        self.port = DEFAULT_PORT if port is None else port
+        self.peers = list(peers) if peers else None
+        self.group = group
+        self.broadcast = broadcast
+        self.ttl = ttl
+        self.reboot_quiet_ms = reboot_quiet_ms
+        self.health = OwnIoHealth(name, io_timeout_ms)
+        self.link: UdpLink | None = None
+        self.keys: KeyRing | None = None
+        self.receiver: Receiver | None = None
+        self.sent_total = 0
+        self.send_errors_total = 0
+        self.sent_bytes_total = 0
+        self.received_bytes_total = 0
+        self._dest_errors: dict[str, str | None] = {}
+        self._recv_error: str | None = None
+        self._sent = metrics.PACKETS_SENT.labels(name)
+        self._send_errors = metrics.SEND_ERRORS.labels(name)
+
+    # -- what the lead's daemon and status read -----------------------------------------------
+
+    @property
+    def views(self) -> dict[int, dict[str, tuple[int, ...]]]:
+        """Per peer node: its view (its region name -> node ids it sees alive) from its last beat."""
+        return self.receiver.views if self.receiver else {}
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Dropped packets by reason (netpath.wire.REASONS), since start."""
+        return self.receiver.rejected if self.receiver else {r: 0 for r in wire.REASONS}
+
+    def describe(self) -> str:
+        if self.link is None:
+            return f"{self.name} (not open)"
+        keys = ",".join(str(i) for i in self.keys.ids) if self.keys else "?"
+        return (f"{self.name}: {self.link.mode} {self.link.local} -> {', '.join(self.link.labels)}"
+                f" keys {keys} (signing {self.keys.signing_id if self.keys else '?'})")
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self, now_ms: int) -> None:
+        self.keys = load_key_file(self.key_path)
+        self.link = open_link(port=self.port, bind=self.bind, peers=self.peers, group=self.group,
+                              broadcast=self.broadcast, ttl=self.ttl)
+        self.receiver = Receiver(self.name, cluster=self.cluster, node_id=self.node_id, keys=self.keys,
+                                 reboot_quiet_ms=self.reboot_quiet_ms)
+        log.info("region %s", self.describe())
+
+    def reload_keys(self) -> None:
+        """Re-read the key file (rotation). On any problem the old keys stay and OperatorError says why."""
+        keys = load_key_file(self.key_path)
+        self.keys = keys
+        if self.receiver:
+            self.receiver.keys = keys
+        log.info("region %s: keys %s loaded, signing with %d", self.name, ",".join(map(str, keys.ids)),
+                 keys.signing_id)
+
+    def tick(self, now_ms: int, beat: OwnBeat) -> None:
+        if self.link is None:
+            return
+        self.receiver.own_generation = beat.generation
+        data = self._encode(beat)
+        self.health.submitted(now_ms, "write")
+        results = self.link.send(data)
+        failed = [(dest, err) for dest, err in results if err]
+        for dest, err in results:
+            self._note_dest(dest, err)
+        ok_count = len(results) - len(failed)
+        self.sent_total += ok_count
+        self.sent_bytes_total += ok_count * len(data)
+        self.send_errors_total += len(failed)
+        if ok_count:
+            self._sent.inc(ok_count)
+        if failed:
+            self._send_errors.inc(len(failed))
+            self.health.completed(now_ms, "write", False, f"send to {failed[0][0]}: {failed[0][1]}")
+        else:
+            self.health.completed(now_ms, "write", True)
+
+    def poll(self, now_ms: int) -> list[Observation]:
+        if self.link is None:
+            return []
+        datagrams, error = self.link.recv_batch(POLL_PACKETS_MAX)
+        self._note_recv(now_ms, error)
+        out: list[Observation] = []
+        for data, source in datagrams:
+            self.received_bytes_total += len(data)
+            beat = self.receiver.handle(now_ms, data, source)
+            if beat is not None:
+                out.append(beat)
+        return out
+
+    def stop(self, beat: OwnBeat, timeout_ms: int) -> bool:
+        """Send the final beat once (a datagram send does not wait) and close the socket."""
+        if self.link is None:
+            return False
+        try:
+            results = self.link.send(self._encode(beat))
+            return bool(results) and all(err is None for _, err in results)
+        finally:
+            self.link.close()
+            self.link = None
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _encode(self, beat: OwnBeat) -> bytes:
+        p = wire.Packet(cluster_id=self.receiver.cluster_id, node_id=beat.node_id, generation=beat.generation,
+                        seq=beat.seq, mono_ms=beat.mono_ms, flags=beat.flags, name=beat.name, view=beat.view)
+        return wire.encode(p, self.keys)
+
+    def _note_dest(self, dest: str, err: str | None) -> None:
+        """Log a destination's send error when it starts, changes or ends: never once per tick."""
+        before = self._dest_errors.get(dest)
+        if err == before:
+            return
+        self._dest_errors[dest] = err
+        if err:
+            log.warning("region %s: cannot send heartbeat to %s: %s", self.name, dest, err)
+        else:
+            log.info("region %s: sending to %s works again", self.name, dest)
+
+    def _note_recv(self, now_ms: int, error: str | None) -> None:
+        if error != self._recv_error:
+            if error:
+                log.warning("region %s: receive failed: %s", self.name, error)
+            else:
+                log.info("region %s: receiving works again", self.name)
+            self._recv_error = error
+        self.health.completed(now_ms, "read", error is None, error)

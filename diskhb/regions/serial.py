@@ -1,0 +1,283 @@
+"""A serial heartbeat region: authenticated frames over a tty (null-modem cable, USB serial).
+
+Rules of this file:
+- Frames are netpath.framing (COBS, 0x00 delimiters, CRC-32C) around the same signed packet as
+  the network (netpath.wire), so a cable carries exactly what a datagram does, view included
+  (cut to what the line can carry in about FRAME_TIME_MS).
+- Nothing blocks: the tty is non-blocking; a frame is written as far as the driver takes it and
+  the rest on later ticks/polls. While a frame is still draining no new one is queued (a slow
+  or stuck line never builds a backlog); if it drains later than io_timeout_ms, OwnIoHealth
+  reports our write late.
+- A device that disappears (USB unplug, pty closed: POLLHUP/POLLERR, EIO) makes the region
+  unhealthy ("device lost") and is reopened at the same path with backoff from REOPEN_MS_MIN up
+  to reopen_ms_max; neither tick nor poll ever raises for it. The partial frame that was on the
+  line is dropped; the next delimiter resynchronises.
+- A missing, unopenable or busy device at start() is an OperatorError. The port is locked with
+  flock (pyserial exclusive=True), so two daemons never share a cable.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import time
+
+import serial
+
+from diskhb.core.region_health import OwnIoHealth
+from diskhb.core.types import Observation
+from diskhb.errors import OperatorError
+from diskhb.regions.base import OwnBeat, Region
+from netpath import metrics, wire
+from netpath.framing import FrameReader, encode_frame
+from netpath.keys import KeyRing, load_key_file
+from netpath.receiver import Receiver
+from netpath.replay import REBOOT_QUIET_MS
+
+log = logging.getLogger("diskhb.serial")
+
+DEFAULT_BAUD = 115200
+BAUDS = (9600, 19200, 38400, 57600, 115200, 230400)
+FRAME_TIME_MS = 100  # a frame's budget in line time: 192 bytes at 19200 baud, 1152 at 115200
+FRAME_BYTES_MIN = 192  # room for the fixed fields, a 64-byte name and a small view
+READ_BYTES_MAX = 64 * 1024  # per poll; at 230400 baud a line delivers 23 KB/s
+REOPEN_MS_MIN = 100
+REOPEN_MS_MAX = 5000
+_HANGUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def packet_budget(baud: int) -> int:
+    """Bytes a packet may use so one frame takes about FRAME_TIME_MS on the line (10 bits/byte)."""
+    return max(FRAME_BYTES_MIN, min(wire.PACKET_BYTES_MAX, baud // 10 * FRAME_TIME_MS // 1000))
+
+
+class SerialRegion(Region):
+    kind = "serial"
+
+    def __init__(self, name: str, *, cluster: str, node_id: int, io_timeout_ms: int, device: str,
+                 key: str, baud: int = DEFAULT_BAUD, reboot_quiet_ms: int = REBOOT_QUIET_MS,
+                 reopen_ms_max: int = REOPEN_MS_MAX):
+        if baud not in BAUDS:
+            raise OperatorError(f"region {name}: unsupported baud {baud}; use one of {', '.join(map(str, BAUDS))}")
+        if not device:
+            raise OperatorError(f"region {name}: a serial region needs device = a tty path")
+        if not key:
+            raise OperatorError(f"region {name}: a serial region needs key = a key file (diskhb keygen PATH)")
+        assert reopen_ms_max >= REOPEN_MS_MIN
+        self.name = name
+        self.cluster = cluster
+        self.node_id = node_id
+        self.device = device
+        self.baud = baud
+        self.key_path = key
+        self.reboot_quiet_ms = reboot_quiet_ms
+        self.reopen_ms_max = reopen_ms_max
+        self.budget_bytes = packet_budget(baud)
+        self.health = OwnIoHealth(name, io_timeout_ms)
+        self.keys: KeyRing | None = None
+        self.receiver: Receiver | None = None
+        self.port: serial.Serial | None = None
+        self.lost: str | None = None  # why the device is closed, while it is
+        self.reopens_total = 0
+        self.sent_total = 0
+        self.sent_bytes_total = 0
+        self.received_bytes_total = 0
+        self.frames_skipped_total = 0  # ticks whose frame was not queued: the previous one still draining
+        self._reader = FrameReader()
+        self._tx = b""  # the rest of the frame being written
+        self._reopen_at_ms = 0
+        self._reopen_wait_ms = REOPEN_MS_MIN
+        self._started = False
+        self._sent = metrics.PACKETS_SENT.labels(name)
+        self._send_errors = metrics.SEND_ERRORS.labels(name)
+        self._reopens = metrics.LINK_REOPENS.labels(name)
+
+    # -- what the lead's daemon and status read -----------------------------------------------
+
+    @property
+    def views(self) -> dict[int, dict[str, tuple[int, ...]]]:
+        return self.receiver.views if self.receiver else {}
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        return self.receiver.rejected if self.receiver else {r: 0 for r in wire.REASONS}
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self, now_ms: int) -> None:
+        self.keys = load_key_file(self.key_path)
+        if not os.path.exists(self.device):
+            raise OperatorError(f"serial device {self.device}: does not exist; check the cable/adapter"
+                                " and the device path (prefer a /dev/serial/by-id/ name)")
+        try:
+            self.port = self._open()
+        except (OSError, serial.SerialException, ValueError) as e:
+            raise OperatorError(f"serial device {self.device}: cannot open: {_reason(e)}") from None
+        self.receiver = Receiver(self.name, cluster=self.cluster, node_id=self.node_id, keys=self.keys,
+                                 reboot_quiet_ms=self.reboot_quiet_ms)
+        self._started = True
+        log.info("region %s: serial %s at %d baud, keys %s (signing %d)", self.name, self.device, self.baud,
+                 ",".join(map(str, self.keys.ids)), self.keys.signing_id)
+
+    def reload_keys(self) -> None:
+        keys = load_key_file(self.key_path)
+        self.keys = keys
+        if self.receiver:
+            self.receiver.keys = keys
+
+    def tick(self, now_ms: int, beat: OwnBeat) -> None:
+        if not self._started:
+            return
+        self.receiver.own_generation = beat.generation
+        if self.port is None and not self._try_reopen(now_ms):
+            self.health.completed(now_ms, "write", False, f"{self.device}: {self.lost}")
+            return
+        if self._tx:
+            self.frames_skipped_total += 1  # still draining: OwnIoHealth ages the write in flight
+        else:
+            self._tx = encode_frame(self._encode(beat))
+            self.health.submitted(now_ms, "write")
+        self._flush(now_ms)
+
+    def poll(self, now_ms: int) -> list[Observation]:
+        if not self._started:
+            return []
+        if self.port is None:
+            self._try_reopen(now_ms)
+            return []
+        data = self._read(now_ms)
+        out: list[Observation] = []
+        if data:
+            self.received_bytes_total += len(data)
+            for item in self._reader.feed(data):  # bounded by READ_BYTES_MAX per poll
+                if isinstance(item, str):
+                    self.receiver.reject(item, self.device)
+                    continue
+                beat = self.receiver.handle(now_ms, item, self.device)
+                if beat is not None:
+                    out.append(beat)
+        if self.port is not None and self._tx:
+            self._flush(now_ms)
+        return out
+
+    def stop(self, beat: OwnBeat, timeout_ms: int) -> bool:
+        """Write the final frame, waiting at most timeout_ms for the line to take it; then close."""
+        if not self._started or self.port is None:
+            self._close()
+            return False
+        deadline = time.monotonic() + timeout_ms / 1000
+        done = False
+        # A frame still draining goes first (it is whole-or-garbage on the line); then the final one.
+        frames = [self._tx, encode_frame(self._encode(beat))] if self._tx else [encode_frame(self._encode(beat))]
+        self._tx = b""
+        try:
+            for frame in frames:
+                rest = frame
+                while rest and time.monotonic() < deadline:
+                    try:
+                        n = os.write(self.port.fileno(), rest)
+                        rest = rest[n:]
+                    except BlockingIOError:
+                        pass
+                    if rest:
+                        select.select([], [self.port.fileno()], [], max(0.0, min(0.01, deadline - time.monotonic())))
+                done = not rest
+        except OSError:
+            done = False
+        self._close()
+        return done
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _open(self) -> serial.Serial:
+        # timeout=0 / write_timeout=0: pyserial never waits; the fd is O_NONBLOCK and we do the I/O.
+        return serial.Serial(self.device, self.baud, timeout=0, write_timeout=0, exclusive=True)
+
+    def _encode(self, beat: OwnBeat) -> bytes:
+        p = wire.Packet(cluster_id=self.receiver.cluster_id, node_id=beat.node_id, generation=beat.generation,
+                        seq=beat.seq, mono_ms=beat.mono_ms, flags=beat.flags, name=beat.name, view=beat.view)
+        return wire.encode(p, self.keys, budget_bytes=self.budget_bytes)
+
+    def _flush(self, now_ms: int) -> None:
+        try:
+            n = os.write(self.port.fileno(), self._tx)
+        except BlockingIOError:
+            return  # the line is busy: the rest goes out on a later tick/poll
+        except OSError as e:
+            self._lose(now_ms, "write", _reason(e))
+            return
+        self._tx = self._tx[n:]
+        if not self._tx:
+            self.sent_total += 1
+            self._sent.inc()
+            self.health.completed(now_ms, "write", True)
+
+    def _read(self, now_ms: int) -> bytes:
+        fd = self.port.fileno()
+        try:
+            p = select.poll()
+            p.register(fd, select.POLLIN)
+            events = p.poll(0)
+            if any(ev & _HANGUP for _, ev in events):
+                self._lose(now_ms, "read", "device hung up (unplugged?)")
+                return b""
+            if not events:
+                self.health.completed(now_ms, "read", True)
+                return b""
+            data = os.read(fd, READ_BYTES_MAX)
+        except BlockingIOError:
+            return b""
+        except OSError as e:
+            self._lose(now_ms, "read", _reason(e))
+            return b""
+        self.health.completed(now_ms, "read", True)
+        return data
+
+    def _lose(self, now_ms: int, kind: str, why: str) -> None:
+        """The device went away: report, close, and schedule the first reopen."""
+        if kind == "write":
+            self._send_errors.inc()
+        self.health.completed(now_ms, kind, False, f"{self.device}: {why}")
+        log.error("region %s: serial device %s lost (%s); reopening with backoff up to %d ms",
+                  self.name, self.device, why, self.reopen_ms_max)
+        self.lost = f"device lost: {why}"
+        self._close()
+        self._tx = b""
+        self._reader.reset()
+        self._reopen_wait_ms = REOPEN_MS_MIN
+        self._reopen_at_ms = now_ms + REOPEN_MS_MIN
+
+    def _try_reopen(self, now_ms: int) -> bool:
+        if now_ms < self._reopen_at_ms:
+            return False
+        try:
+            self.port = self._open()
+        except (OSError, serial.SerialException, ValueError) as e:
+            self.lost = f"device lost, reopen failed: {_reason(e)}"
+            self._reopen_wait_ms = min(2 * self._reopen_wait_ms, self.reopen_ms_max)
+            self._reopen_at_ms = now_ms + self._reopen_wait_ms
+            return False
+        self.lost = None
+        self.reopens_total += 1
+        self._reopens.inc()
+        self._reader.reset()
+        log.warning("region %s: serial device %s reopened", self.name, self.device)
+        return True
+
+    def _close(self) -> None:
+        if self.port is not None:
+            try:
+                self.port.close()
+            except Exception:  # noqa: BLE001 - closing a vanished device may fail; it is closed either way
+                pass
+            self.port = None
+
+
+def _reason(e: BaseException) -> str:
+    """A short reason for a serial error (pyserial wraps OSErrors in long messages)."""
+    code = getattr(e, "errno", None)
+    if isinstance(code, int) and code in errno.errorcode:
+        return f"{errno.errorcode[code]}: {os.strerror(code)}"
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
