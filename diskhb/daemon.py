@@ -34,7 +34,7 @@ from diskhb import metrics as m
 from diskhb.config import Config, RegionConfig, parse_listen
 from diskhb.core.liveness import Liveness, NodeRestarted, NodeStateChanged, RegionNodeChanged
 from diskhb.core.slot_claim import ClaimVerdict, SlotClaim, SlotSample
-from diskhb.core.types import NodeState, SlotFlag
+from diskhb.core.types import BadSample, NodeState, SlotFlag
 from diskhb.errors import OperatorError, Refused
 from diskhb.regions.base import OwnBeat, Region
 from diskhb.regions.disk import format as fmt
@@ -170,6 +170,7 @@ class Daemon:
         self.control_path: str | None = None
         self.exit_code = 0
         self.started_wall_ms = wall_ms()
+        self._core_ms = 0  # the last time given to the liveness core
         self._links = any(rc.type != "disk" for rc in cfg.regions)
         self._io_seen: dict[str, tuple[int, int, int, int]] = {}  # region -> I/O totals exported
 
@@ -352,7 +353,12 @@ class Daemon:
         live = self.liveness
         for region in self.regions:
             for obs in region.poll(now):
-                live.observe(now, obs)
+                if isinstance(obs, BadSample):
+                    m.BAD_SAMPLES.labels(obs.region).inc()
+                # A sample is as new as the moment its read was issued; never before the core's
+                # last reading of the clock (a slow read finishing late must not turn time back).
+                seen = getattr(obs, "seen_ms", None)
+                live.observe(now if seen is None else max(seen, self._core_ms), obs)
         self._own_health(now)
         for region in self.regions:
             conflict = getattr(region, "slot_conflict", None)
@@ -366,6 +372,7 @@ class Daemon:
             region.tick(now, beat)
         for ev in live.tick(now):
             self._report(ev)
+        self._core_ms = now
         self._export_region_metrics()
         m.TICKS.inc()
         if self.broker.wanted():

@@ -82,6 +82,9 @@ class BeatBatch:
     seqs: list[int]
     flags: list[int]
     names: list[str]
+    # When the medium was sampled (the read's submission: its data is at least that new).
+    # The caller clamps it so the core's clock never goes back.
+    seen_ms: int | None = None
 
     def beats(self):
         for row in zip(self.node_ids, self.generations, self.seqs, self.flags, self.names):

@@ -200,7 +200,7 @@ class DiskRegion(Region):
             # Reads and writes run on separate workers: only a read that started after one of
             # our writes had completed can judge what our slot must hold.
             judge_own = self._first_write_done_ms is not None and r.submitted_ms > self._first_write_done_ms
-            out.extend(self._decode(lo, hi, judge_own))
+            out.extend(self._decode(lo, hi, judge_own, r.submitted_ms))
         return out
 
     # -- internals ---------------------------------------------------------------------------
@@ -269,7 +269,7 @@ class DiskRegion(Region):
         if self._reader.submit(lambda: dev.read_into(buf, pos, length), tag=(lo, hi), now_ms=now_ms):
             self.health.submitted(now_ms, "read")
 
-    def _decode(self, lo: int, hi: int, judge_own: bool) -> list[Observation]:
+    def _decode(self, lo: int, hi: int, judge_own: bool, seen_ms: int) -> list[Observation]:
         sb, s = self.sb, self.sb.sector_size
         count = hi - lo + 1
         rows = self._read_buf.view[: count * s].reshape(count, s)
@@ -300,7 +300,7 @@ class DiskRegion(Region):
             for col in (ids, gens, seqs, flags, names):
                 del col[k]
         if ids:
-            out.append(BeatBatch(self.name, ids, gens, seqs, flags, names))
+            out.append(BeatBatch(self.name, ids, gens, seqs, flags, names, seen_ms))
         return out
 
     def _check_own_slot(self, generation: int, seq: int, name: str) -> None:
