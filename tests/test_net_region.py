@@ -426,3 +426,69 @@ def test_metrics_module_registers_once(key):
     importlib.reload(nm)  # a second registration must not raise "Duplicated timeseries"
     assert nm.PACKETS_REJECTED is before
     assert REGISTRY._names_to_collectors["diskhb_net_packets_rejected_total"] is before
+
+
+_TWO_LINKS_CHILD = r"""
+import json, subprocess, sys, time
+def sh(*a):
+    subprocess.run(list(a), check=True, capture_output=True)
+# Two cables (veth pairs) inside this throwaway namespace: link A = a0-a1, link B = b0-b1.
+sh("ip", "link", "set", "lo", "up")
+# Both ends are addresses of this one namespace: accept packets from a local source address.
+for conf in ("all", "default"):
+    sh("sysctl", "-qw", f"net.ipv4.conf.{conf}.accept_local=1", f"net.ipv4.conf.{conf}.rp_filter=0")
+for link, net in (("a", 1), ("b", 2)):
+    sh("ip", "link", "add", f"{link}0", "type", "veth", "peer", "name", f"{link}1")
+    for end in (0, 1):
+        sh("ip", "addr", "add", f"10.99.{net}.{end + 1}/24", "dev", f"{link}{end}")
+        sh("ip", "link", "set", f"{link}{end}", "up")
+from diskhb.regions.net import NetRegion
+from diskhb.regions.base import OwnBeat
+key, mode = sys.argv[1], sys.argv[2]
+def region(link, node):
+    where = {"group": "239.255.9.9"} if mode == "multicast" else {"broadcast": f"10.99.{' ab'.index(link)}.255"}
+    r = NetRegion(f"link-{link}", cluster="c", node_id=node, io_timeout_ms=500, bind=f"{link}{node - 1}",
+                  port=7002, key=key, **where)  # the same port and group on both links: the worst case
+    r.start(0)
+    return r
+n1 = {l: region(l, 1) for l in "ab"}
+n2 = {l: region(l, 2) for l in "ab"}
+got = {"a": [], "b": []}
+def round_(i, wait_for):
+    for l in "ab":
+        n1[l].tick(i, OwnBeat(1, "n1", 7, i, 1, 1000 + 200 * i, 0, {}))
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        for l in "ab":
+            got[l] += [(x.region, x.seq) for x in n2[l].poll(i)]
+        if all(any(s == i for _, s in got[l]) for l in wait_for):
+            break
+        time.sleep(0.005)
+round_(1, "ab")
+round_(2, "ab")
+sh("ip", "link", "set", "b1", "down")  # cut cable B at node 2's end
+round_(3, "a")
+time.sleep(0.2)
+for l in "ab":
+    got[l] += [(x.region, x.seq) for x in n2[l].poll(9)]
+got["dups"] = sum(n2[l].rejected["duplicate"] for l in "ab")
+print(json.dumps(got))
+"""
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("mode", ["multicast", "broadcast"])
+def test_redundant_links_are_separate_regions_in_a_private_network_namespace(key, mode):
+    """Same port (and group) on two links: each region hears only its own cable; cutting one
+    silences only that region. Runs in a namespace that disappears with the child process."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for unshare --net")
+    if not (shutil.which("unshare") and shutil.which("ip")):
+        pytest.skip("needs unshare (util-linux) and ip (iproute2)")
+    out = subprocess.run(["unshare", "--net", sys.executable, "-c", _TWO_LINKS_CHILD, key, mode],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["a"] == [["link-a", 1], ["link-a", 2], ["link-a", 3]]
+    assert got["b"] == [["link-b", 1], ["link-b", 2]]  # nothing from link A leaked in after the cut
+    assert got["dups"] == 0  # nor before it (a copy from the other link would be a duplicate)
