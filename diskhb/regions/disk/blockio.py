@@ -3,13 +3,20 @@
 Rules of this file:
 - Shared sectors are read with O_DIRECT (never from our page cache: another host wrote them)
   and written with O_DIRECT|O_DSYNC (on stable storage before we call a beat written).
-  One O_RDWR|O_DIRECT|O_DSYNC descriptor serves both: O_DSYNC only affects writes.
+- One descriptor per device: O_RDWR|O_DIRECT|O_DSYNC when writable, O_RDONLY|O_DIRECT when not.
+  O_DSYNC only affects writes, so reads through the same fd are plain direct reads; pread and
+  pwrite carry their own offset, so the read worker and the write worker share the fd without
+  a lock; one open means one place where permission/EROFS/EBUSY is reported, and one close.
+  A read-only open needs no write permission (status/dump on a device we may not write).
 - Buffers are page-aligned anonymous mmaps viewed through numpy; they are allocated once and
-  reused every tick. Offsets and lengths are whole sectors.
-- No fcntl/flock locks anywhere: they mean nothing across hosts.
-- A thread stuck in the kernel on a hung device cannot be cancelled. IoWorker therefore keeps
-  at most one request in flight and refuses new work while it is stuck; the caller reports the
-  region unhealthy (core.region_health) and carries on with its other regions.
+  reused every tick (read_into/write_from allocate nothing). Offsets and lengths are whole
+  sectors. A buffer belongs to the worker from submit until the caller has polled its result.
+- No fcntl/flock locks anywhere: they mean nothing across hosts. (ioctl here only asks sizes.)
+- A thread stuck in the kernel on a hung device cannot be cancelled or killed: it stays stuck
+  until the device answers (or forever). IoWorker therefore keeps a bounded number of requests
+  in flight (default one), refuses new work while they are stuck instead of queueing behind
+  them, and never waits for them on close. The caller turns the age of the request in flight
+  into "own I/O late" (core.region_health) and carries on with its other regions.
 """
 
 from __future__ import annotations
@@ -33,7 +40,11 @@ from diskhb.errors import OperatorError
 BLKSSZGET = 0x1268  # logical sector size (int)
 BLKGETSIZE64 = 0x80081272  # size in bytes (u64)
 PAGE_BYTES = mmap.PAGESIZE
-WORKER_CLOSE_WAIT_S = 0.5
+DEFAULT_FILE_SECTOR_BYTES = 512  # a region file's sector size until its superblock says otherwise
+SECTOR_BYTES_MIN = 512
+SECTOR_BYTES_MAX = 64 * 1024
+WORKER_CLOSE_WAIT_S = 0.5  # close() waits at most this for idle worker threads to stop
+WORKER_IN_FLIGHT_MAX = 16  # a worker never holds more requests than this (threads are per slot)
 
 
 def monotonic_ms() -> int:
@@ -41,35 +52,58 @@ def monotonic_ms() -> int:
 
 
 class AlignedBuffer:
-    """A page-aligned buffer (anonymous mmap) seen as a numpy uint8 array."""
+    """A page-aligned buffer (anonymous mmap) seen as a numpy uint8 array.
+
+    O_DIRECT needs the memory aligned too (to the logical sector size, sometimes the DMA
+    alignment): a page covers every device we know. `nbytes` is rounded up to whole pages.
+    """
 
     def __init__(self, nbytes: int):
-        assert nbytes > 0
+        if nbytes <= 0:
+            raise ValueError(f"buffer size must be positive, not {nbytes}")
         self.nbytes = -(-nbytes // PAGE_BYTES) * PAGE_BYTES
         self._mmap = mmap.mmap(-1, self.nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.view = np.frombuffer(self._mmap, dtype=np.uint8)
         self.mem = memoryview(self._mmap)
 
+    @property
+    def address(self) -> int:
+        """Start address in memory (for alignment assertions)."""
+        return self.view.ctypes.data
+
 
 def _open_error(path: str, e: OSError, writable: bool) -> OperatorError:
+    """One line naming the path, what is wrong and the fix."""
+    mode = "read-write" if writable else "read-only"
     if e.errno == errno.ENOENT:
-        return OperatorError(f"{path}: no such file or device; check the path")
+        return OperatorError(f"{path}: no such file or device; check the path (is the device attached?)")
     if e.errno in (errno.EACCES, errno.EPERM):
-        mode = "read-write" if writable else "read"
-        return OperatorError(f"{path}: permission denied opening it {mode}; run as root or fix its permissions")
+        return OperatorError(f"{path}: permission denied opening it {mode};"
+                             " run as root or fix its owner/mode (a udev rule for devices)")
     if e.errno == errno.EISDIR or os.path.isdir(path):  # O_DIRECT on a directory gives EINVAL
         return OperatorError(f"{path}: is a directory; name a block device or a region file")
-    if e.errno == errno.EINVAL:
-        return OperatorError(f"{path}: the filesystem does not support O_DIRECT (tmpfs?);"
-                             " put the region file on a disk filesystem or use a block device")
+    if e.errno == errno.ENOTDIR:
+        return OperatorError(f"{path}: a component of the path is not a directory; check the path")
+    if e.errno in (errno.ENXIO, errno.ENODEV, errno.ENOMEDIUM):
+        return OperatorError(f"{path}: no device behind this node ({e.strerror}); check the disk is present")
     if e.errno == errno.EROFS:
-        return OperatorError(f"{path}: read-only filesystem or device")
+        return OperatorError(f"{path}: read-only filesystem or device; make it writable or use another path")
     if e.errno == errno.EBUSY:
-        return OperatorError(f"{path}: device is busy (opened exclusively by something else)")
-    return OperatorError(f"{path}: cannot open ({e.strerror})")
+        return OperatorError(f"{path}: device is busy (opened exclusively by something else); find the holder")
+    return OperatorError(f"{path}: cannot open it {mode} ({e.strerror})")
+
+
+def _no_direct_error(path: str) -> OperatorError:
+    return OperatorError(f"{path}: the filesystem does not support O_DIRECT (tmpfs? ramfs?);"
+                         " put the region file on a disk filesystem or use a block device")
+
+
+def _not_file_error(path: str) -> OperatorError:
+    return OperatorError(f"{path}: not a block device or regular file; name a disk or a region file")
 
 
 def _sysfs_sector_size(st_rdev: int) -> int | None:
+    """Logical block size from sysfs, for when BLKSSZGET is refused."""
     major, minor = os.major(st_rdev), os.minor(st_rdev)
     try:
         real = os.path.realpath(f"/sys/dev/block/{major}:{minor}")
@@ -84,25 +118,86 @@ def _sysfs_sector_size(st_rdev: int) -> int | None:
     return None
 
 
-class BlockDevice:
-    """An open region device or file. `sector_size` is the device's (block device) or the
-    caller's (file: from the superblock, 512 until known)."""
+def _valid_sector_size(n: int) -> bool:
+    return SECTOR_BYTES_MIN <= n <= SECTOR_BYTES_MAX and n & (n - 1) == 0
 
-    def __init__(self, path: str, fd: int, sector_size: int, size_bytes: int, is_block_device: bool):
+
+class BlockDevice:
+    """An open region device or file.
+
+    `sector_size` is the device's logical block size (block device; a caller's value is ignored,
+    compare it yourself) or the caller's (file: from the superblock, 512 until known). It may be
+    raised later (region code sets the superblock's) but never below a device's logical size.
+    `direct` is False only for a file opened with allow_buffered=True on a filesystem without
+    O_DIRECT (tests/tools only).
+    """
+
+    def __init__(self, path: str, fd: int, sector_size: int, size_bytes: int, is_block_device: bool,
+                 *, writable: bool = False, direct: bool = True, logical_sector_size: int | None = None):
         self.path = path
         self.fd = fd
-        self.sector_size = sector_size
         self.size_bytes = size_bytes
         self.is_block_device = is_block_device
+        self.writable = writable
+        self.direct = direct
+        # the device's own minimum (block devices); a file's alignment needs are not known to us
+        self.logical_sector_size = logical_sector_size
+        self._sector_size = 0
+        self.sector_size = sector_size
+
+    @property
+    def sector_size(self) -> int:
+        return self._sector_size
+
+    @sector_size.setter
+    def sector_size(self, n: int) -> None:
+        if not _valid_sector_size(n):
+            raise ValueError(f"{self.path}: sector size {n} is not a power of two in"
+                             f" {SECTOR_BYTES_MIN}..{SECTOR_BYTES_MAX}")
+        if self.logical_sector_size and n % self.logical_sector_size:
+            raise ValueError(f"{self.path}: sector size {n} is below the device's"
+                             f" {self.logical_sector_size}-byte logical blocks")
+        self._sector_size = n
 
     @classmethod
-    def open(cls, path: str, *, writable: bool, sector_size: int | None = None) -> "BlockDevice":
-        flags = os.O_DIRECT | os.O_CLOEXEC
-        flags |= (os.O_RDWR | os.O_DSYNC) if writable else os.O_RDONLY
+    def open(cls, path: str, *, writable: bool, sector_size: int | None = None,
+             allow_buffered: bool = False) -> "BlockDevice":
+        """Open for direct I/O; every operator mistake is a one-line OperatorError.
+
+        allow_buffered: a regular file whose filesystem refuses O_DIRECT is opened buffered
+        (O_DSYNC kept for writes) instead of refused. Only for tests and tools: a shared region
+        read through the page cache would show stale peer slots.
+        """
+        if sector_size is not None and not _valid_sector_size(sector_size):
+            raise OperatorError(f"{path}: sector size {sector_size} is not a power of two in"
+                                f" {SECTOR_BYTES_MIN}..{SECTOR_BYTES_MAX}; use 512 or 4096")
         try:
-            fd = os.open(path, flags)
+            pre = os.stat(path).st_mode
+            # a FIFO would block open() until a writer came; a socket or tty is no disk either
+            if not (stat.S_ISREG(pre) or stat.S_ISBLK(pre) or stat.S_ISDIR(pre)):
+                raise _not_file_error(path)
+        except OSError:
+            pass  # open() below reports it with the right message
+        base = os.O_CLOEXEC | ((os.O_RDWR | os.O_DSYNC) if writable else os.O_RDONLY)
+        direct = True
+        try:
+            fd = os.open(path, base | os.O_DIRECT)
         except OSError as e:
-            raise _open_error(path, e, writable) from None
+            if e.errno != errno.EINVAL or os.path.isdir(path):
+                raise _open_error(path, e, writable) from None
+            # EINVAL at open: is it O_DIRECT (tmpfs before Linux 6.6, ramfs, some FUSE/network
+            # filesystems) or something else? Opening without it tells.
+            try:
+                fd = os.open(path, base)
+            except OSError as e2:
+                raise _open_error(path, e2, writable) from None
+            mode = os.fstat(fd).st_mode
+            if not allow_buffered or not stat.S_ISREG(mode):
+                os.close(fd)
+                if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+                    raise _not_file_error(path) from None  # e.g. a character device
+                raise _no_direct_error(path) from None
+            direct = False
         try:
             st = os.fstat(fd)
             if stat.S_ISBLK(st.st_mode):
@@ -112,42 +207,90 @@ class BlockDevice:
                 try:
                     ssz = struct.unpack("<i", fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4))[0]
                 except OSError:
-                    ssz = _sysfs_sector_size(st.st_rdev) or 512
-                return cls(path, fd, ssz, size, True)
+                    ssz = _sysfs_sector_size(st.st_rdev) or DEFAULT_FILE_SECTOR_BYTES
+                if not _valid_sector_size(ssz):
+                    raise OperatorError(f"{path}: the device reports {ssz}-byte logical blocks;"
+                                        " diskhb supports 512..65536 (powers of two)")
+                return cls(path, fd, ssz, size, True, writable=writable, direct=direct,
+                           logical_sector_size=ssz)
             if not stat.S_ISREG(st.st_mode):
-                raise OperatorError(f"{path}: not a block device or regular file")
-            return cls(path, fd, sector_size or 512, st.st_size, False)
+                raise _not_file_error(path)
+            return cls(path, fd, sector_size or DEFAULT_FILE_SECTOR_BYTES, st.st_size, False,
+                       writable=writable, direct=direct)
         except BaseException:
             os.close(fd)
             raise
 
     def _check(self, buf: AlignedBuffer, offset: int, length: int) -> None:
         s = self.sector_size
-        if offset % s or length % s or length <= 0:
-            raise ValueError(f"unaligned I/O: offset {offset} length {length} (sector {s})")
+        if offset < 0 or length <= 0 or offset % s or length % s:
+            raise ValueError(f"{self.path}: unaligned I/O: offset {offset} length {length}"
+                             f" (must be positive whole {s}-byte sectors)")
         if length > buf.nbytes:
-            raise ValueError(f"I/O of {length} bytes into a {buf.nbytes}-byte buffer")
+            raise ValueError(f"{self.path}: I/O of {length} bytes into a {buf.nbytes}-byte buffer")
+        if self.fd < 0:
+            raise ValueError(f"{self.path}: I/O on a closed device")
+
+    def _einval(self, what: str, offset: int, length: int) -> OSError:
+        # Our own checks passed, so the kernel wants a coarser alignment than sector_size:
+        # e.g. a 512-byte region file on a filesystem whose disk has 4096-byte logical blocks.
+        return OSError(errno.EINVAL, f"{self.path}: O_DIRECT {what} of {length} bytes at {offset}"
+                                     f" refused: the device needs an alignment above {self.sector_size} bytes")
 
     def read_into(self, buf: AlignedBuffer, offset: int, length: int) -> int:
+        """Read whole sectors into buf[:length]; a short read is EIO (a region never ends early)."""
         self._check(buf, offset, length)
-        n = os.preadv(self.fd, [buf.mem[:length]], offset)
+        try:
+            n = os.preadv(self.fd, [buf.mem[:length]], offset)
+        except OSError as e:
+            if e.errno == errno.EINVAL and self.direct:
+                raise self._einval("read", offset, length) from None
+            raise
         if n != length:
-            raise OSError(errno.EIO, f"short read: {n} of {length} bytes at {offset}")
+            raise OSError(errno.EIO, f"{self.path}: short read: {n} of {length} bytes at {offset}")
         return n
 
     def write_from(self, buf: AlignedBuffer, offset: int, length: int) -> int:
+        """Write buf[:length] as whole sectors, durable on return (O_DSYNC); short write is EIO."""
         self._check(buf, offset, length)
-        n = os.pwritev(self.fd, [buf.mem[:length]], offset)
+        try:
+            n = os.pwritev(self.fd, [buf.mem[:length]], offset)
+        except OSError as e:
+            if e.errno == errno.EINVAL and self.direct:
+                raise self._einval("write", offset, length) from None
+            raise
         if n != length:
-            raise OSError(errno.EIO, f"short write: {n} of {length} bytes at {offset}")
+            raise OSError(errno.EIO, f"{self.path}: short write: {n} of {length} bytes at {offset}")
         return n
 
+    def read(self, offset: int, length: int) -> np.ndarray:
+        """Convenience for tools and tests: a fresh uint8 array (allocates; the tick uses read_into).
+
+        Each call has its own buffer, deliberately: a shared one would need a lock, and a read
+        hung on the device would then block every other read() at that lock, outside any worker.
+        """
+        buf = AlignedBuffer(max(length, 1))
+        self.read_into(buf, offset, length)
+        return buf.view[:length]
+
     def close(self) -> None:
+        """Close the fd. Never while a request is in flight on it (the fd number could be reused).
+
+        An error from close (e.g. ENOTCONN from a FUSE disk whose daemon died) is ignored: Linux
+        frees the fd anyway, and every write was already durable (O_DSYNC) or already failed.
+        """
         if self.fd >= 0:
+            fd, self.fd = self.fd, -1
             try:
-                os.close(self.fd)
-            finally:
-                self.fd = -1
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "BlockDevice":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,61 +304,94 @@ class IoResult:
 
 
 class IoWorker:
-    """Runs one I/O callable at a time on its own thread; never queues behind a hung one."""
+    """Runs I/O callables on its own threads; never queues behind a hung one.
 
-    def __init__(self, name: str, *, clock_ms: Callable[[], int] = monotonic_ms):
+    At most `max_in_flight` requests are held at once, counting from submit until the caller
+    has polled the result: until then the request's buffer still belongs to the worker, and the
+    bound also bounds the result queue. Each slot has its own thread, so an accepted request
+    never waits behind another. Intended use: one worker per (region, kind), reads and writes
+    apart, so a hung read never hides a write completion.
+    """
+
+    def __init__(self, name: str, max_in_flight: int = 1, *, clock_ms: Callable[[], int] = monotonic_ms):
+        if not 1 <= max_in_flight <= WORKER_IN_FLIGHT_MAX:
+            raise ValueError(f"max_in_flight must be in 1..{WORKER_IN_FLIGHT_MAX}, not {max_in_flight}")
         self.name = name
+        self.max_in_flight = max_in_flight
         self.clock_ms = clock_ms
-        self._requests: queue.Queue = queue.Queue(maxsize=1)
-        self._results: queue.Queue = queue.Queue(maxsize=2)  # one result + slack; drained by poll
-        self._busy: tuple[Any, int] | None = None  # (tag, submitted_ms) while in flight
         self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()  # bounded by the slot count
+        self._results: list[IoResult] = []  # bounded by the slot count; drained by poll
+        self._running: dict[int, tuple[Any, int]] = {}  # request id -> (tag, submitted_ms), oldest first
+        self._held = 0  # accepted and not yet polled
+        self._next_id = 0
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"io:{name}", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"io:{name}:{i}", daemon=True)
+                         for i in range(max_in_flight)]
+        for t in self._threads:
+            t.start()
 
     def submit(self, fn: Callable[[], Any], *, tag: Any, now_ms: int) -> bool:
+        """Start fn on a worker thread; False (and nothing done) when no slot is free or closed."""
         with self._lock:
-            if self._busy is not None or self._closed or not self._results.empty():
+            if self._closed or self._held >= self.max_in_flight:
                 return False
-            self._busy = (tag, now_ms)
-        self._requests.put_nowait((fn, tag, now_ms))
+            self._held += 1
+            rid = self._next_id
+            self._next_id += 1
+            self._running[rid] = (tag, now_ms)
+        self._requests.put((rid, fn, tag, now_ms))
         return True
 
     def poll(self) -> list[IoResult]:
-        out = []
-        while True:
-            try:
-                out.append(self._results.get_nowait())
-            except queue.Empty:
-                return out
+        """Completed requests since the last poll, in completion order; never blocks."""
+        with self._lock:
+            out, self._results = self._results, []
+            self._held -= len(out)
+        return out
 
     def in_flight(self) -> tuple[Any, int] | None:
-        return self._busy
+        """(tag, submitted_ms) of the oldest request not yet completed, or None."""
+        with self._lock:
+            return next(iter(self._running.values()), None)
+
+    def in_flight_count(self) -> int:
+        with self._lock:
+            return len(self._running)
 
     def _run(self) -> None:
         while True:
             item = self._requests.get()
             if item is None:
                 return
-            fn, tag, submitted = item
+            rid, fn, tag, submitted = item
             try:
                 value, err = fn(), None
             except OSError as e:
                 value, err = None, e
             except Exception as e:  # noqa: BLE001 - a bug must not kill the worker silently
+                # Reported as a failed I/O (the region turns unhealthy, visibly) with the bug
+                # chained as the cause, rather than a dead thread that looks like a hung device.
                 value, err = None, OSError(errno.EIO, f"internal error in I/O request: {e!r}")
+                err.__cause__ = e
             result = IoResult(tag, err is None, value, err, submitted, self.clock_ms())
             with self._lock:
-                self._busy = None
-                self._results.put_nowait(result)
+                del self._running[rid]
+                self._results.append(result)
 
-    def close(self) -> None:
-        """Stop the thread; waits briefly, never for a hung request (that thread stays stuck)."""
+    def close(self, timeout_s: float = WORKER_CLOSE_WAIT_S) -> bool:
+        """Refuse new work and stop the threads; True when all stopped.
+
+        Waits at most timeout_s, and not at all while a request is in flight: a thread stuck in
+        the kernel stays stuck (it is a daemon thread; it ends when the device answers). Results
+        completed before close can still be polled.
+        """
         with self._lock:
             self._closed = True
-        try:
-            self._requests.put_nowait(None)
-        except queue.Full:
-            pass
-        self._thread.join(WORKER_CLOSE_WAIT_S if self._busy is None else 0.0)
+            stuck = bool(self._running)
+        for _ in self._threads:
+            self._requests.put(None)
+        deadline = time.monotonic() + (0.0 if stuck else timeout_s)
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
