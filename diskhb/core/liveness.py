@@ -1,34 +1,55 @@
 """Who is alive: the liveness rules of diskhb, free of I/O.
 
-Everything that decides whether a node is alive, dead, left or restarted lives in this file.
-This file does not know what a region is made of (disk slot, datagram, serial frame): it sees
-observations (Beat, BadSample) and the caller's monotonic `now_ms`, and returns events.
+Everything that decides whether a peer is alive, dead, left or restarted lives in this file and
+nowhere else. This file does not know what a region is made of (disk slot, datagram, serial
+frame) nor how it is read: it takes observations (Beat, BadSample, BeatBatch) with the caller's
+monotonic `now_ms`, and hands out events from tick(). No os, time or threading here; a writer's
+clock is never compared with ours: only a change of what it wrote counts.
 
-Rules, per (node, region):
-  R1  A valid sample whose (generation, seq) differs from the previous one of that region is an
-      ADVANCE. Only an advance refreshes liveness: an unchanged sample is no news.
-  R2  UNKNOWN -> ALIVE on the first advance. The first sample of a node is only a baseline
-      (a slot left by a crashed daemon looks exactly like a live one until it fails to move).
-  R3  ALIVE or UNKNOWN -> DEAD when nothing advanced for dead_ms (for UNKNOWN: since we started
-      watching). The clock is ours: writers' clocks are never compared with ours.
-  R4  A sample carrying LEFT -> LEFT (stopped cleanly: not dead, its storage was released).
-  R5  A generation different from the known one (both non-zero) is a RESTART: the old
-      incarnation is gone. It is reported once (NodeRestarted) and applies to every region at
-      once: the other regions adopt the new generation and wait for it to advance there too.
-      The first sample of a new generation is itself proof of a live writer: ALIVE at once.
-  R6  A BadSample (bad checksum, torn write, wrong magic) is a missed beat: counted, never an
-      advance, never a state change by itself.
-Across regions (Heartbeat's "scope of heartbeat", seed 003):
-  X1  Overall ALIVE if any region sees the node ALIVE.
-  X2  Else LEFT if any region saw the current generation publish LEFT.
-  X3  Else DEAD only when every region that knows the node says DEAD.
-  X4  Else UNKNOWN.
-  A region losing a node that another region still sees alive changes only that region's state
-  (RegionNodeChanged: a log line and a metric), never the overall state.
+Words: a *track* is one node as one region sees it. An *advance* is proof of a live writer.
+A node's seq is one counter across its regions (the daemon writes the same seq everywhere).
+
+Per (node, region), the track:
+  R1  ADVANCE: a valid sample of the node's current generation whose seq differs from the
+      previous sample of it on that region. Only an advance refreshes liveness; an unchanged
+      sample is no news, whatever its flags.
+  R2  BASELINE: the first sample of a generation on a region is only a baseline: a slot left
+      behind by a crashed daemon looks exactly like a live one until it fails to move.
+  R3  DEADLINE: UNKNOWN or ALIVE -> DEAD when the region has shown no advance for dead_ms, from
+      the last advance (from the baseline for UNKNOWN) to the moment the region last looked.
+      That moment is tick()'s now_ms, or, for a region in tick()'s `sampled_ms`, when its newest
+      completed read was submitted: a region we cannot read, or a stalled tick, kills nobody.
+      (After such a gap the next sample decides at once; a corrupt one there is a missed beat.)
+  R4  LEFT: a sample carrying LEFT -> LEFT on every region that knows the node, at once: this
+      incarnation stopped cleanly and released its storage; it is not dead. A sample of it at or
+      below the LEFT seq is a slower region catching up (ignored); an advance past it without
+      LEFT is a live writer again (ALIVE); a new generation is a rejoin (R5).
+  R5  RESTART: a generation other than the node's (both non-zero), never seen for it before, is
+      a restart: one NodeRestarted. Every other region that knows the node adopts the new
+      generation (UNKNOWN, baseline pending, deadline from now). The sample that revealed it
+      was written by a live process: it is an advance (ALIVE) on its region. Not a restart:
+      a generation the node had before (a slow region's stale view: never a "restart back"),
+      nor an unknown one on a region that has not shown the current generation yet while
+      another region sees that one ALIVE (a slow region's history: an incarnation we missed).
+  R6  BAD: a BadSample (bad checksum, torn write, wrong magic) is a missed beat: counted per
+      (node, region) for metrics; never an advance, never a state change, never knowledge.
+  R7  IGNORED: samples of our own id (our slot is judged by region health, not here) and of
+      generation 0 (never written; regions do not report it, the rule is kept anyway).
+Across the regions that know the node (have a valid sample of it), Heartbeat's "scope":
+  X1  ALIVE if any region sees it ALIVE.
+  X2  else LEFT if any region saw the current generation publish LEFT.
+  X3  else DEAD if every region says DEAD.
+  X4  else UNKNOWN.
+  So a region losing a node that another region still sees alive is a RegionNodeChanged only.
+Limits: node ids 1..NODE_ID_MAX and REGIONS_MAX regions (ValueError beyond); OLD_GENERATIONS_MAX
+generations remembered per node; EVENTS_MAX events between two ticks (more are dropped and
+counted in events_dropped: states stay right, only the history is cut).
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from diskhb.core.types import (
@@ -42,14 +63,21 @@ from diskhb.core.types import (
     SlotFlag,
 )
 
-_LEFT = int(SlotFlag.LEFT)
-REGIONS_MAX = 32  # o2hb's global-heartbeat limit; a bound on per-node state
-OLD_GENERATIONS_MAX = 8  # remembered so a slow region's stale sample is not a "restart back"
-EVENTS_MAX = 4 * NODE_ID_MAX * 2  # a tick can at most change every node twice per region kind
+REGIONS_MAX = 32  # o2hb's global-heartbeat limit; bounds the per-node state
+OLD_GENERATIONS_MAX = 8  # enough for every region's stale view of recent restarts (R5)
+EVENTS_MAX = NODE_ID_MAX * (REGIONS_MAX + 2)  # every track, node state and restart once per tick
+
+_LEFT_FLAG = int(SlotFlag.LEFT)
+_U, _A, _D, _L = NodeState.UNKNOWN, NodeState.ALIVE, NodeState.DEAD, NodeState.LEFT
+
+
+# -- events and views (what callers see) -------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class NodeStateChanged:
+    """The overall state (X1-X4) of a node changed."""
+
     node_id: int
     name: str
     old: NodeState
@@ -61,19 +89,21 @@ class NodeStateChanged:
 
 @dataclass(frozen=True, slots=True)
 class RegionNodeChanged:
+    """One region's view of a node changed (R1-R5)."""
+
     node_id: int
     name: str
     region: str
     old: NodeState
     new: NodeState
-    age_ms: int
+    age_ms: int  # ms since the node last advanced on this region
 
 
 @dataclass(frozen=True, slots=True)
 class NodeRestarted:
     node_id: int
     name: str
-    region: str
+    region: str  # the region that showed the new generation first
     old_generation: int
     new_generation: int
 
@@ -84,10 +114,10 @@ Event = NodeStateChanged | RegionNodeChanged | NodeRestarted
 @dataclass(frozen=True, slots=True)
 class RegionView:
     state: NodeState
-    seq: int
+    seq: int  # 0 until the region has a sample of the current generation
     generation: int
     flags: int
-    age_ms: int
+    age_ms: int  # since the last advance on this region (or the baseline, or the restart)
     bad_samples: int
 
 
@@ -97,21 +127,59 @@ class NodeView:
     name: str
     state: NodeState
     generation: int
-    seq: int
-    flags: int
-    age_ms: int
+    seq: int  # the newest (highest) seq of the current generation on any region
+    flags: int  # of that newest sample
+    age_ms: int  # since the last advance on any region (or since first sight)
     regions: dict[str, RegionView]
+
+
+# -- the transitions, all in one place ---------------------------------------------------------
+
+
+class _Trigger(enum.Enum):
+    ADVANCE = "advance"  # R1; R5 on the region that revealed the restart
+    LEFT = "left"  # R4, on every region that knows the node
+    DEADLINE = "deadline"  # R3
+    RESTART = "restart"  # R5, on the other regions: wait for the new generation there
+
+
+def _row(*to: NodeState | None) -> dict[NodeState, NodeState | None]:
+    return dict(zip((_U, _A, _D, _L), to))
+
+
+# A track's next state, by trigger and current state; None: the trigger does nothing there.
+_TRANSITIONS: dict[_Trigger, dict[NodeState, NodeState | None]] = {
+    #                  from: UNKNOWN  ALIVE  DEAD  LEFT
+    _Trigger.ADVANCE: _row(_A, _A, _A, _A),
+    _Trigger.LEFT: _row(_L, _L, _L, _L),
+    _Trigger.DEADLINE: _row(_D, _D, None, None),
+    _Trigger.RESTART: _row(_U, _U, _U, _U),
+}
+
+
+def overall_state(states: list[NodeState]) -> NodeState:
+    """X1-X4, over the states of the regions that know the node."""
+    if _A in states:
+        return _A
+    if _L in states:
+        return _L
+    if states and all(s is _D for s in states):
+        return _D
+    return _U
+
+
+# -- internal state ----------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
 class _Track:
     """One node as one region sees it."""
 
-    state: NodeState = NodeState.UNKNOWN
-    generation: int = GENERATION_NONE
-    seq: int = 0
+    state: NodeState = _U
+    generation: int = GENERATION_NONE  # NONE: no valid sample here yet (the region does not know it)
+    seq: int | None = None  # None: baseline pending (R2)
     flags: int = 0
-    since_ms: int = 0  # last advance, or start of watching (R3)
+    since_ms: int = 0  # last advance, baseline or restart: where the deadline (R3) counts from
     bad_samples: int = 0
 
 
@@ -119,184 +187,213 @@ class _Track:
 class _Node:
     node_id: int
     name: str = ""
-    state: NodeState = NodeState.UNKNOWN
+    state: NodeState = _U
     generation: int = GENERATION_NONE
-    seq: int = 0
-    flags: int = 0
-    advanced_ms: int = 0  # last advance on any region (or first sight)
+    seq: int = 0  # newest (highest) seq of the current generation on any region
+    flags: int = 0  # flags of that sample
+    advanced_ms: int = 0  # last advance on any region (first sight until then)
+    left_seq: int | None = None  # R4: the seq at which the current generation published LEFT
     tracks: dict[str, _Track] = field(default_factory=dict)
-    old_generations: list[int] = field(default_factory=list)  # bounded by OLD_GENERATIONS_MAX
+    old_generations: list[int] = field(default_factory=list)  # at most OLD_GENERATIONS_MAX
 
 
 class Liveness:
-    def __init__(self, *, self_id: int, interval_ms: int, dead_ms: int):
-        assert 0 <= self_id <= NODE_ID_MAX
-        assert 0 < interval_ms and 2 * interval_ms < dead_ms
+    def __init__(self, self_id: int, interval_ms: int, dead_ms: int):
+        # self_id 0 is an observer with no slot of its own (`diskhb status` sampling a disk).
+        if not 0 <= self_id <= NODE_ID_MAX:
+            raise ValueError(f"own node id {self_id} outside 0..{NODE_ID_MAX}")
+        if not 0 < interval_ms or not 2 * interval_ms < dead_ms:
+            raise ValueError(f"dead_ms {dead_ms} must exceed 2 x interval_ms {interval_ms} (> 0)")
         self.self_id = self_id
         self.interval_ms = interval_ms
         self.dead_ms = dead_ms
+        self.events_dropped = 0  # events lost to EVENTS_MAX (a caller that never ticks)
         self._nodes: dict[int, _Node] = {}
         self._regions: set[str] = set()
-        self._alive: dict[str, set[int]] = {}  # region -> ids it sees ALIVE (kept by _set_track)
+        self._alive: dict[str, set[int]] = {}  # region -> ids it sees ALIVE (kept by _move)
         self._events: list[Event] = []
         self._now_ms: int | None = None
 
     # -- input -------------------------------------------------------------------------------
 
     def observe(self, now_ms: int, obs: Observation) -> None:
+        """Take one observation of any region. Events come out of the next tick()."""
         if isinstance(obs, BeatBatch):
             self._observe_batch(now_ms, obs)
             return
         self._advance_clock(now_ms)
-        if obs.node_id == self.self_id:
-            return
-        if not 1 <= obs.node_id <= NODE_ID_MAX:
-            raise ValueError(f"node id {obs.node_id} out of range")
-        if obs.region not in self._regions:
-            if len(self._regions) >= REGIONS_MAX:
-                raise ValueError(f"more than {REGIONS_MAX} regions")
-            self._regions.add(obs.region)
-        node = self._nodes.get(obs.node_id)
-        if node is None:
-            node = self._nodes[obs.node_id] = _Node(obs.node_id, advanced_ms=now_ms)
-        track = node.tracks.get(obs.region)
+        if obs.node_id == self.self_id or (isinstance(obs, Beat) and obs.generation == GENERATION_NONE):
+            return  # R7
+        node, track = self._track(now_ms, obs.node_id, obs.region)
         if isinstance(obs, BadSample):  # R6
-            if track is None:
-                track = node.tracks[obs.region] = _Track(since_ms=now_ms)
             track.bad_samples += 1
             return
-        assert isinstance(obs, Beat)
-        if obs.generation == GENERATION_NONE:
-            return  # never written: nothing to know
-        if (track is not None and track.state is NodeState.ALIVE and node.state is NodeState.ALIVE
-                and obs.generation == track.generation and not obs.flags & _LEFT):
-            # Fast path, the common case of every tick: a live node beating on. Same outcome as
-            # the general path below (R1 refresh or no news), without re-settling X1-X4.
-            if obs.seq != track.seq:
-                track.seq, track.since_ms = obs.seq, now_ms
-                node.seq, node.advanced_ms = obs.seq, now_ms
-            track.flags = node.flags = obs.flags
-            return
-        if obs.name:
-            node.name = obs.name
-        if track is None:
-            track = node.tracks[obs.region] = _Track(since_ms=now_ms)
+        assert isinstance(obs, Beat), obs
         self._on_beat(now_ms, node, track, obs)
-        self._settle(now_ms, node, obs.region, "")
 
     def _observe_batch(self, now_ms: int, batch: BeatBatch) -> None:
-        """Same rules as observe() row by row; the fast path is inlined for the common case."""
+        """Same rules as observe() row by row. The common case of every tick, a live node beating
+        on in its generation, is inlined; its outcome is exactly _on_beat's for that case."""
         self._advance_clock(now_ms)
-        region, nodes, alive = batch.region, self._nodes, NodeState.ALIVE
+        region, nodes = batch.region, self._nodes
         rows = zip(batch.node_ids, batch.generations, batch.seqs, batch.flags, batch.names)
         for node_id, generation, seq, flags, name in rows:
             node = nodes.get(node_id)
             track = node.tracks.get(region) if node is not None else None
-            if (track is not None and track.state is alive and node.state is alive
-                    and generation == track.generation and not flags & _LEFT):
-                if seq != track.seq:
-                    track.seq, track.since_ms = seq, now_ms
-                    node.seq, node.advanced_ms = seq, now_ms
-                track.flags = node.flags = flags
+            if (track is not None and track.state is _A and node.state is _A
+                    and generation == track.generation and not flags & _LEFT_FLAG):
+                # ALIVE node: left_seq is None; ALIVE track: its seq is known, its generation the node's.
+                if seq != track.seq:  # R1
+                    track.seq, track.since_ms, node.advanced_ms = seq, now_ms, now_ms
+                track.flags = flags
+                if seq >= node.seq:
+                    node.seq, node.flags = seq, flags
+                if name:
+                    node.name = name
             else:
                 self.observe(now_ms, Beat(node_id, region, generation, seq, flags, name))
 
     def _on_beat(self, now_ms: int, node: _Node, track: _Track, beat: Beat) -> None:
-        region = beat.region
-        if node.generation not in (GENERATION_NONE, beat.generation):  # R5
-            # A sample of an incarnation older than the node's newest is a stale region view
-            # (a slow medium), not a restart back: only a generation we have not seen restarts.
-            if beat.generation in node.old_generations:
-                return
-            old = node.generation
-            node.old_generations = (node.old_generations + [old])[-OLD_GENERATIONS_MAX:]
-            self._events.append(NodeRestarted(node.node_id, node.name, region, old, beat.generation))
-            node.generation = beat.generation
-            for r, t in node.tracks.items():
-                if t is not track:
-                    t.generation = beat.generation
-                    t.seq = 0
-                    t.flags = 0
-                    self._set_track(node, r, t, NodeState.UNKNOWN, now_ms)
-                    t.since_ms = now_ms
-            self._take(now_ms, node, track, beat, advanced=True)
-            return
+        region, generation, seq, flags = beat.region, beat.generation, beat.seq, beat.flags
+        assert generation != GENERATION_NONE  # R7, in observe()
+        if beat.name:
+            node.name = beat.name
+        restarted = False
         if node.generation == GENERATION_NONE:
-            node.generation = beat.generation
-        if track.generation == GENERATION_NONE:  # R2 baseline
-            track.generation, track.seq, track.flags = beat.generation, beat.seq, beat.flags
-            node.seq = max(node.seq, beat.seq)
-            node.flags = beat.flags
-            if beat.flags & _LEFT:
-                self._set_track(node, region, track, NodeState.LEFT, now_ms)
-            return
-        changed = (beat.generation, beat.seq) != (track.generation, track.seq)
-        self._take(now_ms, node, track, beat, advanced=changed)
-
-    def _take(self, now_ms: int, node: _Node, track: _Track, beat: Beat, advanced: bool) -> None:
-        track.generation, track.seq, track.flags = beat.generation, beat.seq, beat.flags
-        node.flags = beat.flags
-        node.seq = beat.seq
-        if beat.flags & _LEFT:  # R4
-            self._set_track(node, beat.region, track, NodeState.LEFT, now_ms)
-            return
-        if advanced:  # R1, R2
+            node.generation = generation
+        elif generation != node.generation:
+            if generation in node.old_generations:  # R5: a slow region's stale view
+                return
+            if track.seq is None and any(t.state is _A for t in node.tracks.values()):
+                return  # R5: a slow region's history (an ALIVE track is one that has shown the current generation)
+            self._restart(now_ms, node, region, generation)
+            restarted = True
+        elif node.left_seq is not None and seq <= node.left_seq and not flags & _LEFT_FLAG:
+            return  # R4: a slower region still shows the beats before LEFT
+        baseline = track.seq is None and not restarted  # R2
+        advanced = restarted or (track.seq is not None and seq != track.seq)  # R1, R5
+        if baseline:
             track.since_ms = now_ms
-            node.advanced_ms = now_ms
-            self._set_track(node, beat.region, track, NodeState.ALIVE, now_ms)
+        track.generation, track.seq, track.flags = generation, seq, flags
+        if restarted or seq >= node.seq:
+            node.seq, node.flags = seq, flags
+        if advanced:
+            track.since_ms = node.advanced_ms = now_ms
+        if flags & _LEFT_FLAG:  # R4
+            node.left_seq = seq if node.left_seq is None else max(node.left_seq, seq)
+            for r, t in node.tracks.items():
+                if t.generation != GENERATION_NONE:
+                    self._move(now_ms, node, r, t, _Trigger.LEFT)
+            self._settle(now_ms, node, region, f"left cleanly (LEFT published on {region})")
+        elif advanced:
+            node.left_seq = None
+            self._move(now_ms, node, region, track, _Trigger.ADVANCE)
+            why = f"new generation {generation:#x}" if restarted else "heartbeat advancing"
+            self._settle(now_ms, node, region, f"{why} on {region}")
+        elif baseline:  # X3: one more region knows the node and is not sure yet
+            self._settle(now_ms, node, region, f"first seen on {region}, not advancing yet")
+
+    def _restart(self, now_ms: int, node: _Node, region: str, generation: int) -> None:
+        """R5: the old incarnation is gone; every other region waits for the new one."""
+        old = node.generation
+        node.old_generations = (node.old_generations + [old])[-OLD_GENERATIONS_MAX:]
+        node.generation, node.left_seq = generation, None
+        self._emit(NodeRestarted(node.node_id, node.name, region, old, generation))
+        for r, t in node.tracks.items():
+            if r != region and t.generation != GENERATION_NONE:
+                t.generation, t.seq, t.flags, t.since_ms = generation, None, 0, now_ms
+                self._move(now_ms, node, r, t, _Trigger.RESTART)
 
     # -- deadlines ---------------------------------------------------------------------------
 
-    def tick(self, now_ms: int) -> list[Event]:
+    def tick(self, now_ms: int, sampled_ms: Mapping[str, int] | None = None) -> list[Event]:
+        """Apply deadlines (R3) and return, in order, every event since the previous tick.
+
+        sampled_ms: per region, when its newest completed read was submitted (what it reported
+        was on the medium at least then). A region in it is judged up to that moment only, so
+        one whose reads hang, or a tick that stalled, declares nobody dead; a region not in it
+        is judged up to now_ms.
+        """
         self._advance_clock(now_ms)
+        if sampled_ms:
+            assert all(ms <= now_ms for ms in sampled_ms.values()), "a region cannot have looked in the future"
+        dead_ms = self.dead_ms
         for node in self._nodes.values():
             for region, track in node.tracks.items():
-                if track.state in (NodeState.ALIVE, NodeState.UNKNOWN) and track.generation != GENERATION_NONE \
-                        and now_ms - track.since_ms >= self.dead_ms:  # R3
-                    self._set_track(node, region, track, NodeState.DEAD, now_ms)
-                    self._settle(now_ms, node, region, f"no heartbeat for {now_ms - track.since_ms} ms")
+                if (track.state is not _A and track.state is not _U) or track.generation == GENERATION_NONE:
+                    continue  # only a watched track of a known node has a deadline
+                looked_ms = now_ms if sampled_ms is None else sampled_ms.get(region, now_ms)
+                if looked_ms - track.since_ms >= dead_ms:  # R3
+                    age_ms = looked_ms - track.since_ms
+                    self._move(now_ms, node, region, track, _Trigger.DEADLINE)
+                    self._settle(now_ms, node, region, f"no heartbeat advance on {region} for {age_ms} ms")
         events, self._events = self._events, []
-        assert len(events) <= EVENTS_MAX
         return events
 
-    # -- state -------------------------------------------------------------------------------
+    # -- state changes -----------------------------------------------------------------------
 
-    def _set_track(self, node: _Node, region: str, track: _Track, new: NodeState, now_ms: int) -> None:
-        if track.state is new:
+    def _move(self, now_ms: int, node: _Node, region: str, track: _Track, trigger: _Trigger) -> None:
+        new = _TRANSITIONS[trigger][track.state]
+        if new is None or new is track.state:
             return
         old, track.state = track.state, new
         alive = self._alive.setdefault(region, set())
-        if new is NodeState.ALIVE:
+        if new is _A:
             alive.add(node.node_id)
         else:
             alive.discard(node.node_id)
-        self._events.append(RegionNodeChanged(node.node_id, node.name, region, old, new,
-                                              now_ms - node.advanced_ms))
+        self._emit(RegionNodeChanged(node.node_id, node.name, region, old, new, now_ms - track.since_ms))
 
     def _settle(self, now_ms: int, node: _Node, region: str, reason: str) -> None:
-        """Apply X1-X4 and report a change of the overall state."""
-        states = [t.state for t in node.tracks.values() if t.generation != GENERATION_NONE]
-        if NodeState.ALIVE in states:
-            new = NodeState.ALIVE
-        elif NodeState.LEFT in states:
-            new = NodeState.LEFT
-        elif states and all(s is NodeState.DEAD for s in states):
-            new = NodeState.DEAD
-        else:
-            new = NodeState.UNKNOWN
+        """X1-X4: report a change of the overall state."""
+        new = overall_state([t.state for t in node.tracks.values() if t.generation != GENERATION_NONE])
         if new is node.state:
             return
         old, node.state = node.state, new
-        if not reason:
-            reason = {NodeState.ALIVE: "heartbeat advancing", NodeState.LEFT: "left cleanly",
-                      NodeState.UNKNOWN: "restarted, waiting for its heartbeat",
-                      NodeState.DEAD: "no heartbeat"}[new]
-        self._events.append(NodeStateChanged(node.node_id, node.name, old, new, region,
-                                             now_ms - node.advanced_ms, reason))
+        self._emit(NodeStateChanged(node.node_id, node.name, old, new, region, now_ms - node.advanced_ms, reason))
+
+    def _emit(self, event: Event) -> None:
+        if len(self._events) < EVENTS_MAX:
+            self._events.append(event)
+        else:
+            self.events_dropped += 1
+
+    def _track(self, now_ms: int, node_id: int, region: str) -> tuple[_Node, _Track]:
+        node = self._nodes.get(node_id)
+        if node is None:
+            if not 1 <= node_id <= NODE_ID_MAX:
+                raise ValueError(f"node id {node_id} outside 1..{NODE_ID_MAX}")
+            node = self._nodes[node_id] = _Node(node_id, advanced_ms=now_ms)
+        track = node.tracks.get(region)
+        if track is None:
+            if region not in self._regions:
+                if len(self._regions) >= REGIONS_MAX:
+                    raise ValueError(f"region {region!r} is one more than the {REGIONS_MAX} regions allowed")
+                self._regions.add(region)
+            track = node.tracks[region] = _Track(since_ms=now_ms)
+        return node, track
 
     def _advance_clock(self, now_ms: int) -> None:
-        assert self._now_ms is None or now_ms >= self._now_ms, "monotonic time went backwards"
+        assert isinstance(now_ms, int), f"now_ms must be int milliseconds, got {now_ms!r}"
+        assert self._now_ms is None or now_ms >= self._now_ms, f"time went back: {self._now_ms} -> {now_ms} ms"
         self._now_ms = now_ms
+
+    def check_invariants(self) -> None:
+        """Assert what must always hold (tests and simulations call it; it walks everything)."""
+        assert len(self._nodes) <= NODE_ID_MAX and len(self._regions) <= REGIONS_MAX
+        for node_id, node in self._nodes.items():
+            assert 1 <= node_id <= NODE_ID_MAX and node_id != self.self_id
+            known = [t for t in node.tracks.values() if t.generation != GENERATION_NONE]
+            assert all(t.generation == node.generation for t in known), node
+            assert node.state is overall_state([t.state for t in known]), node
+            assert node.state is not _A or node.left_seq is None, node
+            assert len(node.old_generations) <= OLD_GENERATIONS_MAX and node.generation not in node.old_generations
+            for region, t in node.tracks.items():
+                assert region in self._regions
+                assert (t.state is _A) == (node_id in self._alive.get(region, ())), (region, t)
+                assert t.state is not _A or t.seq is not None, t
+                assert t.generation != GENERATION_NONE or (t.state is _U and t.seq is None), t
+                assert t.seq is None or t.seq <= node.seq, (node, t)
 
     # -- views -------------------------------------------------------------------------------
 
@@ -314,7 +411,8 @@ class Liveness:
     def _view(self, node: _Node) -> NodeView:
         now = self._now_ms or 0
         regions = {
-            r: RegionView(t.state, t.seq, t.generation, t.flags, now - t.since_ms, t.bad_samples)
+            r: RegionView(t.state, 0 if t.seq is None else t.seq, t.generation, t.flags, now - t.since_ms,
+                          t.bad_samples)
             for r, t in sorted(node.tracks.items())
         }
         return NodeView(node.node_id, node.name, node.state, node.generation, node.seq, node.flags,

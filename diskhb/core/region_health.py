@@ -1,74 +1,115 @@
 """Does our own I/O on a region work? The rules, free of I/O.
 
-Rules of this file:
-  H1  A region is unhealthy while any of our own requests (write or read) has been in flight
-      longer than io_timeout_ms: a hung device must be reported long before peers would
-      declare us dead (io_timeout_ms < dead_ms is enforced by the format).
-  H2  A failed write, or a write that completed but took longer than io_timeout_ms, makes it
-      unhealthy: a heartbeat that arrives that late is as good as missing.
-  H3  A failed read makes it unhealthy too: we are blind on that region.
-  H4  Healthy again only with the next successful, on-time write (and no request over time).
-  H5  A region starts unhealthy with reason "not yet written": status must not claim a region
-      works before our first heartbeat is on it.
+Everything that decides whether our own writes (heartbeats, sends) and reads (the peers' slots,
+receives) on one region work lives here. Times are the caller's monotonic `now_ms`.
+
+  H1  LATE: unhealthy while any request of ours (write or read) has been in flight longer than
+      io_timeout_ms: a hung device must be reported long before peers would call us dead
+      (io_timeout_ms < dead_ms is enforced where regions are formatted and configured).
+  H2  WRITE: unhealthy when our last completed write failed, or took longer than io_timeout_ms
+      (a heartbeat that lands that late is as good as missing). Cleared by the next successful
+      write that took at most io_timeout_ms.
+  H3  READ: the same for reads: a failed or late read leaves us blind on the region. Cleared by
+      the next on-time successful read.
+  H4  NOT YET WRITTEN: a region starts unhealthy, reason "not yet written", until our first
+      successful on-time write: status must not claim a region works before our heartbeat is
+      on it. That first success is the first health event (healthy=True).
+  H5  Reasons, when several hold, in this order: late in flight (the most urgent, and it grows),
+      write, read, not yet written. Events are emitted when `healthy` flips, at tick(); the
+      `reason` is always the current one (a late request's age grows every tick without an event).
+  H6  A completion with no submission on record is an I/O that took no time (a non-blocking
+      receive, a send that failed at once). Requests of one kind complete in the order they
+      were submitted (one worker per kind); at most IN_FLIGHT_MAX of a kind are in flight.
+  sampled_ms: when the newest successful read was submitted: what the region reported was on
+  the medium at least then (Liveness.tick uses it so that a region we cannot read kills nobody).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 KINDS = ("write", "read")
+IN_FLIGHT_MAX = 4  # per kind; regions keep one (a worker's request may complete before it is polled)
 
 
 @dataclass(frozen=True, slots=True)
 class RegionHealthChanged:
     region: str
     healthy: bool
-    reason: str
+    reason: str  # "" when healthy
 
 
 class OwnIoHealth:
     def __init__(self, region: str, io_timeout_ms: int):
-        assert io_timeout_ms > 0
+        if io_timeout_ms <= 0:
+            raise ValueError(f"io_timeout_ms must be > 0, got {io_timeout_ms}")
         self.region = region
         self.io_timeout_ms = io_timeout_ms
-        self.healthy = False
-        self.reason = "not yet written"  # H5
-        self.last_ok_ms: int | None = None  # last successful on-time write
-        self._in_flight: dict[str, int] = {}
-        self._failed: str | None = None  # H2/H3 verdict of the last completion
-        self._events: list[RegionHealthChanged] = []
+        self._healthy = False
+        self._reason = "not yet written"  # H4
+        self._last_ok_ms: int | None = None
+        self._sampled_ms: int | None = None
+        self._in_flight: dict[str, deque[int]] = {k: deque() for k in KINDS}  # submission times, oldest first
+        self._fault: dict[str, str | None] = {k: None for k in KINDS}  # H2/H3: verdict of the last completion
+        self._now_ms: int | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    @property
+    def reason(self) -> str:
+        """Why the region is unhealthy, as of the last tick ("" when healthy)."""
+        return self._reason
+
+    @property
+    def last_ok_ms(self) -> int | None:
+        """When our last successful on-time write completed (None: never)."""
+        return self._last_ok_ms
+
+    @property
+    def sampled_ms(self) -> int | None:
+        """When the newest successful read was submitted (None: no read yet)."""
+        return self._sampled_ms
 
     def submitted(self, now_ms: int, kind: str) -> None:
-        assert kind in KINDS
-        self._in_flight[kind] = now_ms
+        assert kind in KINDS, kind
+        queue = self._in_flight[kind]
+        assert len(queue) < IN_FLIGHT_MAX, f"more than {IN_FLIGHT_MAX} {kind}s in flight on {self.region}"
+        assert not queue or now_ms >= queue[-1]
+        queue.append(now_ms)
 
     def completed(self, now_ms: int, kind: str, ok: bool, error: str | None = None) -> None:
-        assert kind in KINDS
-        started = self._in_flight.pop(kind, now_ms)
-        took = now_ms - started
-        if not ok:
-            self._failed = f"own {kind} failed: {error or 'error'}"
-        elif kind == "write" and took > self.io_timeout_ms:
-            self._failed = f"own write took {took} ms > io_timeout {self.io_timeout_ms} ms"
-        elif kind == "write":
-            self._failed = None  # H4
-            self.last_ok_ms = now_ms
-        elif self._failed and self._failed.startswith("own read"):
-            self._failed = None  # a good read clears a read failure; writes decide the rest
+        assert kind in KINDS, kind
+        queue = self._in_flight[kind]
+        started_ms = queue.popleft() if queue else now_ms  # H6
+        took_ms = now_ms - started_ms
+        assert took_ms >= 0, f"{kind} completed before it was submitted"
+        if not ok:  # H2, H3
+            self._fault[kind] = f"own {kind} failed: {error or 'unknown error'}"
+        elif took_ms > self.io_timeout_ms:
+            self._fault[kind] = f"own {kind} late: took {took_ms} ms > io_timeout {self.io_timeout_ms} ms"
+        else:
+            self._fault[kind] = None
+            if kind == "write":
+                self._last_ok_ms = now_ms
+        if ok and kind == "read":  # late or not, what it read is real
+            self._sampled_ms = started_ms if self._sampled_ms is None else max(self._sampled_ms, started_ms)
 
     def tick(self, now_ms: int) -> list[RegionHealthChanged]:
-        reason = None
-        for kind, started in sorted(self._in_flight.items()):
-            if now_ms - started > self.io_timeout_ms:  # H1
-                reason = f"own {kind} late: in flight {now_ms - started} ms > io_timeout {self.io_timeout_ms} ms"
+        assert self._now_ms is None or now_ms >= self._now_ms, f"time went back: {self._now_ms} -> {now_ms} ms"
+        self._now_ms = now_ms
+        reason = ""
+        for kind in KINDS:  # H1: the oldest request of a kind is the one that hangs
+            queue = self._in_flight[kind]
+            if queue and now_ms - queue[0] > self.io_timeout_ms:
+                reason = f"own {kind} late: in flight {now_ms - queue[0]} ms > io_timeout {self.io_timeout_ms} ms"
                 break
-        if reason is None:
-            reason = self._failed
-        if reason is None and self.last_ok_ms is None:
-            reason = "not yet written"
-        healthy = reason is None
-        if healthy != self.healthy:
-            self._events.append(RegionHealthChanged(self.region, healthy, reason or ""))
-        self.healthy, self.reason = healthy, reason or ""
-        events, self._events = self._events, []
+        reason = reason or self._fault["write"] or self._fault["read"] or ""  # H5
+        if not reason and self._last_ok_ms is None:
+            reason = "not yet written"  # H4
+        healthy = not reason
+        events = [RegionHealthChanged(self.region, healthy, reason)] if healthy != self._healthy else []
+        self._healthy, self._reason = healthy, reason
         return events
