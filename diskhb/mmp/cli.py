@@ -1,0 +1,674 @@
+"""`diskhb mmp ...`: multi-mount protection guards for shared-storage resources.
+
+Every command names where the blocks live: `--region PATH` (a formatted diskhb region's MMP
+area), `--config FILE` (this node's disk regions, node id and [[resource]] tables), or
+`--device PATH --offset BYTES` (one block made by `mmp init` on any device).
+
+Exit codes: 0 ok; 1 a safe refusal (held by someone, FSCK, contention); 2 bad input (unknown
+resource, no MMP block, corrupt block, permission, usage); 3 the resource was lost while held
+(the loss action ran). `inspect` uses e2mmpstatus's codes: 0 safe, 1 in use, 2 error.
+
+Who bumps after `acquire`? Without a daemon nobody else can: `acquire` therefore holds the
+resource in the foreground (bumping every interval) until SIGINT/SIGTERM or `mmp release`,
+then writes CLEAN. To guard a command, use `mmp run RESOURCE -- CMD` (flock(1) style).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+import click
+
+from diskhb.errors import OperatorError, Refused
+from diskhb.mmp import format as mf
+from diskhb.mmp import guard as g
+from diskhb.mmp.loss import ACQUIRED, REFUSED, LossAction
+from diskhb.mmp.runner import Cancelled, Runner, StopFlag, monotonic_ms, new_generation, wall_ms
+from diskhb.mmp.store import (
+    BlockLocation,
+    Target,
+    init_device_block,
+    open_device_target,
+    open_region_target,
+)
+
+DEFAULT_RUN_DIR = "/run/diskhb"
+DEFAULT_INTERVAL_MS = 1000
+LOCK_WAIT_MS = 30_000
+RELEASE_WAIT_S = 30.0
+EXIT_INTERRUPTED = 130
+
+
+# --------------------------------------------------------------------------------------------
+# Where: options shared by every command
+
+
+def where_options(fn):
+    fn = click.option("--offset", type=click.IntRange(0, None), default=None,
+                      help="With --device: byte offset of the block.")(fn)
+    fn = click.option("--device", "device", default=None, metavar="PATH",
+                      help="A block made by 'mmp init' on any device or file (with --offset).")(fn)
+    fn = click.option("--config", "config_path", default=None, metavar="FILE",
+                      help="Node config: its disk regions, node id and [[resource]] tables.")(fn)
+    fn = click.option("--region", default=None, metavar="PATH", help="A formatted diskhb region.")(fn)
+    return fn
+
+
+def node_options(fn):
+    fn = click.option("--run-dir", default=None, metavar="DIR",
+                      help=f"Local locks and holder records [default: {DEFAULT_RUN_DIR} or the config's].")(fn)
+    fn = click.option("--node-name", default=None, help="Our name in the block [default: the host name].")(fn)
+    fn = click.option("--node-id", type=click.IntRange(1, None), default=None,
+                      help="Our node id (ballot sector), 1..slots; from the config with --config.")(fn)
+    return fn
+
+
+class Ctx:
+    """What the options name, resolved: targets, node identity, resource settings."""
+
+    def __init__(self, region, config_path, device, offset, *, need_node: bool, node_id=None,
+                 node_name=None, run_dir=None, resource: str | None = None, writable: bool = False):
+        given = [x for x in (region, config_path, device) if x]
+        if len(given) != 1:
+            raise OperatorError("name exactly one of --region PATH, --config FILE or --device PATH --offset BYTES")
+        if (device is None) != (offset is None):
+            raise OperatorError("--device and --offset go together")
+        self.cfg = None
+        self.res_cfg = None
+        paths: list[str] = []
+        if config_path:
+            from diskhb.config import load_config
+
+            self.cfg = load_config(config_path)
+            disks = [r for r in self.cfg.regions if r.type == "disk"]
+            if not disks:
+                raise OperatorError(f"{config_path}: no disk region configured; MMP blocks live on disk regions")
+            self.res_cfg = next((r for r in self.cfg.resources if r.name == resource), None) if resource else None
+            if self.res_cfg is not None and self.res_cfg.region:
+                match = [r for r in disks if self.res_cfg.region in (r.path, r.name)]
+                if not match:
+                    raise OperatorError(f"{config_path}: resource {resource!r} names region"
+                                        f" {self.res_cfg.region!r}, which is not a disk region of this config")
+                paths = [match[0].path]
+            else:
+                paths = [r.path for r in disks]
+            if node_id is not None and node_id != self.cfg.node.id:
+                raise OperatorError(f"--node-id {node_id} contradicts {config_path} (node id {self.cfg.node.id})")
+            node_id = self.cfg.node.id
+            node_name = node_name or self.cfg.node.name
+            run_dir = run_dir or self.cfg.node.run_dir
+        elif region:
+            paths = [region]
+        if need_node and node_id is None:
+            raise OperatorError("this command writes ballots: give --node-id N (this node's id in the cluster)"
+                                " or --config FILE")
+        self.node_id = node_id
+        self.node_name = node_name or socket.gethostname()[: mf.RESOURCE_NAME_BYTES_MAX] or "node"
+        self.run_dir = run_dir or DEFAULT_RUN_DIR
+        self.device, self.offset, self.paths, self.writable = device, offset, paths, writable
+
+    def open(self, path: str | None = None) -> Target:
+        if self.device is not None:
+            return open_device_target(self.device, self.offset, writable=self.writable)
+        return open_region_target(path or self.paths[0], writable=self.writable)
+
+    def targets(self):
+        if self.device is not None:
+            yield self.open()
+            return
+        for p in self.paths:
+            yield self.open(p)
+
+    def check_node(self, t: Target) -> None:
+        slots = t.blocks[0].slot_count
+        if self.node_id is not None and not 1 <= self.node_id <= slots:
+            raise OperatorError(f"{t.path}: node id {self.node_id} is beyond its {slots} ballot slots;"
+                                f" use an id in 1..{slots}")
+
+
+def _peer_info_from_daemon(ctx: Ctx):
+    """The fast-path hook (guard.fast_path): what a running daemon knows of each node.
+
+    No daemon API exists yet, so there is no view: every held block takes the classic path,
+    which is always safe (and still refuses a live holder within one interval, see guard).
+    """
+    return None
+
+
+def _claimant(ctx: Ctx, t: Target, resource: str, interval_ms: int) -> g.Claimant:
+    try:
+        mf.check_resource_name(resource)
+    except mf.BlockError as e:
+        raise OperatorError(str(e)) from None
+    if not mf.INTERVAL_MS_MIN <= interval_ms <= mf.INTERVAL_MS_MAX:
+        raise OperatorError(f"--interval-ms {interval_ms} not in {mf.INTERVAL_MS_MIN}..{mf.INTERVAL_MS_MAX}")
+    ctx.check_node(t)
+    return g.Claimant(node_id=ctx.node_id, generation=new_generation(), holder_name=ctx.node_name,
+                      resource=resource, interval_ms=interval_ms,
+                      device=os.path.basename(t.path)[: mf.DEVICE_NAME_BYTES_MAX])
+
+
+def _runner(ctx: Ctx, t: Target, stop: StopFlag | None = None) -> Runner:
+    from diskhb.mmp.local import ballot_lock, ensure_run_dir
+
+    run_dir = ensure_run_dir(ctx.run_dir)
+    cancelled = stop.is_set if stop is not None else (lambda: False)
+    return Runner(t, cancelled=cancelled,
+                  lock_for=lambda loc: ballot_lock(run_dir, loc, timeout_ms=LOCK_WAIT_MS, cancelled=cancelled))
+
+
+def _install_stop() -> StopFlag:
+    stop = StopFlag()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+    return stop
+
+
+def _err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The group
+
+
+@click.group("mmp")
+def mmp() -> None:
+    """Multi-mount protection: guard a shared-storage resource so only one node uses it."""
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+def _describe(loc: BlockLocation, view: mf.ResourceView, now_wall_ms: int) -> dict:
+    d: dict = {"block": loc.index, "location": loc.label}
+    if view.seq_error:
+        d.update(resource=None, state="corrupt", error=view.seq_error)
+        return d
+    seq = view.seq
+    if seq is None:
+        names = sorted(g.pending_names(view))
+        d.update(resource=names[0] if len(names) == 1 else None, state="pending" if view.ballots else "free")
+        if view.ballots:
+            d["pending"] = names
+            d["error"] = None
+        if view.ballot_errors:
+            d["ballot_errors"] = {str(k): v for k, v in view.ballot_errors.items()}
+        return d
+    d.update(
+        resource=seq.resource, state=seq.state, epoch=seq.epoch,
+        seq=seq.seq, seq_hex=f"{seq.seq:#010x}", interval_ms=seq.interval_ms,
+        holder=None if seq.holder_id == 0 else {"id": seq.holder_id, "name": seq.holder_name,
+                                                 "generation": f"{seq.holder_generation:#x}"},
+        updated_wall_ms=seq.wall_ms, age_s=round(max(0, now_wall_ms - seq.wall_ms) / 1000, 3),
+        device=seq.device,
+    )
+    if view.max_lver > seq.epoch:
+        d["ballot_in_progress"] = view.max_lver
+    if view.ballot_errors:
+        d["ballot_errors"] = {str(k): v for k, v in view.ballot_errors.items()}
+    return d
+
+
+def _table(rows: list[dict]) -> str:
+    head = ["BLOCK", "RESOURCE", "STATE", "HOLDER", "EPOCH", "SEQ", "INTERVAL", "AGE"]
+    out = [head]
+    for r in rows:
+        h = r.get("holder")
+        state = r["state"] + (" (ballot running)" if r.get("ballot_in_progress") else "")
+        out.append([
+            "-" if r["block"] is None else str(r["block"]), r.get("resource") or "-", state,
+            f"{h['name']} (id {h['id']})" if h else "-", str(r.get("epoch", "-")),
+            r.get("seq_hex", "-") if r["state"] == "held" else r["state"].upper() if "seq" in r else "-",
+            f"{r['interval_ms']} ms" if "interval_ms" in r else "-",
+            f"{r['age_s']:.1f} s" if "age_s" in r else "-",
+        ])
+    widths = [max(len(row[i]) for row in out) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in out]
+    for r in rows:
+        if r.get("error") or r.get("ballot_errors"):
+            lines.append(f"  block {r['block']}: {r.get('error') or r.get('ballot_errors')}")
+    return "\n".join(lines)
+
+
+@mmp.command("status")
+@click.argument("resource", required=False)
+@where_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per target.")
+def status_cmd(resource, region, config_path, device, offset, as_json):
+    """Holder, epoch, seq, state and age of every MMP block (or of RESOURCE)."""
+    ctx = Ctx(region, config_path, device, offset, need_node=False)
+    found = False
+    for t in ctx.targets():
+        try:
+            now = wall_ms()
+            rows = [_describe(loc, view, now) for loc, view in Runner(t).views()]
+        finally:
+            t.close()
+        if resource is not None:
+            rows = [r for r in rows if r.get("resource") == resource or resource in r.get("pending", [])]
+            found = found or bool(rows)
+            if not rows:
+                continue
+        if as_json:
+            click.echo(json.dumps({"path": t.path, "uuid": t.uuid.hex(), "resources": rows}, sort_keys=True))
+        else:
+            click.echo(f"{t.path}:")
+            click.echo(_table(rows))
+    if resource is not None and not found:
+        raise OperatorError(f"unknown resource {resource!r}: no MMP block names it"
+                            f" ({', '.join(ctx.paths) or ctx.device})")
+
+
+# -- acquire / run ---------------------------------------------------------------------------
+
+
+def _loss_action(ctx: Ctx, interval_ms: int, on_loss_command: str | None, remount_ro: str | None) -> LossAction:
+    kinds: list[str] = ["kill"]
+    command, mountpoint = on_loss_command, remount_ro
+    grace = max(1, interval_ms // 2)
+    rc = ctx.res_cfg
+    if rc is not None:
+        kinds = list(rc.on_loss)
+        command = command or rc.loss_command
+        mountpoint = mountpoint or rc.mountpoint
+        grace = rc.kill_grace_ms
+    if command and "command" not in kinds:
+        kinds.append("command")
+    if mountpoint and "remount-ro" not in kinds:
+        kinds.append("remount-ro")
+    return LossAction(kinds=tuple(kinds), command=command, mountpoint=mountpoint, grace_ms=grace)
+
+
+def _acquire(ctx: Ctx, t: Target, resource: str, *, interval_ms: int, wait_s: float, create: bool,
+             stop: StopFlag, allow_fsck=False, stale_self_ok=False):
+    me = _claimant(ctx, t, resource, interval_ms)
+    runner = _runner(ctx, t, stop)
+    declared = ctx.res_cfg is not None
+    try:
+        loc, acq = runner.acquire(
+            me, create=create or declared, peer_info=_peer_info_from_daemon(ctx), allow_fsck=allow_fsck,
+            stale_self_ok=stale_self_ok, wait_ms=int(wait_s * 1000),
+            on_wait=lambda r: None,
+        )
+    except Refused:
+        REFUSED.labels(resource).inc()
+        raise
+    ACQUIRED.labels(resource).inc()
+    return runner, me, loc, acq
+
+
+def _interval(ctx: Ctx, interval_ms: int | None) -> int:
+    if interval_ms is not None:
+        return interval_ms
+    if ctx.res_cfg is not None:
+        return ctx.res_cfg.interval_ms
+    return DEFAULT_INTERVAL_MS
+
+
+def acquire_options(fn):
+    fn = click.option("--remount-ro", default=None, metavar="MOUNTPOINT",
+                      help="On loss, remount this filesystem read-only.")(fn)
+    fn = click.option("--on-loss-command", default=None, metavar="CMD",
+                      help="On loss, also run this shell command (DISKHB_MMP_* in its environment).")(fn)
+    fn = click.option("--create", is_flag=True, help="Bind a new resource name to a free MMP block.")(fn)
+    fn = click.option("--interval-ms", type=int, default=None,
+                      help=f"Update interval while held [default: {DEFAULT_INTERVAL_MS}, or the config's].")(fn)
+    fn = click.option("--wait", "wait_s", type=click.FloatRange(0, 86400), default=0.0, show_default=True,
+                      help="Keep trying this many seconds while the resource is held elsewhere.")(fn)
+    return fn
+
+
+def _holding(ctx, runner, me, loc, acq, interval_ms, stop, loss, child=None, sentinel=None) -> int:
+    from diskhb.mmp import foreground
+    from diskhb.mmp.local import remove_holder, write_holder
+
+    write_holder(ctx.run_dir, loc, {"pid": os.getpid(), "generation": me.generation, "resource": me.resource,
+                                    "node_id": me.node_id, "epoch": acq.block.epoch})
+    try:
+        h = g.Hold(acq, base_interval_ms=interval_ms)
+        return foreground.hold(runner, loc, h, resource=me.resource, stop=stop, loss=loss, child=child,
+                               sentinel=sentinel, say=_err)
+    finally:
+        remove_holder(ctx.run_dir, loc, me.generation)
+
+
+@mmp.command("acquire")
+@click.argument("resource")
+@where_options
+@node_options
+@acquire_options
+def acquire_cmd(resource, region, config_path, device, offset, node_id, node_name, run_dir, wait_s,
+                interval_ms, create, on_loss_command, remount_ro):
+    """Acquire RESOURCE and hold it in the foreground until interrupted or released.
+
+    Without a daemon nobody else would keep the block's seq moving, so this command stays
+    and bumps it every interval; SIGINT/SIGTERM or 'diskhb mmp release RESOURCE' writes
+    CLEAN and exits 0. If the resource is lost meanwhile, the loss action runs and the exit
+    code is 3. To guard a command instead, use 'diskhb mmp run RESOURCE -- CMD'.
+    """
+    ctx = Ctx(region, config_path, device, offset, need_node=True, node_id=node_id, node_name=node_name,
+              run_dir=run_dir, resource=resource, writable=True)
+    stop = _install_stop()
+    interval_ms = _interval(ctx, interval_ms)
+    t = ctx.open()
+    try:
+        try:
+            runner, me, loc, acq = _acquire(ctx, t, resource, interval_ms=interval_ms, wait_s=wait_s,
+                                            create=create, stop=stop)
+        except Cancelled:
+            _err(f"diskhb: interrupted; {resource} was not acquired")
+            sys.exit(EXIT_INTERRUPTED)
+        _err(f"acquired {resource} on {loc.label}: epoch {acq.block.epoch} ({acq.note}); holding until"
+             " interrupted or 'diskhb mmp release'")
+        loss = _loss_action(ctx, interval_ms, on_loss_command, remount_ro)
+        sys.exit(_holding(ctx, runner, me, loc, acq, interval_ms, stop, loss))
+    finally:
+        t.close()
+
+
+@mmp.command("run", context_settings={"ignore_unknown_options": True})
+@click.argument("resource")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@where_options
+@node_options
+@acquire_options
+def run_cmd(resource, command, region, config_path, device, offset, node_id, node_name, run_dir, wait_s,
+            interval_ms, create, on_loss_command, remount_ro):
+    """Hold RESOURCE while COMMAND runs (like flock(1)); exit with its exit code.
+
+    COMMAND runs in its own process group with DISKHB_MMP_RESOURCE and DISKHB_MMP_EPOCH (the
+    fencing token) in its environment. If the resource is lost, the group gets SIGTERM (then
+    SIGKILL), the loss action runs and the exit code is 3. A sentinel process kills the
+    group should this guard freeze or die.
+    """
+    from diskhb.mmp import foreground
+
+    ctx = Ctx(region, config_path, device, offset, need_node=True, node_id=node_id, node_name=node_name,
+              run_dir=run_dir, resource=resource, writable=True)
+    stop = _install_stop()
+    interval_ms = _interval(ctx, interval_ms)
+    t = ctx.open()
+    try:
+        try:
+            runner, me, loc, acq = _acquire(ctx, t, resource, interval_ms=interval_ms, wait_s=wait_s,
+                                            create=create, stop=stop)
+        except Cancelled:
+            _err(f"diskhb: interrupted; {resource} was not acquired")
+            sys.exit(EXIT_INTERRUPTED)
+        loss = _loss_action(ctx, interval_ms, on_loss_command, remount_ro)
+        env = {**os.environ, "DISKHB_MMP_RESOURCE": resource, "DISKHB_MMP_EPOCH": str(acq.block.epoch),
+               "DISKHB_MMP_HOLDER": f"{me.node_id}:{me.generation:x}"}
+        h = g.Hold(acq, base_interval_ms=interval_ms)
+        try:
+            child = foreground.spawn(list(command), env)
+        except OSError as e:
+            runner.bump(loc, h, final=mf.SEQ_CLEAN)
+            raise OperatorError(f"cannot run {command[0]!r}: {e.strerror}; {resource} was released") from None
+        sentinel = foreground.Sentinel(child.pid, foreground.lease_end_ms(h))
+        sys.exit(_holding(ctx, runner, me, loc, acq, interval_ms, stop, loss, child=child, sentinel=sentinel))
+    finally:
+        t.close()
+
+
+# -- release / fsck / clear ------------------------------------------------------------------
+
+
+@mmp.command("release")
+@click.argument("resource")
+@where_options
+@node_options
+@click.option("--force", is_flag=True,
+              help="The holder is this node under an earlier generation and that process is gone:"
+                   " take it over (only if its seq stands still for the classic wait) and release it.")
+@click.option("--wait", "wait_s", type=click.FloatRange(0, 3600), default=RELEASE_WAIT_S, show_default=True,
+              help="How long to wait for the holding process to write CLEAN.")
+def release_cmd(resource, region, config_path, device, offset, node_id, node_name, run_dir, force, wait_s):
+    """Release RESOURCE held by a diskhb process of this node (it writes CLEAN)."""
+    from diskhb.mmp.local import read_holder
+
+    ctx = Ctx(region, config_path, device, offset, need_node=True, node_id=node_id, node_name=node_name,
+              run_dir=run_dir, resource=resource, writable=force)
+    t = ctx.open()
+    try:
+        runner = Runner(t)
+        found = runner.find(resource)
+        if found is None:
+            raise OperatorError(f"{t.path}: unknown resource {resource!r}; see 'diskhb mmp status'")
+        seq, loc = found.view.seq, found.loc
+        if seq.state == "clean":
+            _err(f"{resource} is not held (CLEAN, epoch {seq.epoch})")
+            return
+        if seq.state == "fsck":
+            raise Refused(f"{resource} is marked FSCK by {g.who(seq)}; use 'diskhb mmp clear {resource}'")
+        if seq.holder_id != ctx.node_id:
+            raise Refused(f"{resource} is held by {g.who(seq)}, not by this node (id {ctx.node_id});"
+                          " release it there")
+        rec = read_holder(ctx.run_dir, loc)
+        alive = rec is not None and rec.get("generation") == seq.holder_generation and _pid_alive(rec.get("pid"))
+        if alive:
+            os.kill(rec["pid"], signal.SIGTERM)
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                view = runner.find(resource).view
+                if view.seq is None or view.seq.identity[2:] != seq.identity[2:] or view.seq.state != "held":
+                    _err(f"released {resource} (was epoch {seq.epoch}, process {rec['pid']})")
+                    return
+                time.sleep(0.05)
+            raise Refused(f"{resource}: process {rec['pid']} did not release within {wait_s:g} s")
+        if not force:
+            raise Refused(f"{resource} is held by this node under generation {seq.holder_generation:#x}, but no"
+                          " running diskhb process of this node holds it; if it is gone, 'diskhb mmp release"
+                          f" {resource} --force' takes it over after the classic wait and releases it")
+    finally:
+        t.close()
+    # --force: a full acquisition that watches our stale generation like any holder.
+    ctx.writable = True
+    t = ctx.open()
+    stop = _install_stop()
+    try:
+        try:
+            runner, me, loc, acq = _acquire(ctx, t, resource, interval_ms=seq.interval_ms, wait_s=0,
+                                            create=False, stop=stop, stale_self_ok=True)
+        except Cancelled:
+            _err(f"diskhb: interrupted; {resource} was not released")
+            sys.exit(EXIT_INTERRUPTED)
+        out = runner.bump(loc, g.Hold(acq, base_interval_ms=seq.interval_ms), final=mf.SEQ_CLEAN)
+        if out is not None:
+            raise Refused(f"{resource}: taken over but could not write CLEAN ({out}); see 'diskhb mmp status'")
+        _err(f"released {resource}: took over the stale generation {seq.holder_generation:#x} (epoch"
+             f" {acq.block.epoch}) and wrote CLEAN")
+    finally:
+        t.close()
+
+
+def _pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _take_and_mark(ctx: Ctx, resource: str, final: int, *, allow_fsck: bool) -> tuple[int, str]:
+    t = ctx.open()
+    stop = _install_stop()
+    try:
+        interval = DEFAULT_INTERVAL_MS
+        try:
+            runner, me, loc, acq = _acquire(ctx, t, resource, interval_ms=interval, wait_s=0, create=False,
+                                            stop=stop, allow_fsck=allow_fsck)
+        except Cancelled:
+            _err("diskhb: interrupted; nothing was marked")
+            sys.exit(EXIT_INTERRUPTED)
+        out = runner.bump(loc, g.Hold(acq, base_interval_ms=interval), final=final)
+        if out is not None:
+            raise Refused(f"{resource}: acquired but could not mark it ({out}); see 'diskhb mmp status'")
+        return acq.block.epoch, loc.label
+    finally:
+        t.close()
+
+
+@mmp.command("fsck")
+@click.argument("resource")
+@where_options
+@node_options
+def fsck_cmd(resource, region, config_path, device, offset, node_id, node_name, run_dir):
+    """Mark RESOURCE FSCK (repair in progress): nobody may acquire it until 'mmp clear'.
+
+    Acquires it first (so it is never marked under a live holder), then writes the FSCK
+    sentinel instead of a running seq, as e2fsck does for ext4.
+    """
+    ctx = Ctx(region, config_path, device, offset, need_node=True, node_id=node_id, node_name=node_name,
+              run_dir=run_dir, resource=resource, writable=True)
+    epoch, label = _take_and_mark(ctx, resource, mf.SEQ_FSCK, allow_fsck=False)
+    _err(f"{resource} on {label} marked FSCK (epoch {epoch}); 'diskhb mmp clear {resource}' ends it")
+
+
+@mmp.command("clear")
+@click.argument("resource")
+@where_options
+@node_options
+def clear_cmd(resource, region, config_path, device, offset, node_id, node_name, run_dir):
+    """End an FSCK mark: take RESOURCE over through the ballot and write CLEAN."""
+    ctx = Ctx(region, config_path, device, offset, need_node=True, node_id=node_id, node_name=node_name,
+              run_dir=run_dir, resource=resource, writable=True)
+    t = ctx.open()
+    try:
+        found = Runner(t).find(resource)
+    finally:
+        t.close()
+    if found is None:
+        raise OperatorError(f"unknown resource {resource!r}; see 'diskhb mmp status'")
+    if found.view.seq.state != "fsck":
+        raise Refused(f"{resource} is not marked FSCK (it is {found.view.seq.state}); nothing was written")
+    epoch, label = _take_and_mark(ctx, resource, mf.SEQ_CLEAN, allow_fsck=True)
+    _err(f"{resource} on {label} is CLEAN again (epoch {epoch})")
+
+
+# -- init ------------------------------------------------------------------------------------
+
+
+@mmp.command("init")
+@click.argument("resource")
+@click.option("--device", required=True, metavar="PATH", help="Device or file to put the block on.")
+@click.option("--offset", type=click.IntRange(0, None), required=True, help="Byte offset (sector aligned).")
+@click.option("--slots", type=click.IntRange(1, mf.SLOT_COUNT_MAX), default=64, show_default=True,
+              help="Ballot sectors (node ids 1..N) after the block.")
+@click.option("--sector-size", type=click.Choice(["512", "4096"]), default=None,
+              help="Sector size; default: the device's, or 512 for a file.")
+@click.option("--interval-ms", type=int, default=DEFAULT_INTERVAL_MS, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite bytes that are not all zero.")
+def init_cmd(resource, device, offset, slots, sector_size, interval_ms, force):
+    """Create a standalone MMP block for RESOURCE at OFFSET of DEVICE (1 + slots sectors)."""
+    import uuid as uuidlib
+
+    if not mf.INTERVAL_MS_MIN <= interval_ms <= mf.INTERVAL_MS_MAX:
+        raise OperatorError(f"--interval-ms {interval_ms} not in {mf.INTERVAL_MS_MIN}..{mf.INTERVAL_MS_MAX}")
+    block = init_device_block(device, offset, resource=resource, slot_count=slots,
+                              sector_size=int(sector_size) if sector_size else None, interval_ms=interval_ms,
+                              holder_name="", uuid=uuidlib.uuid4().bytes, wall_ms=wall_ms(), force=force)
+    _err(f"{device}@{offset}: MMP block for {resource!r} created ({slots} ballot slots of"
+         f" {block.sector_size} bytes, {(1 + slots) * block.sector_size} bytes in all), CLEAN")
+
+
+# -- inspect (ext4) --------------------------------------------------------------------------
+
+
+@mmp.command("inspect")
+@click.argument("device")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--no-wait", is_flag=True, help="Do not watch a running seq: report it as in use at once.")
+def inspect_cmd(device, as_json, no_wait):
+    """Read an ext4 filesystem's MMP block and judge it like e2mmpstatus.
+
+    Exit 0: safe to mount (CLEAN, or a seq that stood still for the whole check); 1: in use
+    (a seq that moved, FSCK, unknown seq, bad checksum); 2: error (not ext4, no MMP, I/O).
+    """
+    code, doc = _inspect(device, no_wait)
+    if as_json:
+        click.echo(json.dumps(doc, sort_keys=True))
+    else:
+        click.echo(f"{device}: {doc['summary']}")
+        m = doc.get("mmp")
+        if m:
+            click.echo(f"  seq {m['seq_hex']} ({m['state']}), node '{m['nodename']}', device '{m['bdevname']}',"
+                       f" updated {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(m['time_s']))},"
+                       f" check interval {m['check_interval_s']} s, MMP block {doc['mmp_block']}")
+    sys.exit(code)
+
+
+def _inspect(device: str, no_wait: bool) -> tuple[int, dict]:
+    from diskhb.mmp import ext4
+    from diskhb.regions.disk.blockio import BlockDevice
+    from diskhb.mmp.store import BlockStore, io_error
+
+    try:
+        store = BlockStore(BlockDevice.open(device, writable=False, sector_size=512))
+    except OperatorError as e:
+        return 2, {"device": device, "code": 2, "summary": f"error: {e}"}
+
+    def read(offset: int, length: int) -> bytes:
+        s = store.sector_size
+        start = offset - offset % s
+        end = -(-(offset + length) // s) * s
+        try:
+            data = store.read(start, end - start)
+        except OSError as e:
+            raise io_error(device, e) from None
+        return data[offset - start: offset - start + length]
+
+    doc: dict = {"device": device}
+    try:
+        try:
+            sb = ext4.parse_super(read(ext4.SUPERBLOCK_OFFSET, ext4.SUPERBLOCK_BYTES))
+            off, length = ext4.mmp_location(sb)
+            if off + length > store.size_bytes:
+                raise ext4.Ext4Error("the MMP block lies beyond the end of the device")
+            doc["mmp_block"] = sb.mmp_block
+            mmp_ = ext4.parse_mmp(read(off, length), sb)
+        except (ext4.Ext4Error, OperatorError) as e:
+            doc.update(code=2, summary=f"error: {e}")
+            return 2, doc
+        verdict = ext4.first_verdict(mmp_)
+        waited = 0.0
+        if verdict is None:
+            if no_wait:
+                verdict = ext4.Verdict(1, f"in use: seq {mmp_.seq:#x} by '{mmp_.nodename}' (not watched)", mmp_)
+            else:
+                wait = ext4.wait_s(sb, mmp_)
+                t0 = time.monotonic()
+                while True:
+                    time.sleep(min(1.0, max(0.0, t0 + wait - time.monotonic())))
+                    try:
+                        again = ext4.parse_mmp(read(off, length), sb)
+                    except (ext4.Ext4Error, OperatorError) as e:
+                        verdict = ext4.Verdict(2, f"error: {e}", mmp_)
+                        break
+                    waited = time.monotonic() - t0
+                    if again.seq != mmp_.seq:
+                        verdict = ext4.Verdict(1, f"in use by '{again.nodename}' on '{again.bdevname}': its MMP"
+                                               f" seq moved within {waited:.1f} s: not safe to mount", again)
+                        break
+                    if waited >= wait:
+                        verdict = ext4.Verdict(0, f"safe to mount: MMP seq stood still for {waited:.1f} s (last"
+                                               f" update by '{again.nodename}': a stale mount)", again)
+                        break
+        m = verdict.mmp
+        doc.update(code=verdict.code, summary=verdict.summary, waited_s=round(waited, 3))
+        if m is not None:
+            doc["mmp"] = {"seq": m.seq, "seq_hex": f"{m.seq:#010x}", "state": m.state, "time_s": m.time_s,
+                          "nodename": m.nodename, "bdevname": m.bdevname, "check_interval_s": m.check_interval_s,
+                          "checksum_ok": m.checksum_ok}
+        return verdict.code, doc
+    finally:
+        store.close()

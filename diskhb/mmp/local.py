@@ -1,0 +1,98 @@
+"""Node-local bookkeeping for MMP commands: the ballot-sector lock and holder records.
+
+Why a local lock (diskhb uses none across hosts: they mean nothing there): Disk Paxos needs
+exactly one writer per ballot sector, and every diskhb process of a node writes the same
+sector (node i's). Two processes of one node balloting at once would overwrite each other's
+accepted values and break the ballot. So processes of one node take an flock on a file in
+the run directory for the block while they ballot and commit. It serializes only processes
+of this node; other nodes are kept apart by the ballot itself. (A daemon that acquires
+resources must take the same lock, see diskhb.mmp.cli.)
+
+Holder records (run_dir/mmp-UUID-K.holder, JSON): which local process holds which block,
+so `diskhb mmp release RESOURCE` can ask it to release (SIGTERM) and wait for the CLEAN.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+
+from diskhb.errors import OperatorError, Refused
+from diskhb.mmp.store import BlockLocation
+
+LOCK_POLL_MS = 20
+
+
+def ensure_run_dir(run_dir: str) -> str:
+    try:
+        os.makedirs(run_dir, mode=0o755, exist_ok=True)
+    except OSError as e:
+        raise OperatorError(f"{run_dir}: cannot create the run directory ({e.strerror});"
+                            " run as root or pass --run-dir DIR") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise OperatorError(f"{run_dir}: not writable; run as root or pass --run-dir DIR")
+    return run_dir
+
+
+def _key(loc: BlockLocation) -> str:
+    return f"mmp-{loc.uuid.hex()}-{'dev' if loc.index is None else loc.index}"
+
+
+@contextmanager
+def ballot_lock(run_dir: str, loc: BlockLocation, *, timeout_ms: int, cancelled=lambda: False):
+    path = os.path.join(run_dir, _key(loc) + ".lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise OperatorError(f"{path}: cannot open the ballot lock ({e.strerror}); run as root or"
+                            " pass --run-dir DIR") from None
+    try:
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+            if cancelled() or time.monotonic() > deadline:
+                raise Refused(f"{loc.label}: another diskhb process of this node is balloting for this"
+                              f" block (lock {path} busy for {timeout_ms / 1000:g} s); try again")
+            time.sleep(LOCK_POLL_MS / 1000)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+def holder_path(run_dir: str, loc: BlockLocation) -> str:
+    return os.path.join(run_dir, _key(loc) + ".holder")
+
+
+def write_holder(run_dir: str, loc: BlockLocation, record: dict) -> str:
+    path = holder_path(run_dir, loc)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(record, f)
+    os.replace(tmp, path)
+    return path
+
+
+def read_holder(run_dir: str, loc: BlockLocation) -> dict | None:
+    try:
+        with open(holder_path(run_dir, loc)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def remove_holder(run_dir: str, loc: BlockLocation, generation: int) -> None:
+    rec = read_holder(run_dir, loc)
+    if rec is not None and rec.get("generation") == generation:
+        try:
+            os.unlink(holder_path(run_dir, loc))
+        except OSError:
+            pass
