@@ -13,7 +13,9 @@ import time
 import click
 
 from diskhb.errors import OperatorError
+from diskhb.mmp.cli import mmp
 from diskhb.regions.disk import format as fmt
+from netpath.keys import KEY_ID_MAX, KEY_ID_MIN, generate_key_file
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -108,28 +110,18 @@ def run_cmd(config_path):
     sys.exit(run_daemon(load_config(config_path)))
 
 
-def _attach_optional_commands() -> None:
-    """Commands whose modules live in their own packages (network keys, MMP guard)."""
-    try:
-        from netpath.keys import generate_key_file
-    except ImportError:
-        generate_key_file = None
-    if generate_key_file is not None:
-        @cli.command("keygen")
-        @click.argument("path")
-        @click.option("--key-id", type=click.IntRange(1, 255), default=1, show_default=True)
-        def keygen_cmd(path, key_id):
-            """Write a new HMAC key file (mode 0600) for network and serial regions."""
-            generate_key_file(path, key_id)
-            click.echo(f"{path}: wrote key id {key_id}; copy it to every node (mode 0600, owned by root)")
-    try:
-        from diskhb.mmp.cli import mmp
-    except ImportError:
-        return
-    cli.add_command(mmp)
+@cli.command("keygen")
+@click.argument("path")
+@click.option("--key-id", type=click.IntRange(KEY_ID_MIN, KEY_ID_MAX), default=1, show_default=True,
+              help="Use a new id when rotating: peers accept two key ids at once.")
+def keygen_cmd(path, key_id):
+    """Write a new HMAC key file (mode 0600) for network and serial regions."""
+    fingerprint = generate_key_file(path, key_id)
+    click.echo(f"{path}: wrote key id {key_id} (fingerprint {fingerprint}); copy it to every node "
+               "(mode 0600, owned by root) and compare fingerprints")
 
 
-_attach_optional_commands()
+cli.add_command(mmp)
 
 
 def main(argv: list[str] | None = None) -> None:

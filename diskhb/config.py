@@ -25,11 +25,11 @@ from typing import Any
 
 from diskhb.core.types import NODE_ID_MAX, NODE_NAME_BYTES_MAX
 from diskhb.errors import OperatorError
+from netpath.transport import DEFAULT_PORT
 
 REGIONS_MAX = 32  # o2hb's limit for global heartbeat regions
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9701"
 DEFAULT_RUN_DIR = "/run/diskhb"
-DEFAULT_NET_PORT = 7946  # overridable per region; netpath documents its own default
 DEFAULT_BAUD = 115200
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -233,7 +233,7 @@ def _parse_region(where: _Where, table: Any, i: int) -> RegionConfig:
                 raise where.fail(f"{prefix}peers", f"entries must be strings, got {p!r}")
         group = _get(where, table, "group", str, prefix)
         bcast = _get(where, table, "broadcast", str, prefix)
-        port = _get(where, table, "port", int, prefix, default=DEFAULT_NET_PORT)
+        port = _get(where, table, "port", int, prefix, default=DEFAULT_PORT)
         if not 1 <= port <= 65535:
             raise where.fail(f"{prefix}port", f"{port} out of range", "use 1..65535")
         modes = sum(1 for m in (peers, group, bcast) if m)

@@ -358,7 +358,9 @@ class Daemon:
                 # A sample is as new as the moment its read was issued; never before the core's
                 # last reading of the clock (a slow read finishing late must not turn time back).
                 seen = getattr(obs, "seen_ms", None)
-                live.observe(now if seen is None else max(seen, self._core_ms), obs)
+                t = max(now if seen is None else seen, self._core_ms)
+                live.observe(t, obs)
+                self._core_ms = t
         self._own_health(now)
         for region in self.regions:
             conflict = getattr(region, "slot_conflict", None)
@@ -370,7 +372,10 @@ class Daemon:
         beat = self._own_beat(now)
         for region in self.regions:
             region.tick(now, beat)
-        for ev in live.tick(now):
+        # A region whose own read is stuck has not looked since `sampled_ms`: its silence is not
+        # evidence against anyone after that (a hung disk must not kill every peer).
+        sampled = {r.name: r.health.sampled_ms for r in self.regions if r.health.sampled_ms is not None}
+        for ev in live.tick(now, sampled):
             self._report(ev)
         self._core_ms = now
         self._export_region_metrics()

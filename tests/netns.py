@@ -1,0 +1,76 @@
+"""Test helper: private test hosts in network namespaces joined by veth pairs to a bridge.
+
+    hub namespace:  bridge br0 <- veth h1 / h2 / h3
+    node i:         veth n<i> with 10.77.<net>.<i>/24
+
+Only addresses inside namespaces this helper created are used. Names carry the test process's
+PID so parallel runs do not collide; teardown deletes every namespace it made (which removes
+the veth pairs and the bridge with them), even after a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+
+def available() -> str | None:
+    """None if namespaces can be used here, else the reason to skip."""
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    if not shutil.which("ip"):
+        return "needs ip (iproute2)"
+    return None
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=20)
+
+
+class TestNet:
+    def __init__(self, nodes: int, net: int = 0):
+        tag = f"dhb{os.getpid() % 100000}x{net}"
+        self.hub = f"{tag}hub"
+        self.ns = {i: f"{tag}n{i}" for i in range(1, nodes + 1)}
+        self.net = net
+        self.made: list[str] = []
+
+    def addr(self, i: int) -> str:
+        return f"10.77.{self.net}.{i}"
+
+    def up(self) -> "TestNet":
+        try:
+            _ip("netns", "add", self.hub)
+            self.made.append(self.hub)
+            _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+            _ip("-n", self.hub, "link", "set", "br0", "up")
+            _ip("-n", self.hub, "link", "set", "lo", "up")
+            for i, ns in self.ns.items():
+                _ip("netns", "add", ns)
+                self.made.append(ns)
+                _ip("-n", self.hub, "link", "add", f"h{i}", "type", "veth", "peer", "name", f"n{i}", "netns", ns)
+                _ip("-n", self.hub, "link", "set", f"h{i}", "master", "br0")
+                _ip("-n", self.hub, "link", "set", f"h{i}", "up")
+                _ip("-n", ns, "link", "set", "lo", "up")
+                _ip("-n", ns, "addr", "add", f"{self.addr(i)}/24", "dev", f"n{i}")
+                _ip("-n", ns, "link", "set", f"n{i}", "up")
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def cut(self, i: int) -> None:
+        """Unplug node i's cable (its end stays up: the node sees no error, only silence)."""
+        _ip("-n", self.hub, "link", "set", f"h{i}", "down")
+
+    def plug(self, i: int) -> None:
+        _ip("-n", self.hub, "link", "set", f"h{i}", "up")
+
+    def exec_prefix(self, i: int) -> list[str]:
+        return ["ip", "netns", "exec", self.ns[i]]
+
+    def down(self) -> None:
+        for ns in reversed(self.made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+        self.made.clear()
