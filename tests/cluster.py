@@ -42,7 +42,8 @@ class Cluster:
         self.region = region
         self.extra_regions = extra_regions
         self.run_dir = os.path.join(workdir, "run")
-        self.procs: dict[int, subprocess.Popen] = {}
+        self.procs: dict[int, subprocess.Popen] = {}  # the newest process per node id
+        self.all_procs: list[subprocess.Popen] = []  # every process started, so none outlives the test
         self.logs: dict[int, str] = {}
         self.ports: dict[int, int] = {}
 
@@ -62,6 +63,7 @@ class Cluster:
         with open(log, "w") as out:
             p = subprocess.Popen(DISKHB + ["run", "--config", cfg], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs[node_id] = p
+        self.all_procs.append(p)
         return p
 
     def log(self, node_id: int) -> str:
@@ -105,10 +107,10 @@ class Cluster:
         p.wait(15)
 
     def stop_all(self) -> None:
-        for p in self.procs.values():
+        for p in self.all_procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
+        for p in self.all_procs:
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
