@@ -421,22 +421,25 @@ class Daemon:
 
     def _export_region_metrics(self) -> None:
         for region in self.regions:
-            if not isinstance(region, DiskRegion):
-                continue
-            for ms in region.write_latency_ms:
-                m.WRITE_LATENCY.labels(region.name).observe(ms / 1000)
-            for ms in region.read_latency_ms:
-                m.READ_LATENCY.labels(region.name).observe(ms / 1000)
-            region.write_latency_ms.clear()
-            region.read_latency_ms.clear()
+            if isinstance(region, DiskRegion):
+                for ms in region.write_latency_ms:
+                    m.WRITE_LATENCY.labels(region.name).observe(ms / 1000)
+                for ms in region.read_latency_ms:
+                    m.READ_LATENCY.labels(region.name).observe(ms / 1000)
+                region.write_latency_ms.clear()
+                region.read_latency_ms.clear()
+                totals = (region.read_bytes_total, region.write_bytes_total, region.reads_total,
+                          region.writes_total)
+            else:  # links count their datagrams/frames in netpath.metrics; bytes are counted here
+                totals = (region.received_bytes_total, region.sent_bytes_total, 0, 0)
             seen = self._io_seen.get(region.name, (0, 0, 0, 0))
-            now_totals = (region.read_bytes_total, region.write_bytes_total, region.reads_total, region.writes_total)
-            if now_totals != seen:
-                m.REGION_IO_BYTES.labels(region.name, "read").inc(now_totals[0] - seen[0])
-                m.REGION_IO_BYTES.labels(region.name, "write").inc(now_totals[1] - seen[1])
-                m.REGION_IOS.labels(region.name, "read").inc(now_totals[2] - seen[2])
-                m.REGION_IOS.labels(region.name, "write").inc(now_totals[3] - seen[3])
-                self._io_seen[region.name] = now_totals
+            if totals == seen:
+                continue
+            for i, (metric, direction) in enumerate(((m.REGION_IO_BYTES, "read"), (m.REGION_IO_BYTES, "write"),
+                                                     (m.REGION_IOS, "read"), (m.REGION_IOS, "write"))):
+                if totals[i] != seen[i]:
+                    metric.labels(region.name, direction).inc(totals[i] - seen[i])
+            self._io_seen[region.name] = totals
 
     def snapshot(self, now: int) -> dict:
         """The daemon's view for `diskhb status` and metrics (built on the tick thread)."""
