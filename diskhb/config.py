@@ -25,6 +25,7 @@ from typing import Any
 
 from diskhb.core.types import NODE_ID_MAX, NODE_NAME_BYTES_MAX
 from diskhb.errors import OperatorError
+from diskhb.mmp.config import parse_resources
 from netpath.transport import DEFAULT_PORT
 
 REGIONS_MAX = 32  # o2hb's limit for global heartbeat regions
@@ -196,20 +197,9 @@ def parse_config(raw: dict, path: str = "<config>") -> Config:
     resources_t = raw.get("resource", [])
     if not isinstance(resources_t, list):
         raise where.fail("resource", "must be [[resource]] tables")
-    resources = tuple(_parse_resources(where, resources_t))
+    resources = tuple(parse_resources(resources_t, where))  # the MMP guard validates its own tables
     return Config(path=path, node=node, cluster=cluster, metrics_listen=listen,
                   log_level=level, regions=tuple(regions), resources=resources)
-
-
-def _parse_resources(where: _Where, tables: list) -> list:
-    """[[resource]] tables belong to the MMP guard; it validates them when it is present."""
-    try:
-        from diskhb.mmp.config import parse_resources  # type: ignore[import-not-found]
-    except ImportError:
-        if tables:
-            raise where.fail("resource", "MMP resources are not supported by this build")
-        return []
-    return parse_resources(tables, where)
 
 
 def _parse_region(where: _Where, table: Any, i: int) -> RegionConfig:

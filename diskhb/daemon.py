@@ -477,6 +477,21 @@ class Daemon:
     def request_stop(self, *_args) -> None:
         self.stop_event.set()
 
+    def request_key_reload(self, *_args) -> None:
+        """SIGHUP: re-read the key files of network and serial regions (rotation, see netpath.keys).
+
+        On a thread of its own: the tick never waits on a file read. A bad file keeps the old keys.
+        """
+        def reload() -> None:
+            for region in self.regions:
+                if hasattr(region, "reload_keys"):
+                    try:
+                        region.reload_keys()
+                    except OperatorError as e:
+                        log.error("region %s: key reload refused, old keys kept: %s", region.name, e)
+
+        threading.Thread(target=reload, name="key-reload", daemon=True).start()
+
     def shutdown(self) -> None:
         if self.exit_code == 0:
             self.flags = (self.flags | SlotFlag.LEFT) & ~SlotFlag.ACTIVE
@@ -559,6 +574,7 @@ def run_daemon(cfg: Config) -> int:
     d = Daemon(cfg)
     signal.signal(signal.SIGTERM, d.request_stop)
     signal.signal(signal.SIGINT, d.request_stop)
+    signal.signal(signal.SIGHUP, d.request_key_reload)
     try:
         d.start()
         return d.run()
