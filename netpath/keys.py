@@ -18,7 +18,7 @@ nodes on the previous or the next step):
      file as the SECOND line (now accepted everywhere, still signed with the old key);
   2. swap the two lines on every node (now signed with the new key, the old one still accepted);
   3. delete the old line everywhere.
-A node picks up its edited file on restart (or NetRegion.reload_keys()). Rotating also ends the
+A daemon picks up its edited file on SIGHUP (`kill -HUP PID`; a bad file keeps the old keys). Rotating also ends the
 usefulness of any recorded traffic signed with the old key (see netpath.replay).
 """
 
