@@ -22,7 +22,6 @@ import queue
 import signal
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -39,28 +38,13 @@ from diskhb.errors import OperatorError, Refused
 from diskhb.regions.base import OwnBeat, Region
 from diskhb.regions.disk import format as fmt
 from diskhb.regions.disk.region import DiskRegion
+from diskhb.runtime import monotonic_ms, new_generation, wall_ms
 
 log = logging.getLogger("diskhb")
 
 LOG_QUEUE_MAX = 1000
 SNAPSHOT_WAIT_S = 3.0  # a status/metrics request waits at most this for the tick to answer
 STATUS_CLIENTS_MAX = 8
-GENERATION_BITS = 63  # fits signed 64-bit consumers too; never 0
-
-
-def monotonic_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def new_generation() -> int:
-    while True:
-        g = int.from_bytes(os.urandom(8), "little") & ((1 << GENERATION_BITS) - 1)
-        if g:
-            return g
 
 
 class DroppingQueueHandler(logging.handlers.QueueHandler):

@@ -14,7 +14,6 @@ Rules of this file:
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
@@ -26,23 +25,7 @@ from diskhb.errors import OperatorError, Refused as RefusedError
 from diskhb.mmp import format as mf
 from diskhb.mmp import guard as g
 from diskhb.mmp.store import BlockLocation, StoreWedged, Target, io_error, read_seq, read_view
-
-GENERATION_BITS = 63
-
-
-def monotonic_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def new_generation() -> int:
-    while True:
-        gen = int.from_bytes(os.urandom(8), "little") & ((1 << GENERATION_BITS) - 1)
-        if gen:
-            return gen
+from diskhb.runtime import monotonic_ms, new_generation, wall_ms  # noqa: F401 - re-exported to the CLI
 
 
 class Cancelled(Exception):

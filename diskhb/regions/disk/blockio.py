@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from diskhb.errors import OperatorError
+from diskhb.runtime import monotonic_ms
 
 BLKSSZGET = 0x1268  # logical sector size (int)
 BLKGETSIZE64 = 0x80081272  # size in bytes (u64)
@@ -45,10 +46,6 @@ SECTOR_BYTES_MIN = 512
 SECTOR_BYTES_MAX = 64 * 1024
 WORKER_CLOSE_WAIT_S = 0.5  # close() waits at most this for idle worker threads to stop
 WORKER_IN_FLIGHT_MAX = 16  # a worker never holds more requests than this (threads are per slot)
-
-
-def monotonic_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
 
 
 class AlignedBuffer:
