@@ -396,8 +396,12 @@ class Daemon:
         elif isinstance(ev, RegionNodeChanged):
             if len(self.regions) == 1:
                 return  # the overall change says the same thing
-            log.warning("node %s (id %d) on region %s: %s -> %s (age %.2f s)", ev.name or "?", ev.node_id,
-                        ev.region, ev.old.value, ev.new.value, ev.age_ms / 1000)
+            m.REGION_NODE_TRANSITIONS.labels(ev.name or str(ev.node_id), ev.region, ev.new.value).inc()
+            # Losing a node on one region is worth a warning (a link or path may be failing);
+            # the node itself is dead only when the overall change says so, on its own line.
+            level = logging.WARNING if ev.new is NodeState.DEAD else logging.INFO
+            log.log(level, "node %s (id %d) on region %s: %s -> %s (age %.2f s)", ev.name or "?", ev.node_id,
+                    ev.region, ev.old.value, ev.new.value, ev.age_ms / 1000)
         elif isinstance(ev, NodeRestarted):
             log.warning("node %s (id %d) restarted on %s: generation %#x -> %#x", ev.name or "?", ev.node_id,
                         ev.region, ev.old_generation, ev.new_generation)

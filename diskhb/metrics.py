@@ -20,6 +20,9 @@ LATENESS_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # diskhb.daemon.NodeCollector, so the tick never pays for 2000 nodes' gauges.
 NODE_TRANSITIONS = Counter("diskhb_node_transitions_total",
                            "Node state changes, by the state entered", ["node", "state"])
+REGION_NODE_TRANSITIONS = Counter("diskhb_node_region_transitions_total",
+                                  "Per-region node state changes (a region losing a node another region "
+                                  "still sees changes only this)", ["node", "region", "state"])
 NODE_RESTARTS = Counter("diskhb_node_restarts_total", "Generation changes seen", ["node"])
 BAD_SAMPLES = Counter("diskhb_bad_samples_total",
                       "Heartbeats that failed validation (counted as missed beats)", ["region"])

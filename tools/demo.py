@@ -1,6 +1,8 @@
 """`make demo`: a 3-node cluster on a file-backed region, one crash, one clean leave. No root.
 
-Formats a region file, starts three `diskhb run` daemons as separate processes, shows status,
+Formats a region file, makes a network key, starts three `diskhb run` daemons as separate
+processes (each beating on the disk region and on an authenticated UDP link over loopback), shows
+status,
 SIGKILLs node3 and shows it declared dead, stops node2 cleanly and shows it as left, then tears
 everything down (even on Ctrl-C or failure). Bounded: every wait has a deadline.
 """
@@ -23,8 +25,8 @@ INTERVAL_MS, DEAD_MS = 200, 2000
 WAIT_S = 15
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -80,14 +82,22 @@ def main() -> int:
         print(diskhb("format", region, "--cluster", "demo", "--slots", "8",
                      "--interval-ms", str(INTERVAL_MS), "--dead-ms", str(DEAD_MS)).strip())
 
-        say("start node1, node2, node3 (separate processes)")
+        key = os.path.join(work, "authkey")
+        say("make the network key (HMAC-SHA256, mode 0600)")
+        print(diskhb("keygen", key).strip())
+
+        say("start node1, node2, node3 (separate processes; regions: the disk and a UDP link on loopback)")
+        udp = {i: free_port(socket.SOCK_DGRAM) for i in (1, 2, 3)}
         for i in (1, 2, 3):
             name = f"node{i}"
             cfg = os.path.join(work, f"{name}.toml")
+            peers = ", ".join(f'"127.0.0.1:{udp[j]}"' for j in (1, 2, 3) if j != i)
             with open(cfg, "w") as f:
                 f.write(f'[node]\nname = "{name}"\nid = {i}\nrun_dir = "{run_dir}"\n'
                         f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'
-                        f'[[region]]\ntype = "disk"\npath = "{region}"\n')
+                        f'[[region]]\ntype = "disk"\nname = "disk"\npath = "{region}"\n'
+                        f'[[region]]\ntype = "net"\nname = "lan"\nbind = "127.0.0.1"\nport = {udp[i]}\n'
+                        f'peers = [{peers}]\nkey = "{key}"\n')
             logs[name] = open(os.path.join(work, f"{name}.log"), "w+")
             procs[name] = subprocess.Popen(DISKHB + ["run", "--config", cfg], stdout=logs[name],
                                            stderr=subprocess.STDOUT, cwd=ROOT)
