@@ -35,6 +35,7 @@ from diskhb.core.liveness import Liveness, NodeRestarted, NodeStateChanged, Regi
 from diskhb.core.slot_claim import ClaimVerdict, SlotClaim, SlotSample
 from diskhb.core.types import BadSample, NodeState, SlotFlag
 from diskhb.errors import OperatorError, Refused
+from diskhb.mmp.held import DaemonHolds
 from diskhb.regions.base import OwnBeat, Region
 from diskhb.regions.disk import format as fmt
 from diskhb.regions.disk.region import DiskRegion
@@ -45,6 +46,7 @@ log = logging.getLogger("diskhb")
 LOG_QUEUE_MAX = 1000
 SNAPSHOT_WAIT_S = 3.0  # a status/metrics request waits at most this for the tick to answer
 STATUS_CLIENTS_MAX = 8
+CONTROL_REQUEST_BYTES_MAX = 512
 
 
 class DroppingQueueHandler(logging.handlers.QueueHandler):
@@ -147,6 +149,7 @@ class Daemon:
         self.regions: list[Region] = []
         self.timing: Timing | None = None
         self.liveness: Liveness | None = None
+        self.holds: DaemonHolds | None = None  # MMP resources this daemon holds
         self.stop_event = threading.Event()
         self.broker = SnapshotBroker()
         self.http: ThreadingHTTPServer | None = None
@@ -171,6 +174,10 @@ class Daemon:
             raise
         t = self.timing
         self.liveness = Liveness(self_id=self.cfg.node.id, interval_ms=t.interval_ms, dead_ms=t.dead_ms)
+        self.holds = DaemonHolds(node_id=self.cfg.node.id, node_name=self.cfg.node.name, generation=self.generation,
+                                 run_dir=self.cfg.node.run_dir,
+                                 disk_paths={rc.name: rc.path for rc in self.cfg.disk_regions},
+                                 resources=self.cfg.resources, snapshot=self.broker.request)
         m.SELF_INFO.labels(self.cfg.node.name, str(self.cfg.node.id), t.cluster).set(1)
         log.info("started node %s id %d generation %#x cluster %s interval %d ms dead %d ms regions %s",
                  self.cfg.node.name, self.cfg.node.id, self.generation, t.cluster, t.interval_ms,
@@ -300,17 +307,52 @@ class Daemon:
                 conn, _ = self.control.accept()
             except OSError:
                 return
-            with conn:
+            try:
                 conn.settimeout(SNAPSHOT_WAIT_S)
+                req = conn.recv(CONTROL_REQUEST_BYTES_MAX).decode("utf-8", "replace").strip()
+            except OSError:
+                conn.close()
+                continue
+            if req.startswith("mmp-"):  # may take seconds (a classic watch): its own thread
+                threading.Thread(target=self._answer_mmp, args=(conn, req), name="control-mmp",
+                                 daemon=True).start()
+                continue
+            with conn:
+                if req == "status":
+                    body = json.dumps(self.broker.request() or {"error": "daemon busy"})
+                else:
+                    body = json.dumps({"error": f"unknown request {req[:32]!r}"})
                 try:
-                    req = conn.recv(256).decode("ascii", "replace").strip()
-                    if req == "status":
-                        body = json.dumps(self.broker.request() or {"error": "daemon busy"})
-                    else:
-                        body = json.dumps({"error": f"unknown request {req[:32]!r}"})
                     conn.sendall(body.encode() + b"\n")
                 except OSError:
                     pass
+
+    def _answer_mmp(self, conn: socket.socket, req: str) -> None:
+        """mmp-acquire NAME WAIT_MS CREATE(0|1) / mmp-release NAME: one JSON line back.
+
+        `ok` true, or `exit` (1 refused, 2 bad input) with a one-line `error`.
+        """
+        with conn:
+            words = req.split()
+            try:
+                if words[0] == "mmp-acquire" and len(words) == 4 and words[2].isdigit() and words[3] in "01":
+                    out = self.holds.acquire(words[1], wait_ms=int(words[2]), create=words[3] == "1")
+                elif words[0] == "mmp-release" and len(words) == 2:
+                    out = self.holds.release(words[1])
+                else:
+                    out = {"ok": False, "exit": 2, "error": f"bad request {req[:64]!r}"}
+            except Refused as e:
+                out = {"ok": False, "exit": 1, "error": str(e)}
+            except OperatorError as e:
+                out = {"ok": False, "exit": e.exit_code, "error": str(e)}
+            except Exception as e:  # noqa: BLE001 - the requester gets one line; the daemon goes on
+                log.error("control: %s failed: %s", words[0], e)
+                out = {"ok": False, "exit": 2, "error": f"{words[0]} failed in the daemon: {e}"}
+            try:
+                conn.settimeout(SNAPSHOT_WAIT_S)
+                conn.sendall(json.dumps(out).encode() + b"\n")
+            except OSError:
+                pass
 
     # -- the tick ----------------------------------------------------------------------------
 
@@ -458,6 +500,7 @@ class Daemon:
             "regions": [{"name": r.name, "type": r.kind, "path": getattr(r, "path", None),
                          "healthy": r.health.healthy, "reason": r.health.reason} for r in self.regions],
             "nodes": nodes,
+            "mmp": self.holds.describe(),
         }
 
     # -- stop --------------------------------------------------------------------------------
@@ -481,6 +524,11 @@ class Daemon:
         threading.Thread(target=reload, name="key-reload", daemon=True).start()
 
     def shutdown(self) -> None:
+        if self.holds is not None and not self.holds.release_all():
+            # Peers take a cleanly-left node's resources without waiting: no LEFT while one of
+            # ours may still be on disk as held. They will watch it (classic wait) instead.
+            log.critical("not publishing LEFT: an MMP resource release was not confirmed")
+            self.exit_code = self.exit_code or 3
         if self.exit_code == 0:
             self.flags = (self.flags | SlotFlag.LEFT) & ~SlotFlag.ACTIVE
             self.seq += 1
