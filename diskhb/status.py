@@ -146,6 +146,8 @@ def render_table(view: dict) -> str:
         for r in view["regions"]:
             state = "healthy" if r["healthy"] else f"UNHEALTHY: {r['reason']}"
             lines.append(f"  region {r['name']}: {state}")
+        for h in view.get("mmp", []):
+            lines.append(f"  holds MMP resource {h['resource']} (epoch {h['epoch']}, {h['state']}) on {h['path']}")
     cols = ["ID", "NAME", "STATE", "SEQ", "GENERATION", "AGE_S", "FLAGS"]
     if view["source"] == "daemon":
         cols.append("REGIONS")
