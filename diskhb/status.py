@@ -8,14 +8,11 @@ every node has a verdict, and after dead_ms + 2 intervals at the latest.
 
 from __future__ import annotations
 
-import glob
-import json
-import os
-import socket
 import time
 
 import numpy as np
 
+from diskhb.control import find_daemon
 from diskhb.core.liveness import Liveness
 from diskhb.core.types import Beat, BadSample, NodeState, SlotFlag
 from diskhb.errors import OperatorError
@@ -23,7 +20,6 @@ from diskhb.regions.disk import format as fmt
 from diskhb.regions.disk.blockio import AlignedBuffer
 from diskhb.regions.disk.region import bounded_call, io_error, open_region
 
-DAEMON_QUERY_TIMEOUT_S = 4.0
 OBSERVER_ID = 0  # status watches as nobody: every slot is a peer
 
 
@@ -110,28 +106,8 @@ def sample_region(path: str, duration_ms: int | None = None) -> dict:
 
 def query_daemon(path: str, run_dir: str) -> dict | None:
     """The snapshot of a running daemon that has `path` among its disk regions, if any."""
-    want = os.path.realpath(path)
-    for sock_path in sorted(glob.glob(os.path.join(run_dir, "diskhb-*.sock")))[:64]:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(DAEMON_QUERY_TIMEOUT_S)
-                s.connect(sock_path)
-                s.sendall(b"status\n")
-                chunks = []
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    if sum(len(c) for c in chunks) > 64 << 20:
-                        break
-            snap = json.loads(b"".join(chunks))
-        except (OSError, ValueError):
-            continue  # a stale socket or a busy daemon: fall back to the disk
-        for r in snap.get("regions", []):
-            if r.get("path") and os.path.realpath(r["path"]) == want:
-                return snap
-    return None
+    found = find_daemon(path, run_dir)
+    return None if found is None else found[1]
 
 
 def render_table(view: dict) -> str:

@@ -8,9 +8,13 @@ Exit codes: 0 ok; 1 a safe refusal (held by someone, FSCK, contention); 2 bad in
 resource, no MMP block, corrupt block, permission, usage); 3 the resource was lost while held
 (the loss action ran). `inspect` uses e2mmpstatus's codes: 0 safe, 1 in use, 2 error.
 
-Who bumps after `acquire`? Without a daemon nobody else can: `acquire` therefore holds the
-resource in the foreground (bumping every interval) until SIGINT/SIGTERM or `mmp release`,
+Who bumps after `acquire`? This node's daemon, when one runs (found through its control
+socket in the run directory; diskhb.mmp.held): it acquires under its own generation and keeps
+the block moving until `mmp release`. Without a daemon nobody else can: `acquire` then holds
+the resource in the foreground (bumping every interval) until SIGINT/SIGTERM or `mmp release`,
 then writes CLEAN. To guard a command, use `mmp run RESOURCE -- CMD` (flock(1) style).
+Every acquisition asks a daemon serving the region (any node's) what it knows of the holder,
+for the fast paths of diskhb.mmp.guard.fast_path; without one it takes the classic path.
 """
 
 from __future__ import annotations
@@ -131,13 +135,27 @@ class Ctx:
                                 f" use an id in 1..{slots}")
 
 
-def _peer_info_from_daemon(ctx: Ctx):
+def _daemon(ctx: Ctx, path: str, node_id: int | None = None) -> tuple[str, dict] | None:
+    """(control socket, snapshot) of a running daemon serving region `path` (and, if given,
+    being node `node_id`), looked for in the run directory. Blocks given by --device belong
+    to no region, so no daemon speaks for them."""
+    from diskhb.control import find_daemon
+
+    if ctx.device is not None:
+        return None
+    return find_daemon(path, ctx.run_dir, node_id)
+
+
+def _peer_info_from_daemon(ctx: Ctx, t: Target):
     """The fast-path hook (guard.fast_path): what a running daemon knows of each node.
 
-    No daemon API exists yet, so there is no view: every held block takes the classic path,
-    which is always safe (and still refuses a live holder within one interval, see guard).
+    Without a daemon there is no view: every held block takes the classic path, which is
+    always safe (and still refuses a live holder within one interval, see guard).
     """
-    return None
+    from diskhb.mmp.held import peer_info_from_snapshot
+
+    found = _daemon(ctx, t.path)
+    return None if found is None else peer_info_from_snapshot(found[1])
 
 
 def _claimant(ctx: Ctx, t: Target, resource: str, interval_ms: int) -> g.Claimant:
@@ -292,7 +310,7 @@ def _acquire(ctx: Ctx, t: Target, resource: str, *, interval_ms: int, wait_s: fl
     declared = ctx.res_cfg is not None
     try:
         loc, acq = runner.acquire(
-            me, create=create or declared, peer_info=_peer_info_from_daemon(ctx), allow_fsck=allow_fsck,
+            me, create=create or declared, peer_info=_peer_info_from_daemon(ctx, t), allow_fsck=allow_fsck,
             stale_self_ok=stale_self_ok, wait_ms=int(wait_s * 1000),
             on_wait=lambda r: None,
         )
@@ -338,26 +356,65 @@ def _holding(ctx, runner, me, loc, acq, interval_ms, stop, loss, child=None, sen
         remove_holder(ctx.run_dir, loc, me.generation)
 
 
+def _daemon_for(ctx: Ctx, t: Target) -> tuple[str, dict] | None:
+    """The daemon of THIS node serving the target's region, if one runs."""
+    return _daemon(ctx, t.path, ctx.node_id)
+
+
+def _ask(sock: str, line: str, timeout_s: float, what: str) -> dict:
+    """One control request; the daemon's refusal becomes ours with its exit code."""
+    from diskhb.control import ControlError, request
+
+    try:
+        out = request(sock, line, timeout_s)
+    except ControlError as e:
+        raise Refused(f"{what}: no answer from the daemon ({e}); see 'diskhb mmp status'") from None
+    if not out.get("ok"):
+        err = str(out.get("error") or out)
+        raise (Refused(err) if out.get("exit") == 1 else OperatorError(err))
+    return out
+
+
+# Longest a daemon acquisition can take beyond --wait: one classic watch of the slowest
+# interval a block may carry (2 x max + 1 s), plus the ballot.
+DAEMON_ACQUIRE_SLACK_S = (2 * mf.INTERVAL_MS_MAX + 1000) / 1000 + 30
+
+
 @mmp.command("acquire")
 @click.argument("resource")
 @where_options
 @node_options
 @acquire_options
+@click.option("--foreground", is_flag=True,
+              help="Hold it in this process even when this node's daemon runs.")
 def acquire_cmd(resource, region, config_path, device, offset, node_id, node_name, run_dir, wait_s,
-                interval_ms, create, on_loss_command, remount_ro):
-    """Acquire RESOURCE and hold it in the foreground until interrupted or released.
+                interval_ms, create, on_loss_command, remount_ro, foreground):
+    """Acquire RESOURCE: this node's daemon holds it, or this process does in the foreground.
 
-    Without a daemon nobody else would keep the block's seq moving, so this command stays
-    and bumps it every interval; SIGINT/SIGTERM or 'diskhb mmp release RESOURCE' writes
-    CLEAN and exits 0. If the resource is lost meanwhile, the loss action runs and the exit
-    code is 3. To guard a command instead, use 'diskhb mmp run RESOURCE -- CMD'.
+    With this node's daemon running (found through its control socket in the run directory),
+    the daemon acquires and keeps holding RESOURCE, with the [[resource]] settings of its
+    config; the command returns 0 once it is held. The block then carries the daemon's
+    generation: peers refuse at once while the daemon lives and take over at once after it
+    left cleanly. 'diskhb mmp release RESOURCE' asks the daemon to write CLEAN.
+
+    Without a daemon (or with --foreground) nobody else would keep the block's seq moving, so
+    this command stays and bumps it every interval; SIGINT/SIGTERM or 'diskhb mmp release
+    RESOURCE' writes CLEAN and exits 0. If the resource is lost meanwhile, the loss action
+    runs and the exit code is 3. To guard a command instead, use 'diskhb mmp run RESOURCE -- CMD'.
     """
     ctx = Ctx(region, config_path, device, offset, need_node=True, node_id=node_id, node_name=node_name,
               run_dir=run_dir, resource=resource, writable=True)
-    stop = _install_stop()
-    interval_ms = _interval(ctx, interval_ms)
     t = ctx.open()
     try:
+        daemon = None if foreground else _daemon_for(ctx, t)
+        if daemon is not None:
+            if on_loss_command or remount_ro or interval_ms is not None:
+                raise OperatorError("this node's daemon holds resources with the interval and loss action of"
+                                    " its config's [[resource]] table; put them there, or add --foreground")
+            _acquire_in_daemon(daemon, resource, wait_s=wait_s, create=create)
+            return
+        stop = _install_stop()
+        interval_ms = _interval(ctx, interval_ms)
         try:
             runner, me, loc, acq = _acquire(ctx, t, resource, interval_ms=interval_ms, wait_s=wait_s,
                                             create=create, stop=stop)
@@ -370,6 +427,22 @@ def acquire_cmd(resource, region, config_path, device, offset, node_id, node_nam
         sys.exit(_holding(ctx, runner, me, loc, acq, interval_ms, stop, loss))
     finally:
         t.close()
+
+
+def _acquire_in_daemon(daemon: tuple[str, dict], resource: str, *, wait_s: float, create: bool) -> None:
+    sock, snap = daemon
+    pid = (snap.get("node") or {}).get("pid")
+    try:
+        out = _ask(sock, f"mmp-acquire {resource} {int(wait_s * 1000)} {int(create)}",
+                   wait_s + DAEMON_ACQUIRE_SLACK_S, resource)
+    except KeyboardInterrupt:
+        # The daemon goes on with the request: say so rather than pretend nothing happened.
+        _err(f"diskhb: interrupted; the daemon (pid {pid}) may still acquire {resource}:"
+             f" see 'diskhb mmp status {resource}', 'diskhb mmp release {resource}'")
+        sys.exit(EXIT_INTERRUPTED)
+    note = f" ({out['note']})" if out.get("note") else ""
+    _err(f"acquired {resource}{' on ' + out['location'] if out.get('location') else ''}: epoch {out['epoch']}"
+         f"{note}; held by the daemon (pid {pid}) until 'diskhb mmp release {resource}'")
 
 
 @mmp.command("run", context_settings={"ignore_unknown_options": True})
@@ -436,6 +509,18 @@ def release_cmd(resource, region, config_path, device, offset, node_id, node_nam
               run_dir=run_dir, resource=resource, writable=force)
     t = ctx.open()
     try:
+        daemon = _daemon_for(ctx, t)
+        if daemon is not None and any(h.get("resource") == resource for h in daemon[1].get("mmp", [])):
+            # The daemon waits up to its own RELEASE_WAIT_S for the CLEAN write; we outwait it.
+            out = _ask(daemon[0], f"mmp-release {resource}", max(wait_s, RELEASE_WAIT_S) + 5, resource)
+            if out.get("outcome") == "lost":
+                raise Refused(f"{resource} was lost while the daemon held it (epoch {out.get('epoch')});"
+                              " its loss action ran; nothing to release")
+            if out.get("outcome") != "released":
+                raise Refused(f"{resource}: the daemon could not confirm its CLEAN write ({out.get('outcome')});"
+                              " see 'diskhb mmp status' and the daemon's log")
+            _err(f"released {resource} (was epoch {out.get('epoch')}, held by the daemon)")
+            return
         runner = Runner(t)
         found = runner.find(resource)
         if found is None:

@@ -3,10 +3,13 @@
 Why a local lock (diskhb uses none across hosts: they mean nothing there): Disk Paxos needs
 exactly one writer per ballot sector, and every diskhb process of a node writes the same
 sector (node i's). Two processes of one node balloting at once would overwrite each other's
-accepted values and break the ballot. So processes of one node take an flock on a file in
-the run directory for the block while they ballot and commit. It serializes only processes
-of this node; other nodes are kept apart by the ballot itself. (A daemon that acquires
-resources must take the same lock, see diskhb.mmp.cli.)
+accepted values and break the ballot. So processes of one node hold a lock for the block
+while they ballot and commit. It serializes only processes of this node; other nodes are
+kept apart by the ballot itself. (The daemon takes the same lock, see diskhb.mmp.held.)
+
+The lock is a bound abstract unix socket, not a file lock (the design card bans fcntl locks):
+the name "\0diskhb-mmp-<run dir hash>-<block>" can be bound by one socket at a time, the
+kernel frees it when the process dies however it dies, and no file is left behind.
 
 Holder records (run_dir/mmp-UUID-K.holder, JSON): which local process holds which block,
 so `diskhb mmp release RESOURCE` can ask it to release (SIGTERM) and wait for the CLEAN.
@@ -15,9 +18,10 @@ so `diskhb mmp release RESOURCE` can ask it to release (SIGTERM) and wait for th
 from __future__ import annotations
 
 import errno
-import fcntl
+import hashlib
 import json
 import os
+import socket
 import time
 from contextlib import contextmanager
 
@@ -42,30 +46,33 @@ def _key(loc: BlockLocation) -> str:
     return f"mmp-{loc.uuid.hex()}-{'dev' if loc.index is None else loc.index}"
 
 
+def _lock_name(run_dir: str, loc: BlockLocation) -> bytes:
+    # The run dir is in the name so test clusters (one run dir per simulated node) do not
+    # serialize each other; hashed because abstract names are limited to 107 bytes.
+    scope = hashlib.sha256(os.path.realpath(run_dir).encode()).hexdigest()[:16]
+    return f"\0diskhb-{scope}-{_key(loc)}".encode()
+
+
 @contextmanager
 def ballot_lock(run_dir: str, loc: BlockLocation, *, timeout_ms: int, cancelled=lambda: False):
-    path = os.path.join(run_dir, _key(loc) + ".lock")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise OperatorError(f"{path}: cannot open the ballot lock ({e.strerror}); run as root or"
-                            " pass --run-dir DIR") from None
+    name = _lock_name(run_dir, loc)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                s.bind(name)
                 break
             except OSError as e:
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
+                if e.errno != errno.EADDRINUSE:
+                    raise OperatorError(f"{loc.label}: cannot take the local ballot lock ({e.strerror})") from None
             if cancelled() or time.monotonic() > deadline:
                 raise Refused(f"{loc.label}: another diskhb process of this node is balloting for this"
-                              f" block (lock {path} busy for {timeout_ms / 1000:g} s); try again")
+                              f" block (busy for {timeout_ms / 1000:g} s); try again")
             time.sleep(LOCK_POLL_MS / 1000)
         yield
     finally:
-        os.close(fd)  # closing drops the flock
+        s.close()  # closing frees the name
 
 
 def holder_path(run_dir: str, loc: BlockLocation) -> str:
