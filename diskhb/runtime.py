@@ -3,11 +3,14 @@
 Decisions use monotonic_ms (CLOCK_MONOTONIC: never jumps with NTP or an operator's `date`);
 wall_ms is written into blocks and shown to humans only. A generation names one start of a
 process (daemon or MMP holder): random so that a restart is told apart from a slow beat.
+claim_local_name is how processes of this host keep out of each other's way without lock files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 import time
 
 GENERATION_BITS = 63  # fits signed 64-bit consumers too; never 0 (0 means "none" on disk)
@@ -26,3 +29,22 @@ def new_generation() -> int:
         gen = int.from_bytes(os.urandom(8), "little") & ((1 << GENERATION_BITS) - 1)
         if gen:
             return gen
+
+
+def claim_local_name(scope: str) -> socket.socket:
+    """Bind the abstract unix socket name for `scope`: one holder on this host at a time.
+
+    Our lock primitive instead of fcntl/flock (banned here: they mean nothing across hosts and
+    invite the mistake of trusting them there). The kernel frees the name when the socket is
+    closed or the process dies, however it dies, and no file is left behind. Abstract names
+    are per network namespace: processes meant to exclude each other must share one.
+    Raises OSError, errno EADDRINUSE while another socket holds the name.
+    """
+    digest = hashlib.sha256(scope.encode()).hexdigest()[:32]  # abstract names: at most 107 bytes
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        s.bind(f"\0diskhb-{digest}".encode())
+    except OSError:
+        s.close()
+        raise
+    return s

@@ -7,9 +7,7 @@ accepted values and break the ballot. So processes of one node hold a lock for t
 while they ballot and commit. It serializes only processes of this node; other nodes are
 kept apart by the ballot itself. (The daemon takes the same lock, see diskhb.mmp.held.)
 
-The lock is a bound abstract unix socket, not a file lock (the design card bans fcntl locks):
-the name "\0diskhb-mmp-<run dir hash>-<block>" can be bound by one socket at a time, the
-kernel frees it when the process dies however it dies, and no file is left behind.
+The lock is a bound abstract unix socket (diskhb.runtime.claim_local_name), not a file lock.
 
 Holder records (run_dir/mmp-UUID-K.holder, JSON): which local process holds which block,
 so `diskhb mmp release RESOURCE` can ask it to release (SIGTERM) and wait for the CLEAN.
@@ -18,14 +16,13 @@ so `diskhb mmp release RESOURCE` can ask it to release (SIGTERM) and wait for th
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
-import socket
 import time
 from contextlib import contextmanager
 
 from diskhb.errors import OperatorError, Refused
+from diskhb.runtime import claim_local_name
 from diskhb.mmp.store import BlockLocation
 
 LOCK_POLL_MS = 20
@@ -46,30 +43,24 @@ def _key(loc: BlockLocation) -> str:
     return f"mmp-{loc.uuid.hex()}-{'dev' if loc.index is None else loc.index}"
 
 
-def _lock_name(run_dir: str, loc: BlockLocation) -> bytes:
-    # The run dir is in the name so test clusters (one run dir per simulated node) do not
-    # serialize each other; hashed because abstract names are limited to 107 bytes.
-    scope = hashlib.sha256(os.path.realpath(run_dir).encode()).hexdigest()[:16]
-    return f"\0diskhb-{scope}-{_key(loc)}".encode()
-
-
 @contextmanager
 def ballot_lock(run_dir: str, loc: BlockLocation, *, timeout_ms: int, cancelled=lambda: False):
-    name = _lock_name(run_dir, loc)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    # The run dir is in the scope so test clusters (one run dir per simulated node) do not
+    # serialize each other.
+    scope = f"mmp-ballot {os.path.realpath(run_dir)} {_key(loc)}"
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        try:
+            s = claim_local_name(scope)
+            break
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise OperatorError(f"{loc.label}: cannot take the local ballot lock ({e.strerror})") from None
+        if cancelled() or time.monotonic() > deadline:
+            raise Refused(f"{loc.label}: another diskhb process of this node is balloting for this"
+                          f" block (busy for {timeout_ms / 1000:g} s); try again")
+        time.sleep(LOCK_POLL_MS / 1000)
     try:
-        deadline = time.monotonic() + timeout_ms / 1000
-        while True:
-            try:
-                s.bind(name)
-                break
-            except OSError as e:
-                if e.errno != errno.EADDRINUSE:
-                    raise OperatorError(f"{loc.label}: cannot take the local ballot lock ({e.strerror})") from None
-            if cancelled() or time.monotonic() > deadline:
-                raise Refused(f"{loc.label}: another diskhb process of this node is balloting for this"
-                              f" block (busy for {timeout_ms / 1000:g} s); try again")
-            time.sleep(LOCK_POLL_MS / 1000)
         yield
     finally:
         s.close()  # closing frees the name

@@ -12,8 +12,9 @@ Rules of this file:
   unhealthy ("device lost") and is reopened at the same path with backoff from REOPEN_MS_MIN up
   to reopen_ms_max; neither tick nor poll ever raises for it. The partial frame that was on the
   line is dropped; the next delimiter resynchronises.
-- A missing, unopenable or busy device at start() is an OperatorError. The port is locked with
-  flock (pyserial exclusive=True), so two daemons never share a cable.
+- A missing, unopenable or busy device at start() is an OperatorError. start() claims the device
+  on this host (diskhb.runtime.claim_local_name on its real path, kept until stop, across
+  reopens; no flock), so two daemons never share a cable.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from diskhb.core.region_health import OwnIoHealth
 from diskhb.core.types import Observation
 from diskhb.errors import OperatorError
 from diskhb.regions.base import OwnBeat, Region
+from diskhb.runtime import claim_local_name
 from netpath import metrics, wire
 from netpath.framing import FrameReader, encode_frame
 from netpath.keys import KeyRing, load_key_file
@@ -90,6 +92,7 @@ class SerialRegion(Region):
         self._reopen_at_ms = 0
         self._reopen_wait_ms = REOPEN_MS_MIN
         self._started = False
+        self._claim = None  # this host's claim on the device (see start)
         self._sent = metrics.PACKETS_SENT.labels(name)
         self._send_errors = metrics.SEND_ERRORS.labels(name)
         self._reopens = metrics.LINK_REOPENS.labels(name)
@@ -112,8 +115,14 @@ class SerialRegion(Region):
             raise OperatorError(f"serial device {self.device}: does not exist; check the cable/adapter"
                                 " and the device path (prefer a /dev/serial/by-id/ name)")
         try:
+            self._claim = claim_local_name(f"tty {os.path.realpath(self.device)}")
+        except OSError as e:
+            raise OperatorError(f"serial device {self.device}: cannot open: in use by another diskhb process"
+                                f" on this host (lock held: {_reason(e)})") from None
+        try:
             self.port = self._open()
         except (OSError, serial.SerialException, ValueError) as e:
+            self._release_claim()
             raise OperatorError(f"serial device {self.device}: cannot open: {_reason(e)}") from None
         self.receiver = Receiver(self.name, cluster=self.cluster, node_id=self.node_id, keys=self.keys,
                                  reboot_quiet_ms=self.reboot_quiet_ms)
@@ -166,6 +175,7 @@ class SerialRegion(Region):
         """Write the final frame, waiting at most timeout_ms for the line to take it; then close."""
         if not self._started or self.port is None:
             self._close()
+            self._release_claim()
             return False
         deadline = time.monotonic() + timeout_ms / 1000
         done = False
@@ -187,13 +197,14 @@ class SerialRegion(Region):
         except OSError:
             done = False
         self._close()
+        self._release_claim()
         return done
 
     # -- internals --------------------------------------------------------------------------
 
     def _open(self) -> serial.Serial:
         # timeout=0 / write_timeout=0: pyserial never waits; the fd is O_NONBLOCK and we do the I/O.
-        return serial.Serial(self.device, self.baud, timeout=0, write_timeout=0, exclusive=True)
+        return serial.Serial(self.device, self.baud, timeout=0, write_timeout=0)
 
     def _encode(self, beat: OwnBeat) -> bytes:
         p = wire.Packet(cluster_id=self.receiver.cluster_id, node_id=beat.node_id, generation=beat.generation,
@@ -265,6 +276,11 @@ class SerialRegion(Region):
         self._reader.reset()
         log.warning("region %s: serial device %s reopened", self.name, self.device)
         return True
+
+    def _release_claim(self) -> None:
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
 
     def _close(self) -> None:
         if self.port is not None:
