@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -72,17 +71,12 @@ class Cluster:
 
     def view(self, node_id: int) -> dict | None:
         """The daemon's own snapshot via its control socket (None while it is not up)."""
+        from diskhb.control import ControlError, request
+
         path = os.path.join(self.run_dir, f"diskhb-{self.cluster_name()}-{node_id}.sock")
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(5)
-                s.connect(path)
-                s.sendall(b"status\n")
-                data = b""
-                while chunk := s.recv(65536):
-                    data += chunk
-            return json.loads(data)
-        except (OSError, ValueError):
+            return request(path, "status", 5)
+        except ControlError:
             return None
 
     def cluster_name(self) -> str:
