@@ -123,7 +123,6 @@ def _get(where: _Where, table: dict, key: str, typ: type, prefix: str, *, requir
 
 
 def load_config(path: str) -> Config:
-    where = _Where(path)
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)

@@ -120,7 +120,7 @@ def main() -> int:
             v = daemon_view(run_dir, region)
             return v if v["source"] == "daemon" and any(n["id"] == 3 and n["state"] == "dead" for n in v["nodes"]) else None
 
-        view = wait_for(node3_dead, "node3 declared dead")
+        wait_for(node3_dead, "node3 declared dead")
         print(f"node3 declared dead {time.monotonic() - t_kill:.2f} s after SIGKILL (dead time {DEAD_MS} ms)")
         print(diskhb("status", region, "--run-dir", run_dir))
 

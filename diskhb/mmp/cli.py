@@ -32,7 +32,8 @@ from diskhb.errors import OperatorError, Refused
 from diskhb.mmp import format as mf
 from diskhb.mmp import guard as g
 from diskhb.mmp.loss import ACQUIRED, REFUSED, LossAction
-from diskhb.mmp.runner import Cancelled, Runner, StopFlag, monotonic_ms, new_generation, wall_ms
+from diskhb.mmp.runner import Cancelled, Runner, StopFlag
+from diskhb.runtime import new_generation, wall_ms
 from diskhb.mmp.store import (
     BlockLocation,
     Target,

@@ -25,7 +25,7 @@ from diskhb.errors import OperatorError, Refused as RefusedError
 from diskhb.mmp import format as mf
 from diskhb.mmp import guard as g
 from diskhb.mmp.store import BlockLocation, StoreWedged, Target, io_error, read_seq, read_view
-from diskhb.runtime import monotonic_ms, new_generation, wall_ms  # noqa: F401 - re-exported to the CLI
+from diskhb.runtime import monotonic_ms, wall_ms
 
 
 class Cancelled(Exception):

@@ -20,7 +20,8 @@ import logging
 from diskhb.core.region_health import OwnIoHealth
 from diskhb.core.types import Observation
 from diskhb.errors import OperatorError
-from diskhb.regions.base import OwnBeat, Region
+from diskhb.regions.base import OwnBeat
+from diskhb.regions.signed import SignedRegion
 from netpath import metrics, wire
 from netpath.keys import KeyRing, load_key_file
 from netpath.receiver import Receiver
@@ -32,7 +33,7 @@ log = logging.getLogger("diskhb.net")
 POLL_PACKETS_MAX = 1024  # per poll: a flood delays the rest to the next tick, it never stalls one
 
 
-class NetRegion(Region):
+class NetRegion(SignedRegion):
     kind = "net"
 
     def __init__(self, name: str, *, cluster: str, node_id: int, io_timeout_ms: int, key: str,
@@ -68,18 +69,6 @@ class NetRegion(Region):
         self._sent = metrics.PACKETS_SENT.labels(name)
         self._send_errors = metrics.SEND_ERRORS.labels(name)
 
-    # -- what the lead's daemon and status read -----------------------------------------------
-
-    @property
-    def views(self) -> dict[int, dict[str, tuple[int, ...]]]:
-        """Per peer node: its view (its region name -> node ids it sees alive) from its last beat."""
-        return self.receiver.views if self.receiver else {}
-
-    @property
-    def rejected(self) -> dict[str, int]:
-        """Dropped packets by reason (netpath.wire.REASONS), since start."""
-        return self.receiver.rejected if self.receiver else {r: 0 for r in wire.REASONS}
-
     def describe(self) -> str:
         if self.link is None:
             return f"{self.name} (not open)"
@@ -96,15 +85,6 @@ class NetRegion(Region):
         self.receiver = Receiver(self.name, cluster=self.cluster, node_id=self.node_id, keys=self.keys,
                                  reboot_quiet_ms=self.reboot_quiet_ms)
         log.info("region %s", self.describe())
-
-    def reload_keys(self) -> None:
-        """Re-read the key file (rotation). On any problem the old keys stay and OperatorError says why."""
-        keys = load_key_file(self.key_path)
-        self.keys = keys
-        if self.receiver:
-            self.receiver.keys = keys
-        log.info("region %s: keys %s loaded, signing with %d", self.name, ",".join(map(str, keys.ids)),
-                 keys.signing_id)
 
     def tick(self, now_ms: int, beat: OwnBeat) -> None:
         if self.link is None:

@@ -30,7 +30,8 @@ import serial
 from diskhb.core.region_health import OwnIoHealth
 from diskhb.core.types import Observation
 from diskhb.errors import OperatorError
-from diskhb.regions.base import OwnBeat, Region
+from diskhb.regions.base import OwnBeat
+from diskhb.regions.signed import SignedRegion
 from diskhb.runtime import claim_local_name
 from netpath import metrics, wire
 from netpath.framing import FrameReader, encode_frame
@@ -55,7 +56,7 @@ def packet_budget(baud: int) -> int:
     return max(FRAME_BYTES_MIN, min(wire.PACKET_BYTES_MAX, baud // 10 * FRAME_TIME_MS // 1000))
 
 
-class SerialRegion(Region):
+class SerialRegion(SignedRegion):
     kind = "serial"
 
     def __init__(self, name: str, *, cluster: str, node_id: int, io_timeout_ms: int, device: str,
@@ -97,16 +98,6 @@ class SerialRegion(Region):
         self._send_errors = metrics.SEND_ERRORS.labels(name)
         self._reopens = metrics.LINK_REOPENS.labels(name)
 
-    # -- what the lead's daemon and status read -----------------------------------------------
-
-    @property
-    def views(self) -> dict[int, dict[str, tuple[int, ...]]]:
-        return self.receiver.views if self.receiver else {}
-
-    @property
-    def rejected(self) -> dict[str, int]:
-        return self.receiver.rejected if self.receiver else {r: 0 for r in wire.REASONS}
-
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self, now_ms: int) -> None:
@@ -129,12 +120,6 @@ class SerialRegion(Region):
         self._started = True
         log.info("region %s: serial %s at %d baud, keys %s (signing %d)", self.name, self.device, self.baud,
                  ",".join(map(str, self.keys.ids)), self.keys.signing_id)
-
-    def reload_keys(self) -> None:
-        keys = load_key_file(self.key_path)
-        self.keys = keys
-        if self.receiver:
-            self.receiver.keys = keys
 
     def tick(self, now_ms: int, beat: OwnBeat) -> None:
         if not self._started:
