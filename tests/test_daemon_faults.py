@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 import urllib.request
 
@@ -222,4 +223,31 @@ def test_writes_stalled_past_dead_ms_peers_declare_dead_then_alive_in_the_same_g
     for obs in (2, 3):
         assert [ln for ln in dead_lines(c.log(obs)) if "node1" not in ln] == []
         assert len(dead_lines(c.log(obs))) == 1, dead_lines(c.log(obs))
+    assert c.state_of(2, 3) == "alive" and c.state_of(3, 2) == "alive"
+
+
+def test_clean_stop_while_own_writes_hang_is_bounded_and_not_a_clean_leave(faulty):
+    """SIGTERM with node 1's write hung: LEFT cannot reach the disk, so the daemon gives up after
+    io_timeout_ms and finishes its stop promptly; the peers, who never saw LEFT, declare node 1
+    dead rather than left (a leave nobody could read is no leave).
+
+    The process itself cannot finish exiting while its thread waits in the kernel for the hung
+    write (D state: FUSE, like a block device, does not abandon a request it has handed to the
+    device); it exits once the disk answers. That write then lands late, a genuine beat of the
+    old process, so a peer may show node 1 alive once more for up to dead_ms: never left."""
+    c, fd = faulty, faulty.fault
+    start_all(c)
+    fd.set(write="hang")
+    fd.wait_hung("write")
+    p = c.procs[1]
+    p.send_signal(signal.SIGTERM)
+    wait_until(lambda: "INFO stopped" in c.log(1), IO_TIMEOUT_MS / 1000 + 3, "node 1's bounded stop")
+    assert "region shared: could not write the left flag" in c.log(1), c.log(1)[-2000:]
+    for obs in (2, 3):
+        c.wait_state(obs, 1, "dead", timeout_s=DEAD_MS / 1000 + 3)
+    fd.set(write="ok")  # the disk answers: the process can end now
+    assert p.wait(5) == 0
+    for obs in (2, 3):
+        c.wait_state(obs, 1, "dead", timeout_s=DEAD_MS / 1000 + 3)
+        assert "-> left" not in c.log(obs), c.log(obs)[-2000:]
     assert c.state_of(2, 3) == "alive" and c.state_of(3, 2) == "alive"

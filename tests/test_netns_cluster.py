@@ -226,6 +226,11 @@ def test_one_region_lost_kills_nobody_and_both_lost_kills(nscluster):
                    f"node {a}: node 2 back on disk, flag cleared")
         assert flag(a) == 0.0
     assert "disk_lost" not in by_id(c.status(1), 2)["flags"]
+    # node 2 could not read the disk: that is no evidence against anyone (sampled_ms)
+    assert not re.search(r"on region disk: \w+ -> dead", c.log(2)), c.log(2)[-3000:]
+    text = c.metrics(2)  # node 2's tick never waited on its disk
+    assert metric_value(text, "diskhb_tick_lateness_seconds_bucket", le="0.25") == \
+        metric_value(text, "diskhb_tick_lateness_seconds_count") > 0, text
     for i in NODES:
         assert overall_deaths(c.log(i)) == [], c.log(i)[-3000:]
 
