@@ -160,6 +160,7 @@ class Daemon:
         self._core_ms = 0  # the last time given to the liveness core
         self._links = any(rc.type != "disk" for rc in cfg.regions)
         self._io_seen: dict[str, tuple[int, int, int, int]] = {}  # region -> I/O totals exported
+        self._failing: set[str] = set()  # regions whose own I/O failing was logged
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -415,10 +416,18 @@ class Daemon:
             for ev in region.health.tick(now):
                 if ev.healthy:
                     log.info("region %s: own I/O healthy", ev.region)
-                else:
-                    log.error("region %s unhealthy: %s", ev.region, ev.reason)
+            # Logged when it starts failing, not only when `healthy` flips: a region whose first
+            # write already fails goes from "not yet written" to failing without a flip.
+            if region.health.failing and region.name not in self._failing:
+                log.error("region %s unhealthy: %s", region.name, region.health.reason)
+                self._failing.add(region.name)
+            elif not region.health.failing:
+                self._failing.discard(region.name)
             m.REGION_HEALTHY.labels(region.name).set(1 if region.health.healthy else 0)
-            if region.kind == "disk" and not region.health.healthy and region.health.last_ok_ms is not None:
+            # Late or failed I/O, also when not one write has worked since we started (a node
+            # whose disk failed before its first beat must send the notice too); not a region
+            # merely waiting for its first write (H4).
+            if region.kind == "disk" and region.health.failing:
                 disk_lost = True
         # Tell peers our disk I/O is failing (issue 3 builds the read-only notice on this).
         self.flags = (self.flags | SlotFlag.DISK_LOST) if disk_lost else (self.flags & ~SlotFlag.DISK_LOST)

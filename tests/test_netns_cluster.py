@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -244,3 +245,23 @@ def test_one_region_lost_kills_nobody_and_both_lost_kills(nscluster):
     for a in (1, 2):
         assert [ln for ln in overall_deaths(c.log(a)) if "node3" not in ln] == [], c.log(a)[-3000:]
     assert c.state_of(1, 2) == "alive" and c.state_of(2, 1) == "alive"
+
+    # (d) node 2 restarted while its disk writes fail from the first one: it never wrote the
+    #     disk in this life, yet its writes fail: the notice must go out all the same
+    gen2 = c.node(1, 2)["generation"]
+    c.procs[2].send_signal(signal.SIGTERM)
+    assert c.procs[2].wait(10) == 0
+    wait_until(lambda: c.state_of(1, 2) == "left", 5, "node 1 to see node 2 leave")
+    fd2.set(write="eio")
+    c.start(2)
+    wait_until(lambda: (n := c.node(1, 2)) and n["generation"] != gen2 and n["state"] == "alive", 10,
+               "node 1 to see node 2's new generation alive (on the net)")
+    wait_until(lambda: "own write failed: EIO" in (c.view(2) or {}).get("regions", [{}])[0].get("reason", ""), 3,
+               "node 2's disk region: own write failed")
+    wait_until(lambda: "disk_lost" in c.node(1, 2)["flags"], 3, "node 1 to see node 2 disk_lost")
+    assert re.search(r"ERROR region disk unhealthy: own write failed: EIO", c.log(2)), c.log(2)[-2000:]
+    assert c.region_state(1, 2, DISK) != "alive"
+    fd2.set(write="ok")
+    wait_until(lambda: "disk_lost" not in c.node(1, 2)["flags"] and sees(c, 1, 2, DISK), 5,
+               "node 2 on disk again, flag cleared")
+    assert [ln for ln in overall_deaths(c.log(1)) if "node3" not in ln] == [], c.log(1)[-3000:]

@@ -30,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 
 KINDS = ("write", "read")
+NOT_YET_WRITTEN = "not yet written"  # H4's reason
 IN_FLIGHT_MAX = 4  # per kind; regions keep one (a worker's request may complete before it is polled)
 
 
@@ -47,7 +48,7 @@ class OwnIoHealth:
         self.region = region
         self.io_timeout_ms = io_timeout_ms
         self._healthy = False
-        self._reason = "not yet written"  # H4
+        self._reason = NOT_YET_WRITTEN  # H4
         self._last_ok_ms: int | None = None
         self._sampled_ms: int | None = None
         self._in_flight: dict[str, deque[int]] = {k: deque() for k in KINDS}  # submission times, oldest first
@@ -62,6 +63,13 @@ class OwnIoHealth:
     def reason(self) -> str:
         """Why the region is unhealthy, as of the last tick ("" when healthy)."""
         return self._reason
+
+    @property
+    def failing(self) -> bool:
+        """Unhealthy because our own I/O is late or failed (H1-H3), as of the last tick; not
+        merely because nothing was written yet (H4). A region whose very first write fails or
+        hangs is failing even though it never had a good write."""
+        return not self._healthy and self._reason != NOT_YET_WRITTEN
 
     @property
     def last_ok_ms(self) -> int | None:
@@ -108,7 +116,7 @@ class OwnIoHealth:
                 break
         reason = reason or self._fault["write"] or self._fault["read"] or ""  # H5
         if not reason and self._last_ok_ms is None:
-            reason = "not yet written"  # H4
+            reason = NOT_YET_WRITTEN  # H4
         healthy = not reason
         events = [RegionHealthChanged(self.region, healthy, reason)] if healthy != self._healthy else []
         self._healthy, self._reason = healthy, reason
