@@ -9,6 +9,9 @@ What must hold (README "How it decides"):
   own write late/failed", sets diskhb_region_healthy{region} to 0 and DISK_LOST in its flags;
   the tick runs on (status answers, ticks stay on time); clearing the fault makes it healthy;
 - node 1's hung reads are no evidence against anyone: nobody is declared dead by node 1;
+- slow writes (each later than io_timeout_ms, all inside dead_ms) keep node 1 alive but
+  unhealthy, and DISK_LOST reaches the peers through the slow disk itself;
+- a clean stop with a hung write cannot publish LEFT: the peers declare node 1 dead, not left;
 - with only a disk region, writes stalled longer than dead_ms make the peers declare node 1
   dead (nothing else can tell them it lives); once the writes go through, the peers see the
   same generation advance again: DEAD -> ALIVE, no restart (a restart is a new generation).
@@ -185,6 +188,18 @@ def test_own_write_hang_and_eio_then_recovery_kill_nobody(faulty):
     fd.set(read="ok")
     wait_until(lambda: c.region_healthy(1) == 1.0, 5, "node 1 healthy after the read hang is cleared")
     wait_until(lambda: "disk_lost" not in c.node(2, 1)["flags"], 3, "node 2 to see DISK_LOST cleared")
+
+    # 4. writes slow (each one late, but they land well inside dead_ms): unhealthy, the beats
+    #    still advance, and the notice reaches the peers through the slow disk itself
+    fd.set(write=f"slow:{IO_TIMEOUT_MS + 200}")
+    wait_until(lambda: "own write late: took" in (c.view(1) or {}).get("regions", [{}])[0].get("reason", ""),
+               5, "node 1: own write late (took)")
+    wait_until(lambda: "disk_lost" in (c.node(3, 1) or {}).get("flags", []), 5,
+               "node 3 to see node 1's DISK_LOST through the slow disk")
+    assert c.region_healthy(1) == 0.0 and c.state_of(2, 1) == "alive"
+    fd.set(write="ok")
+    wait_until(lambda: c.region_healthy(1) == 1.0, 5, "node 1 healthy after slow writes")
+    wait_until(lambda: "disk_lost" not in c.node(3, 1)["flags"], 3, "node 3 to see DISK_LOST cleared")
     time.sleep(3 * INTERVAL_MS / 1000)
 
     assert_nobody_dead(c)

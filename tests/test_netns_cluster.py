@@ -208,6 +208,8 @@ def test_one_region_lost_kills_nobody_and_both_lost_kills(nscluster):
     assert metric_value(c.metrics(2), "diskhb_region_healthy", region=NET) == 1.0
     st = c.status(3)
     assert "disk_lost" in by_id(st, 2)["flags"] and by_id(st, 2)["state"] == "alive"
+    mine = c.status(2)  # status answers from the daemon even while the daemon's own disk hangs
+    assert not mine["regions"][0]["healthy"] and "disk_lost" in by_id(mine, 2)["flags"], mine
     # past dead_ms the peers' disk region loses node 2 (its slot stands still); the net keeps it
     for a in (1, 3):
         wait_until(lambda: c.region_state(a, 2, DISK) == "dead", DEAD_MS / 1000 + 3, f"node {a}: disk loses node 2")
