@@ -114,10 +114,12 @@ def faulty(disk_tmp_path):
         c.fault = fd
         yield c
     finally:
-        fd.release()  # nothing may stay hung while the daemons stop
-        if c is not None:
-            c.stop_all()
-        fd.close()
+        try:
+            fd.release()  # nothing may stay hung while the daemons stop
+            if c is not None:
+                c.stop_all()
+        finally:
+            fd.close()
 
 
 def start_all(c: FaultCluster) -> None:

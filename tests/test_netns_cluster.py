@@ -149,13 +149,17 @@ def nscluster(disk_tmp_path):
         c = NsCluster(disk_tmp_path, backing, net, disks, key)
         yield c
     finally:
-        for fd in disks.values():
-            fd.release()  # no daemon may wait on a hung request while it stops
-        if c is not None:
-            c.stop_all()
-        for fd in disks.values():
-            fd.close()
-        net.down()
+        try:
+            for fd in disks.values():
+                fd.release()  # no daemon may wait on a hung request while it stops
+            if c is not None:
+                c.stop_all()
+        finally:  # each step runs even if the one before it failed
+            try:
+                for fd in disks.values():
+                    fd.close()
+            finally:
+                net.down()
 
 
 def sees(c: NsCluster, a: int, b: int, region: str) -> bool:
