@@ -9,7 +9,8 @@ Rules of this file:
   and logs/exports what they return. It makes no liveness decision of its own.
 - Safety stops: if another daemon is found writing our slot, we stop at once without writing
   (two writers in one slot would make both nodes' heartbeats lies).
-- Clean stop (SIGTERM/SIGINT): publish LEFT on every region, bounded by io_timeout_ms.
+- Clean stop (SIGTERM/SIGINT): publish LEFT on every region, bounded by io_timeout_ms; disk
+  regions first, and no LEFT on the links if a disk region could not take it.
 """
 
 from __future__ import annotations
@@ -542,9 +543,24 @@ class Daemon:
             self.flags = (self.flags | SlotFlag.LEFT) & ~SlotFlag.ACTIVE
             self.seq += 1
             beat = self._own_beat(self.clock_ms())
-            for region in self.regions:
+            # Disk regions first: LEFT says "this node will not write again". If a disk write of
+            # ours is still stuck in the I/O stack, that promise cannot be made, so the links
+            # get a last beat without LEFT and peers judge us by silence (dead, never left).
+            disks = [r for r in self.regions if isinstance(r, DiskRegion)]
+            disks_ok = True
+            for region in disks:
                 ok = region.stop(beat, self.timing.io_timeout_ms)
+                disks_ok = disks_ok and ok
                 log.info("region %s: %s", region.name, "left cleanly" if ok else "could not write the left flag")
+            if not disks_ok:
+                log.error("not publishing LEFT on the other regions: a disk write of ours may still land")
+                beat.flags = (beat.flags & ~SlotFlag.LEFT) | SlotFlag.ACTIVE
+            for region in self.regions:
+                if region in disks:
+                    continue
+                ok = region.stop(beat, self.timing.io_timeout_ms)
+                log.info("region %s: %s", region.name, "stopped" if not disks_ok else
+                         "left cleanly" if ok else "could not send the left flag")
         else:
             for region in self.regions:
                 try:

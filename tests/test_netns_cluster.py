@@ -271,3 +271,20 @@ def test_one_region_lost_kills_nobody_and_both_lost_kills(nscluster):
     wait_until(lambda: "disk_lost" not in c.node(1, 2)["flags"] and sees(c, 1, 2, DISK), 5,
                "node 2 on disk again, flag cleared")
     assert [ln for ln in overall_deaths(c.log(1)) if "node3" not in ln] == [], c.log(1)[-3000:]
+
+    # (e) a clean stop while node 2's disk write hangs: LEFT cannot reach the disk, so the
+    #     daemon must not announce it on the net either (it could not promise to write no more):
+    #     peers declare node 2 dead, never left
+    fd2.set(write="hang")
+    fd2.wait_hung("write")
+    p2 = c.procs[2]
+    seen_before = len(c.log(1))
+    p2.send_signal(signal.SIGTERM)
+    wait_until(lambda: "INFO stopped" in c.log(2), IO_TIMEOUT_MS / 1000 + 3, "node 2's bounded stop")
+    assert "not publishing LEFT on the other regions" in c.log(2), c.log(2)[-2000:]
+    c.wait_state(1, 2, "dead", timeout_s=DEAD_MS / 1000 + 3)
+    fd2.set(write="ok")  # the disk answers: the process can end now
+    assert p2.wait(10) == 0
+    after = c.log(1)[seen_before:]
+    assert re.search(r"node node2 \(id 2\): alive -> dead", after), after[-2000:]
+    assert "-> left" not in after, after[-2000:]  # its late beat may show it alive once more: never left
