@@ -1,8 +1,10 @@
-"""Disk-region benchmarks (issue 2): detection latency after SIGKILL, and daemon cost per tick.
+"""Detection latency after SIGKILL per region mix (issues 2, 3), and disk daemon cost per tick.
 
     python -m tools.bench.detection [--kills 20] [--cost-seconds 30] [--only detection|cost]
+    python -m tools.bench.detection --only detection --mix net --interval-ms 100 --dead-ms 1000
 
-Detection: three daemons on one region file (interval 200 ms, dead 2000 ms). Each round kills
+Detection: three daemons (interval 200 ms, dead 2000 ms unless told) on one region file
+(--mix disk), on authenticated UDP over loopback (--mix net), or both. Each round kills
 node3 at a random phase, and reads from node1's and node2's logs the wall time of the tick that
 declared it dead (the log record is stamped in the deciding tick); latency = the later of the
 two minus the kill time (same host, same clock). node3 is restarted between rounds.
@@ -40,17 +42,51 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _format(region: str, slots: int) -> None:
+def _format(region: str, slots: int, interval_ms: int = INTERVAL_MS, dead_ms: int = DEAD_MS) -> None:
     subprocess.run(DISKHB + ["format", region, "--cluster", "bench", "--slots", str(slots), "--interval-ms",
-                             str(INTERVAL_MS), "--dead-ms", str(DEAD_MS)], check=True, cwd=ROOT,
+                             str(interval_ms), "--dead-ms", str(dead_ms)], check=True, cwd=ROOT,
                    capture_output=True)
 
 
-def _start(work: str, region: str, node_id: int, port: int) -> tuple[subprocess.Popen, str]:
+class Layout:
+    """Where the nodes of a bench cluster beat: a disk region file, a UDP link over loopback
+    (one port per node, every other node a unicast peer), or both."""
+
+    def __init__(self, work: str, mix: str = "disk", nodes: int = 3, interval_ms: int = INTERVAL_MS,
+                 dead_ms: int = DEAD_MS, disk_paths: dict[int, str] | None = None):
+        self.work, self.mix, self.interval_ms, self.dead_ms = work, mix, interval_ms, dead_ms
+        self.region = os.path.join(work, "r.img")
+        self.disk_paths = disk_paths or {}  # per node: its own path to the region (a FaultDisk mount)
+        self.udp_ports = {i: _free_port() for i in range(1, nodes + 1)}
+        self.key = os.path.join(work, "authkey")
+        if mix in ("disk", "both"):
+            _format(self.region, 8, interval_ms, dead_ms)
+        if mix in ("net", "both"):
+            subprocess.run(DISKHB + ["keygen", self.key], check=True, cwd=ROOT, capture_output=True)
+
+    def regions(self, node_id: int) -> str:
+        out = ""
+        if self.mix in ("disk", "both"):
+            out += f'[[region]]\ntype = "disk"\nname = "disk"\npath = "{self.disk_paths.get(node_id, self.region)}"\n'
+        if self.mix in ("net", "both"):
+            peers = ", ".join(f'"127.0.0.1:{p}"' for i, p in self.udp_ports.items() if i != node_id)
+            out += (f'[[region]]\ntype = "net"\nname = "lan"\nbind = "127.0.0.1"\nport = {self.udp_ports[node_id]}\n'
+                    f'peers = [{peers}]\nkey = "{self.key}"\n')
+        return out
+
+    def cluster(self) -> str:
+        return f'[cluster]\nname = "bench"\ninterval_ms = {self.interval_ms}\ndead_ms = {self.dead_ms}\n'
+
+
+def _start(work: str, layout: "Layout | str", node_id: int, port: int) -> tuple[subprocess.Popen, str]:
+    if isinstance(layout, str):  # a disk region path: the disk-only layout of the cost bench
+        regions, cluster = f'[[region]]\ntype = "disk"\npath = "{layout}"\n', ""
+    else:
+        regions, cluster = layout.regions(node_id), layout.cluster()
     cfg = os.path.join(work, f"n{node_id}.toml")
     with open(cfg, "w") as f:
-        f.write(f'[node]\nname = "node{node_id}"\nid = {node_id}\nrun_dir = "{work}/run"\n'
-                f'[metrics]\nlisten = "127.0.0.1:{port}"\n[[region]]\ntype = "disk"\npath = "{region}"\n')
+        f.write(f'[node]\nname = "node{node_id}"\nid = {node_id}\nrun_dir = "{work}/run"\n{cluster}'
+                f'[metrics]\nlisten = "127.0.0.1:{port}"\n{regions}')
     log = os.path.join(work, f"n{node_id}.{time.monotonic_ns()}.log")
     with open(log, "w") as out:
         p = subprocess.Popen(DISKHB + ["run", "--config", cfg], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -79,24 +115,24 @@ def _wait(pred, timeout_s: float, what: str):
     raise RuntimeError(f"timed out: {what}")
 
 
-def bench_detection(kills: int) -> list[float]:
+def bench_detection(kills: int, mix: str = "disk", interval_ms: int = INTERVAL_MS,
+                    dead_ms: int = DEAD_MS) -> list[float]:
     work = tempfile.mkdtemp(prefix="diskhb-bench-", dir="/var/tmp")
     procs: list[subprocess.Popen] = []
     try:
-        region = os.path.join(work, "r.img")
-        _format(region, 8)
-        p1, log1 = _start(work, region, 1, _free_port())
-        p2, log2 = _start(work, region, 2, _free_port())
+        layout = Layout(work, mix, 3, interval_ms, dead_ms)
+        p1, log1 = _start(work, layout, 1, _free_port())
+        p2, log2 = _start(work, layout, 2, _free_port())
         procs += [p1, p2]
         out = []
         rng = random.Random(1)
         for i in range(kills):
-            p3, _ = _start(work, region, 3, _free_port())
+            p3, _ = _start(work, layout, 3, _free_port())
             procs.append(p3)
             # node3 must be seen alive (after its slot claim) by both observers first
             mark = os.path.getsize(log1), os.path.getsize(log2)
             _wait(lambda: _seen_alive(log1, mark[0]) and _seen_alive(log2, mark[1]), 20, "node3 alive")
-            time.sleep(1 + rng.random() * INTERVAL_MS / 1000)  # random phase against the ticks
+            time.sleep(1 + rng.random() * interval_ms / 1000)  # random phase against the ticks
             t_kill = time.time()
             p3.send_signal(signal.SIGKILL)
             p3.wait(10)
@@ -190,10 +226,13 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--cost-seconds", type=float, default=30)
     ap.add_argument("--only", choices=["detection", "cost"])
+    ap.add_argument("--mix", choices=["disk", "net", "both"], default="disk", help="Detection: regions to beat on.")
+    ap.add_argument("--interval-ms", type=int, default=INTERVAL_MS)
+    ap.add_argument("--dead-ms", type=int, default=DEAD_MS)
     a = ap.parse_args()
     if a.only in (None, "detection"):
-        lat = bench_detection(a.kills)
-        print(f"detection (interval {INTERVAL_MS} ms, dead {DEAD_MS} ms, {len(lat)} kills): "
+        lat = bench_detection(a.kills, a.mix, a.interval_ms, a.dead_ms)
+        print(f"detection ({a.mix}, interval {a.interval_ms} ms, dead {a.dead_ms} ms, {len(lat)} kills): "
               f"min {min(lat):.3f} s, median {statistics.median(lat):.3f} s, max {max(lat):.3f} s")
     if a.only in (None, "cost"):
         for used in (3, 16, 64, 2000):
