@@ -1,0 +1,192 @@
+"""`diskhb mmp inspect`: an ext4 filesystem's own MMP block, judged as e2mmpstatus judges it.
+
+Images are made by the real mkfs.ext4 -O mmp; e2mmpstatus (e2fsprogs) is the oracle for every
+verdict (exit 0 safe, 1 in use, 2 error). As root, a real kernel mount of a loop device runs
+the kernel's MMP thread: in use while mounted, safe after umount.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+from cluster import diskhb
+from diskhb.mmp import ext4
+
+pytestmark = pytest.mark.skipif(not shutil.which("mkfs.ext4") or not shutil.which("e2mmpstatus"),
+                                reason="needs mkfs.ext4 and e2mmpstatus (Debian package e2fsprogs)")
+
+
+def mkfs(path: str, *opts: str) -> None:
+    subprocess.run(["mkfs.ext4", "-q", "-F", *opts, path], check=True, capture_output=True, timeout=60)
+
+
+def mmp_image(dir_: str, name: str = "fs.img", size_mib: int = 32) -> str:
+    path = os.path.join(dir_, name)
+    with open(path, "wb") as f:
+        f.truncate(size_mib << 20)
+    mkfs(path, "-O", "mmp", "-E", "mmp_update_interval=1")
+    return path
+
+
+def inspect(path: str, *extra: str) -> tuple[int, dict]:
+    r = diskhb("mmp", "inspect", path, "--json", *extra, timeout=120)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def e2mmpstatus(path: str) -> int:
+    return subprocess.run(["e2mmpstatus", path], capture_output=True, text=True, timeout=120).returncode
+
+
+def e2mmp_fields(path: str) -> dict:
+    out = subprocess.run(["e2mmpstatus", "-i", path], capture_output=True, text=True, timeout=60, check=True).stdout
+    return dict(line.strip().split(": ", 1) for line in out.splitlines() if ": " in line)
+
+
+def set_mmp(path: str, *, seq: int | None = None, garble: bool = False) -> None:
+    """Rewrite the MMP block's seq the way a holder would (checksum kept valid), or garble it.
+    (debugfs set_mmp_value cannot: debugfs -w runs MMP itself and writes CLEAN on close.)"""
+    with open(path, "r+b") as f:
+        f.seek(ext4.SUPERBLOCK_OFFSET)
+        sb = ext4.parse_super(f.read(ext4.SUPERBLOCK_BYTES))
+        off = sb.mmp_block * sb.block_size
+        f.seek(off)
+        block = bytearray(f.read(ext4.MMP_STRUCT_BYTES))
+        if seq is not None:
+            struct.pack_into("<I", block, 4, seq)
+            struct.pack_into("<I", block, 1020, ext4._raw_crc32c(sb.csum_seed, bytes(block[:1020])))
+        if garble:
+            block[20:24] = b"\xff\xfe\xfd\xfc"  # inside nodename: the checksum no longer matches
+        f.seek(off)
+        f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def test_clean_filesystem_matches_e2mmpstatus(disk_tmp_path):
+    img = mmp_image(disk_tmp_path)
+    code, doc = inspect(img)
+    assert code == 0 == e2mmpstatus(img)
+    fields = e2mmp_fields(img)
+    m = doc["mmp"]
+    assert int(fields["mmp_sequence"], 16) == m["seq"]
+    assert m["seq"] == ext4.MMP_SEQ_CLEAN and m["state"] == "clean" and m["checksum_ok"] is True
+    assert m["nodename"] == fields["mmp_node_name"] and m["bdevname"] == fields["mmp_device_name"]
+    assert m["check_interval_s"] == int(fields["mmp_check_interval"])
+    assert m["time_s"] == int(fields["mmp_update_time"])
+    assert doc["mmp_block"] == int(fields["mmp_block_number"])
+    assert doc["waited_s"] == 0.0
+    r = diskhb("mmp", "inspect", img)
+    assert r.returncode == 0 and "safe to mount" in r.stdout and "MMP block" in r.stdout
+
+
+def test_fsck_mark_is_in_use(disk_tmp_path):
+    img = mmp_image(disk_tmp_path)
+    set_mmp(img, seq=ext4.MMP_SEQ_FSCK)
+    code, doc = inspect(img)
+    assert code == 1 == e2mmpstatus(img)
+    assert doc["mmp"]["state"] == "fsck" and "e2fsck" in doc["summary"]
+
+
+def test_unknown_seq_and_bad_checksum_are_in_use(disk_tmp_path):
+    img = mmp_image(disk_tmp_path)
+    set_mmp(img, seq=0xF0000000)  # above the running range, not a sentinel
+    code, doc = inspect(img)
+    assert code == 1 == e2mmpstatus(img)
+    assert "unknown" in doc["summary"]
+    img2 = mmp_image(disk_tmp_path, "bad.img")
+    set_mmp(img2, garble=True)
+    code, doc = inspect(img2)
+    assert code == 1 == e2mmpstatus(img2)
+    assert doc["mmp"]["checksum_ok"] is False and "checksum" in doc["summary"]
+
+
+def test_a_moving_seq_is_in_use_at_its_first_change_and_a_still_one_is_stale(disk_tmp_path):
+    """A running seq that moves: in use as soon as it moves (e2mmpstatus sleeps its whole wait
+    first). One that stands still for the whole wait: a stale mount, safe. Both checked
+    against e2mmpstatus, run alongside so the test waits the 11 s window only once each."""
+    moving = mmp_image(disk_tmp_path, "moving.img")
+    still = mmp_image(disk_tmp_path, "still.img")
+    set_mmp(moving, seq=100)
+    set_mmp(still, seq=4242)
+    code, doc = inspect(moving, "--no-wait")
+    assert code == 1 and "not watched" in doc["summary"]
+    stop = threading.Event()
+
+    def holder():  # a live holder: bumps its seq every second, as the kernel's kmmpd does
+        seq = 100
+        while not stop.wait(1.0):
+            seq += 1
+            set_mmp(moving, seq=seq)
+
+    bumper = threading.Thread(target=holder, daemon=True)
+    bumper.start()
+    try:
+        oracle = {}
+        jobs = [threading.Thread(target=lambda p=p: oracle.__setitem__(p, e2mmpstatus(p))) for p in (moving, still)]
+        for j in jobs:
+            j.start()
+        t0 = time.monotonic()
+        code, doc = inspect(moving)
+        took_s = time.monotonic() - t0
+        assert code == 1 and "moved" in doc["summary"], doc
+        assert took_s < 5, took_s  # the first change, not the whole 11 s wait
+        code, doc = inspect(still)
+        assert code == 0 and "stale" in doc["summary"] and doc["waited_s"] >= 11 - 0.5, doc
+        for j in jobs:
+            j.join(60)
+        assert oracle == {moving: 1, still: 0}
+    finally:
+        stop.set()
+        bumper.join(5)
+
+
+def test_errors_are_exit_2_in_one_line(disk_tmp_path):
+    plain = os.path.join(disk_tmp_path, "plain.img")
+    with open(plain, "wb") as f:
+        f.truncate(32 << 20)
+    mkfs(plain)  # ext4 without MMP
+    zeros = os.path.join(disk_tmp_path, "zeros.img")
+    with open(zeros, "wb") as f:
+        f.truncate(4 << 20)
+    for path, needle in ((plain, "no MMP"), (zeros, "not an ext2/3/4"),
+                         (os.path.join(disk_tmp_path, "missing.img"), "missing.img")):
+        r = diskhb("mmp", "inspect", path)
+        # e2mmpstatus documents 2 for "error", but e2fsprogs 1.47 exits with whatever its
+        # ext2fs_open errcode truncates to (19 for a file of zeros): ours is always 2.
+        assert r.returncode == 2 and e2mmpstatus(path) not in (0, 1), (path, r)
+        assert "Traceback" not in r.stderr and needle in r.stdout and len(r.stdout.strip().splitlines()) == 1, r
+    before = open(plain, "rb").read()
+    inspect(plain)
+    assert open(plain, "rb").read() == before  # read-only, always
+
+
+@pytest.mark.root
+def test_a_kernel_mount_is_in_use_and_safe_after_umount(loopdev, disk_tmp_path):
+    with open("/proc/filesystems") as f:
+        if "ext4" not in f.read().split():
+            pytest.skip("needs ext4 in the running kernel (/proc/filesystems)")
+    dev = loopdev(size_bytes=32 << 20)
+    mkfs(dev, "-O", "mmp", "-E", "mmp_update_interval=1")
+    mnt = os.path.join(disk_tmp_path, "mnt")
+    os.mkdir(mnt)
+    subprocess.run(["mount", "-t", "ext4", dev, mnt], check=True, capture_output=True, timeout=60)
+    try:
+        t0 = time.monotonic()
+        code, doc = inspect(dev)
+        assert code == 1, doc  # kmmpd bumps the seq every interval: it moves while we watch
+        assert doc["mmp"]["state"] == "in use" and time.monotonic() - t0 < 8
+        assert e2mmpstatus(dev) == 1
+    finally:
+        subprocess.run(["umount", mnt], capture_output=True, timeout=60)
+    code, doc = inspect(dev)
+    assert code == 0 and doc["mmp"]["state"] == "clean", doc
+    assert e2mmpstatus(dev) == 0
