@@ -144,3 +144,21 @@ def test_release_and_fsck_write_the_sentinel_after_a_verify(final):
     assert step.block.epoch == h.block.epoch and step.block.holder_id == 1  # who released, and when
     assert h.on_written(h.due_ms() + 5, h.due_ms() + 10) is None
     assert h.block.seq == final
+
+
+def test_the_daemon_view_is_asked_afresh_at_every_question():
+    """A --wait that outlasts a holder's death must see it die: no view frozen at the start."""
+    from diskhb.core.types import NodeState
+    from diskhb.mmp.held import live_peer_info
+
+    states = iter(["alive", "alive", "dead", "left"])
+    asked = []
+
+    def snapshot():
+        asked.append(1)
+        return {"nodes": [{"id": 1, "state": next(states), "generation": 0xABC}]}
+
+    info = live_peer_info(snapshot)
+    got = [info(1).state for _ in range(4)]
+    assert got == [NodeState.ALIVE, NodeState.ALIVE, NodeState.DEAD, NodeState.LEFT] and len(asked) == 4
+    assert live_peer_info(lambda: None)(1) is None  # the daemon went away: no view, classic path

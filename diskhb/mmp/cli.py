@@ -148,15 +148,27 @@ def _daemon(ctx: Ctx, path: str, node_id: int | None = None) -> tuple[str, dict]
 
 
 def _peer_info_from_daemon(ctx: Ctx, t: Target):
-    """The fast-path hook (guard.fast_path): what a running daemon knows of each node.
+    """The fast-path hook (guard.fast_path): what a running daemon knows of each node, asked
+    afresh at every question (a --wait may outlast a holder's death).
 
     Without a daemon there is no view: every held block takes the classic path, which is
     always safe (and still refuses a live holder within one interval, see guard).
     """
-    from diskhb.mmp.held import peer_info_from_snapshot
+    from diskhb.control import STATUS_TIMEOUT_S, ControlError, request
+    from diskhb.mmp.held import live_peer_info
 
     found = _daemon(ctx, t.path)
-    return None if found is None else peer_info_from_snapshot(found[1])
+    if found is None:
+        return None
+    sock = found[0]
+
+    def snapshot() -> dict | None:
+        try:
+            return request(sock, "status", STATUS_TIMEOUT_S)
+        except ControlError:
+            return None  # the daemon went away: no view, the classic path
+
+    return live_peer_info(snapshot)
 
 
 def _claimant(ctx: Ctx, t: Target, resource: str, interval_ms: int) -> g.Claimant:

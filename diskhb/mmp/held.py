@@ -63,6 +63,18 @@ def peer_info_from_snapshot(snapshot: dict | None) -> g.PeerInfoFn | None:
     return info
 
 
+def live_peer_info(snapshot: Callable[[], dict | None]) -> g.PeerInfoFn:
+    """guard.fast_path's input from a fresh daemon snapshot at every question: an acquisition
+    that waits (--wait) must see a holder's node go from alive to dead or left, not keep the
+    view it started with."""
+
+    def info(node_id: int) -> g.PeerInfo | None:
+        fn = peer_info_from_snapshot(snapshot())
+        return fn(node_id) if fn is not None else None
+
+    return info
+
+
 def loss_action_for(rc: ResourceConfig | None) -> LossAction:
     """The configured loss action minus "kill": the daemon runs no command of the resource's."""
     if rc is None:
@@ -201,7 +213,7 @@ class DaemonHolds:
                         lock_for=lambda loc: ballot_lock(run_dir, loc, timeout_ms=LOCK_WAIT_MS, cancelled=cancelled))
         try:
             loc, acq = runner.acquire(me, create=create or rc is not None,
-                                      peer_info=peer_info_from_snapshot(self.snapshot()), wait_ms=wait_ms)
+                                      peer_info=live_peer_info(self.snapshot), wait_ms=wait_ms)
         except Refused:
             REFUSED.labels(resource).inc()
             raise

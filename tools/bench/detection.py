@@ -78,7 +78,7 @@ class Layout:
         return f'[cluster]\nname = "bench"\ninterval_ms = {self.interval_ms}\ndead_ms = {self.dead_ms}\n'
 
 
-def _start(work: str, layout: "Layout | str", node_id: int, port: int) -> tuple[subprocess.Popen, str]:
+def _start(work: str, layout: "Layout | str", node_id: int, port: int, extra: str = "") -> tuple[subprocess.Popen, str]:
     if isinstance(layout, str):  # a disk region path: the disk-only layout of the cost bench
         regions, cluster = f'[[region]]\ntype = "disk"\npath = "{layout}"\n', ""
     else:
@@ -86,7 +86,7 @@ def _start(work: str, layout: "Layout | str", node_id: int, port: int) -> tuple[
     cfg = os.path.join(work, f"n{node_id}.toml")
     with open(cfg, "w") as f:
         f.write(f'[node]\nname = "node{node_id}"\nid = {node_id}\nrun_dir = "{work}/run"\n{cluster}'
-                f'[metrics]\nlisten = "127.0.0.1:{port}"\n{regions}')
+                f'[metrics]\nlisten = "127.0.0.1:{port}"\n{extra}{regions}')
     log = os.path.join(work, f"n{node_id}.{time.monotonic_ns()}.log")
     with open(log, "w") as out:
         p = subprocess.Popen(DISKHB + ["run", "--config", cfg], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
