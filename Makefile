@@ -8,7 +8,7 @@ DEB_PKGS := fuse3 libfuse3-3 e2fsprogs fdisk iproute2 util-linux socat stress-ng
 # Commands whose absence means "install DEB_PKGS" (one per package that provides a tool we run).
 DEB_PROBES := fusermount3 mkfs.ext4 sfdisk ip losetup setpriv socat stress-ng
 
-.PHONY: demo test deps venv bench clean
+.PHONY: demo test deps venv bench stress clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,8 +35,15 @@ demo: deps $(STAMP)
 test: deps $(STAMP)
 	$(VPY) -m pytest -q tests
 
+# Every benchmark in BENCHMARKS.md but the 10-minute stress run (make stress).
 bench: deps $(STAMP)
 	$(VPY) -m tools.bench.detection
+	for mix in disk net both; do $(VPY) -m tools.bench.detection --only detection --mix $$mix --interval-ms 100 --dead-ms 1000; done
+	$(VPY) -m tools.bench.netpeers
+	$(VPY) -m tools.bench.mmp
+
+stress: deps $(STAMP)
+	$(VPY) -m tools.bench.stress --duration-s 600
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
