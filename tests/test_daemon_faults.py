@@ -30,7 +30,7 @@ import urllib.request
 
 import pytest
 
-from cluster import Cluster, diskhb, wait_until
+from cluster import metric_value, Cluster, diskhb, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -72,18 +72,6 @@ def _free_port() -> int:
     from cluster import free_port
 
     return free_port()
-
-
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    """The value of the first sample of `name` whose labels include `labels` (None if none)."""
-    for line in text.splitlines():
-        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        if all(got.get(k) == v for k, v in labels.items()):
-            return float(m.group(4))
-    return None
 
 
 def dead_lines(log: str) -> list[str]:

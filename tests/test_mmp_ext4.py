@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
 import threading
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from cluster import diskhb
 from diskhb.mmp import ext4
+from tools.bench.mmp import set_ext4_mmp_seq
 
 pytestmark = pytest.mark.skipif(not shutil.which("mkfs.ext4") or not shutil.which("e2mmpstatus"),
                                 reason="needs mkfs.ext4 and e2mmpstatus (Debian package e2fsprogs)")
@@ -52,23 +52,17 @@ def e2mmp_fields(path: str) -> dict:
 
 
 def set_mmp(path: str, *, seq: int | None = None, garble: bool = False) -> None:
-    """Rewrite the MMP block's seq the way a holder would (checksum kept valid), or garble it.
-    (debugfs set_mmp_value cannot: debugfs -w runs MMP itself and writes CLEAN on close.)"""
-    with open(path, "r+b") as f:
-        f.seek(ext4.SUPERBLOCK_OFFSET)
-        sb = ext4.parse_super(f.read(ext4.SUPERBLOCK_BYTES))
-        off = sb.mmp_block * sb.block_size
-        f.seek(off)
-        block = bytearray(f.read(ext4.MMP_STRUCT_BYTES))
-        if seq is not None:
-            struct.pack_into("<I", block, 4, seq)
-            struct.pack_into("<I", block, 1020, ext4._raw_crc32c(sb.csum_seed, bytes(block[:1020])))
-        if garble:
-            block[20:24] = b"\xff\xfe\xfd\xfc"  # inside nodename: the checksum no longer matches
-        f.seek(off)
-        f.write(block)
-        f.flush()
-        os.fsync(f.fileno())
+    """Rewrite the MMP block's seq as a holder would (checksum kept valid), or garble it."""
+    if seq is not None:
+        set_ext4_mmp_seq(path, seq)
+    if garble:
+        with open(path, "r+b") as f:
+            f.seek(ext4.SUPERBLOCK_OFFSET)
+            sb = ext4.parse_super(f.read(ext4.SUPERBLOCK_BYTES))
+            f.seek(sb.mmp_block * sb.block_size + 20)
+            f.write(b"\xff\xfe\xfd\xfc")  # inside nodename: the checksum no longer matches
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def test_clean_filesystem_matches_e2mmpstatus(disk_tmp_path):

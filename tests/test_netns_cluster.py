@@ -32,7 +32,7 @@ import time
 import pytest
 
 import netns
-from cluster import ROOT, Cluster, diskhb, wait_until
+from cluster import metric_value, ROOT, Cluster, diskhb, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -94,18 +94,6 @@ class NsCluster(Cluster):
         out = json.loads(r.stdout)
         assert out.get("source") == "daemon", out
         return out
-
-
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    """The value of the first sample of `name` whose labels include `labels` (None if none)."""
-    for line in text.splitlines():
-        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        if all(got.get(k) == v for k, v in labels.items()):
-            return float(m.group(4))
-    return None
 
 
 def overall_deaths(log: str) -> list[str]:

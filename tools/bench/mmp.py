@@ -194,7 +194,9 @@ def _run(*argv: str, check=True, timeout=120) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=check)
 
 
-def _set_seq(img: str, seq: int) -> None:
+def set_ext4_mmp_seq(img: str, seq: int) -> None:
+    """Leave `seq` in an unmounted ext4 image's MMP block as a holder would (checksum valid).
+    debugfs set_mmp_value cannot: debugfs -w runs MMP itself and writes CLEAN on close."""
     with open(img, "r+b") as f:
         f.seek(ext4.SUPERBLOCK_OFFSET)
         sb = ext4.parse_super(f.read(ext4.SUPERBLOCK_BYTES))
@@ -205,6 +207,8 @@ def _set_seq(img: str, seq: int) -> None:
         struct.pack_into("<I", block, 1020, ext4._raw_crc32c(sb.csum_seed, bytes(block[:1020])))
         f.seek(off)
         f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def bench_ext4(reps: int) -> dict[str, list[float]]:
@@ -241,7 +245,7 @@ def bench_ext4(reps: int) -> dict[str, list[float]]:
             # A crashed holder leaves a running seq; the next mount must watch it.
             _run("losetup", "-d", loops[0])
             loops.remove(loops[0])
-            _set_seq(img, 4242)
+            set_ext4_mmp_seq(img, 4242)
             loops.insert(0, _run("losetup", "--find", "--show", img).stdout.strip())
             t0 = time.monotonic()
             _run("mount", "-t", "ext4", loops[0], m1)

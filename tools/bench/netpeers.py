@@ -24,7 +24,7 @@ from diskhb.core.types import SlotFlag
 from diskhb.runtime import monotonic_ms, new_generation
 from netpath import wire
 from netpath.keys import load_key_file
-from tools.bench.detection import DISKHB, ROOT, _cpu_s, _free_port, _metric, _start, _stop, _wait
+from tools.bench.detection import DISKHB, ROOT, _cpu_s, _free_port, _metric, _metric_ok, _start, _stop, _wait
 
 INTERVAL_MS, DEAD_MS = 100, 1000
 CLUSTER = "bench"
@@ -101,7 +101,7 @@ def bench(nodes: int, seconds: float) -> dict:
         port = _free_port()
         p, _ = _start(work, _Layout(), 1, port)
         procs.append(p)
-        _wait(lambda: _up(port), 20, "daemon metrics")
+        _wait(lambda: _metric_ok(port), 20, "daemon metrics")
         peers.run_for(3 * DEAD_MS / 1000)  # every peer seen alive
         acc = 'diskhb_net_packets_accepted_total{region="lan"}'
         sent = 'diskhb_net_packets_sent_total{region="lan"}'
@@ -122,14 +122,6 @@ def bench(nodes: int, seconds: float) -> dict:
             peers.close()
         _stop(procs)
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _up(port: int) -> bool:
-    try:
-        _metric(port, "diskhb_ticks_total")
-        return True
-    except OSError:
-        return False
 
 
 def main() -> int:
