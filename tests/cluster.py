@@ -14,6 +14,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DISKHB = [sys.executable, "-m", "diskhb.cli"]
 
 
+# Root without the capabilities that let it ignore file modes: a file owned by someone else
+# with mode 0600 is then "permission denied" to us. Unlike running as nobody, this works
+# wherever the checkout lives (a mktemp -d clone is 0700, unreadable to nobody).
+WITHOUT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+def keep_from_root(path: str) -> None:
+    """Make `path` unreadable and unwritable for a WITHOUT_DAC process."""
+    os.chown(path, 65534, 65534)
+    os.chmod(path, 0o600)
+
+
 def diskhb(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(DISKHB + [str(a) for a in args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, **kw)

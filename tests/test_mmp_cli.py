@@ -238,10 +238,10 @@ def test_bad_input_is_one_line_and_changes_nothing(region, disk_tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv (util-linux)")
 def test_no_permission_is_one_line(region):
-    os.chmod(region, 0o644)
-    os.chmod(os.path.dirname(region), 0o755)
-    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-    r = subprocess.run(cmd + DISKHB + ["mmp", "acquire", "db", "--region", region, "--node-id", "1", "--create",
+    from cluster import WITHOUT_DAC, keep_from_root
+
+    keep_from_root(region)
+    r = subprocess.run(WITHOUT_DAC + DISKHB + ["mmp", "acquire", "db", "--region", region, "--node-id", "1", "--create",
                                        "--run-dir", "/tmp"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     one_line_error(r, 2, "permission denied")
 
