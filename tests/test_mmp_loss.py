@@ -119,3 +119,34 @@ def test_remount_ro_stops_writes_to_a_real_filesystem(loopdev, disk_tmp_path):
         assert report.failed and "remount" in report.failed[0]
     finally:
         subprocess.run(["umount", mnt], capture_output=True, timeout=30)
+
+
+def test_kill_stops_every_user_of_the_mountpoint_and_nobody_else(disk_tmp_path):
+    """The daemon's "kill": processes with a file open, or their cwd, under the mountpoint."""
+    mnt = os.path.join(disk_tmp_path, "srv")
+    os.makedirs(os.path.join(mnt, "db"))
+    writer = subprocess.Popen(["sh", "-c", "exec 3>>db/log; while :; do echo x >&3; sleep 0.05; done"],
+                              cwd=mnt, start_new_session=True)  # open file and cwd under it
+    stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"],
+                                cwd=os.path.join(mnt, "db"), start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "30"], cwd=disk_tmp_path, start_new_session=True)
+    try:
+        time.sleep(0.3)
+        report = run_loss_action(LossAction(kinds=("kill",), mountpoint=mnt, grace_ms=300),
+                                 resource="db", epoch=1, reason="x")
+        assert report.failed == [], report.line()
+        # the two shells, and any `sleep` child they had at that moment (its cwd is there too)
+        assert "process(es) using" in report.line() and "by SIGKILL" in report.line(), report.line()
+        assert writer.wait(5) == -signal.SIGTERM
+        assert stubborn.wait(5) == -signal.SIGKILL
+        assert bystander.poll() is None
+    finally:
+        for p in (writer, stubborn, bystander):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+
+
+def test_kill_without_a_command_or_mountpoint_fails_loudly():
+    report = run_loss_action(LossAction(kinds=("kill",)), resource="db", epoch=1, reason="x")
+    assert report.failed and "nothing to kill" in report.failed[0]

@@ -6,7 +6,7 @@
     interval_ms = 1000          # update interval while held (adaptive upwards on slow I/O)
     on_loss = ["kill", "command"]    # any of kill, command, remount-ro, none [default: kill]
     loss_command = "/usr/local/sbin/stop-db"
-    mountpoint = "/srv/db"      # for remount-ro
+    mountpoint = "/srv/db"      # for remount-ro, and for kill: its users (fuser -km)
     kill_grace_ms = 500         # SIGTERM -> SIGKILL [default: interval / 2]
 
 diskhb.config calls parse_resources(tables, where); errors name the file and key.

@@ -161,7 +161,9 @@ def _lost(hold: g.Hold, reason: str, *, resource: str, loss: LossAction,
                             mountpoint=loss.mountpoint, pgid=child.pid, grace_ms=loss.grace_ms,
                             timeout_ms=loss.timeout_ms)
     else:
-        action = LossAction(kinds=tuple(k for k in loss.kinds if k != "kill") or ("none",),
+        # No command of ours runs: "kill" can only mean the users of the mountpoint.
+        keep = tuple(k for k in loss.kinds if k != "kill" or loss.mountpoint)
+        action = LossAction(kinds=keep or ("none",),
                             command=loss.command, mountpoint=loss.mountpoint, grace_ms=loss.grace_ms,
                             timeout_ms=loss.timeout_ms)
     on_lost(action, resource=resource, epoch=hold.epoch, reason=reason,

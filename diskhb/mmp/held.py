@@ -13,8 +13,8 @@ Rules of this file (the decisions stay in diskhb.mmp.guard; this only runs them)
   of a node that left cleanly without waiting, so LEFT must never be published while we may
   still write. If a release cannot be confirmed the daemon must not publish LEFT
   (release_all() says so) and peers fall back to the classic wait.
-- A lost resource runs its configured loss action (command, remount-ro; there is no command of
-  ours to kill), is logged loudly and counted; the daemon itself keeps running.
+- A lost resource runs its configured loss action (kill the users of its mountpoint, remount-ro,
+  command), is logged loudly and counted; the daemon itself keeps running.
 - Limits: at most HELD_MAX resources, at most REQUESTS_MAX acquisitions at once, every wait
   bounded.
 """
@@ -76,11 +76,11 @@ def live_peer_info(snapshot: Callable[[], dict | None]) -> g.PeerInfoFn:
 
 
 def loss_action_for(rc: ResourceConfig | None) -> LossAction:
-    """The configured loss action minus "kill": the daemon runs no command of the resource's."""
+    """The configured loss action. The daemon runs no command of the resource's, so "kill"
+    stops the processes using the resource's mountpoint (and fails loudly without one)."""
     if rc is None:
         return LossAction(kinds=("none",))
-    kinds = tuple(k for k in rc.on_loss if k != "kill") or ("none",)
-    return LossAction(kinds=kinds, command=rc.loss_command, mountpoint=rc.mountpoint, grace_ms=rc.kill_grace_ms)
+    return LossAction(kinds=rc.on_loss, command=rc.loss_command, mountpoint=rc.mountpoint, grace_ms=rc.kill_grace_ms)
 
 
 @dataclass

@@ -6,8 +6,10 @@ Rules of this file:
   our last bump, and another node may take over from 2 x interval + 1 s on, so a kill gets
   at most `grace_ms` (default: half the interval) between SIGTERM and SIGKILL.
 - Kinds:
-    kill        SIGTERM to a process group, SIGKILL after grace_ms (`mmp run`: the command's
-                group; a daemon: the group named in the resource config).
+    kill        SIGTERM, then SIGKILL after grace_ms: to the command's process group (`mmp
+                run`), and to every process using the resource's mountpoint (open files,
+                cwd, root or executable under it, as `fuser -km` finds them; the daemon's
+                only way to stop a resource's writers, so it needs `mountpoint`).
     command     run a shell command (env DISKHB_MMP_RESOURCE, _EPOCH, _REASON), bounded.
     remount-ro  `mount -o remount,ro MOUNTPOINT` (ext4/xfs stop writing; the kernel keeps
                 the mount for readers). Needs root; bounded like a command.
@@ -97,6 +99,67 @@ def kill_group(pgid: int, grace_ms: int, *, reap=None) -> str:
     return f"process group {pgid} killed (SIGKILL after {grace_ms} ms)"
 
 
+PROC_PIDS_MAX = 1 << 22  # /proc/sys/kernel/pid_max's ceiling: the scan is bounded by it
+FDS_PER_PID_MAX = 1 << 20  # links looked at per process (fs.nr_open's default ceiling)
+
+
+def _under(path: str, mountpoint: str) -> bool:
+    return path == mountpoint or path.startswith(mountpoint.rstrip("/") + "/")
+
+
+def mount_users(mountpoint: str) -> list[int]:
+    """PIDs (not ours) with an open file, cwd, root or executable under `mountpoint`."""
+    me = os.getpid()
+    out = []
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()][:PROC_PIDS_MAX]
+    except OSError:
+        return out
+    for entry in entries:
+        pid = int(entry)
+        if pid == me:
+            continue
+        base = f"/proc/{pid}"
+        links = [f"{base}/cwd", f"{base}/root", f"{base}/exe"]
+        try:
+            links += [f"{base}/fd/{fd}" for fd in os.listdir(f"{base}/fd")[:FDS_PER_PID_MAX]]
+        except OSError:
+            pass  # gone, or a kernel thread
+        for link in links:
+            try:
+                target = os.readlink(link)
+            except OSError:
+                continue
+            if _under(target, mountpoint):
+                out.append(pid)
+                break
+    return out
+
+
+def kill_mount_users(mountpoint: str, grace_ms: int) -> str:
+    """SIGTERM every user of the mountpoint, SIGKILL those left after grace_ms."""
+    pids = mount_users(mountpoint)
+    if not pids:
+        return f"no process was using {mountpoint}"
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_ms / 1000
+    left = pids
+    while left and time.monotonic() < deadline:
+        time.sleep(KILL_POLL_MS / 1000)
+        left = [p for p in mount_users(mountpoint) if p in pids]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return (f"{len(pids)} process(es) using {mountpoint} stopped"
+            + (f" ({len(left)} by SIGKILL after {grace_ms} ms)" if left else " by SIGTERM"))
+
+
 def _run(argv: list[str], env: dict, timeout_ms: int, what: str, report: LossReport) -> None:
     try:
         r = subprocess.run(argv, env=env, timeout=timeout_ms / 1000, capture_output=True, text=True)
@@ -115,8 +178,13 @@ def _run(argv: list[str], env: dict, timeout_ms: int, what: str, report: LossRep
 
 def run_loss_action(action: LossAction, *, resource: str, epoch: int, reason: str, reap=None) -> LossReport:
     report = LossReport()
-    if "kill" in action.kinds and action.pgid:
-        report.done.append(kill_group(action.pgid, action.grace_ms, reap=reap))
+    if "kill" in action.kinds:
+        if action.pgid:
+            report.done.append(kill_group(action.pgid, action.grace_ms, reap=reap))
+        if action.mountpoint:
+            report.done.append(kill_mount_users(action.mountpoint, action.grace_ms))
+        if not action.pgid and not action.mountpoint:
+            report.failed.append("kill (no command of ours and no mountpoint configured: nothing to kill)")
     env = {**os.environ, "DISKHB_MMP_RESOURCE": resource, "DISKHB_MMP_EPOCH": str(epoch),
            "DISKHB_MMP_REASON": reason}
     if "remount-ro" in action.kinds and action.mountpoint:
