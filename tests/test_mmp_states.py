@@ -1,0 +1,262 @@
+"""The FSCK sentinel and unreadable blocks at the guard and runner level, on a real region file
+(O_DIRECT I/O through diskhb.mmp.store), without the CLI (tests/test_mmp_cli.py covers that).
+
+What must hold: an FSCK block is claimed by nobody (only the `clear` path, allow_fsck, takes
+it over, through the ballot, at the next epoch); a block that cannot be read as valid (bad
+crc, an unknown seq, another format's UUID, a corrupt ballot sector) is refused with nothing
+written, also when it turns bad while a claimant watches it; a holder that finds FSCK, a
+corrupt or a wiped block stops without writing; and a wiped seq block never takes the epoch
+(the fencing token) back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+from crc32c import crc32c
+
+from cluster import diskhb
+from diskhb.errors import OperatorError, Refused as RefusedError
+from diskhb.mmp import format as mf
+from diskhb.mmp import guard as g
+from diskhb.mmp.runner import Runner
+from diskhb.mmp.store import open_region_target
+from diskhb.runtime import new_generation
+
+INTERVAL_MS = 20  # classic wait 2 x 20 + 1000 = 1.04 s: watches end quickly
+
+
+@pytest.fixture
+def region(disk_tmp_path):
+    path = os.path.join(disk_tmp_path, "region.img")
+    r = diskhb("format", path, "--cluster", "test", "--slots", "4", "--interval-ms", "100", "--dead-ms", "1000")
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+@pytest.fixture
+def runner(region):
+    t = open_region_target(region, writable=True)
+    try:
+        yield Runner(t)
+    finally:
+        t.close()
+
+
+def claimant(node_id: int, resource: str = "db") -> g.Claimant:
+    return g.Claimant(node_id=node_id, generation=new_generation(), holder_name=f"n{node_id}",
+                      resource=resource, interval_ms=INTERVAL_MS, device="test")
+
+
+def take(runner: Runner, node_id: int, **kw):
+    loc, acq = runner.acquire(claimant(node_id), create=True, **kw)
+    return loc, acq, g.Hold(acq, base_interval_ms=INTERVAL_MS)
+
+
+def digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def poke(path: str, offset: int, data: bytes) -> None:
+    """Write behind the store's back (another host, a stray dd); O_DIRECT reads then see it."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def seq_on_disk(runner: Runner, loc) -> bytes:
+    return runner.store.read(loc.base, loc.sector_size)
+
+
+def resealed(sector: bytes, **fields) -> bytes:
+    """A copy of a valid seq sector with raw fields changed and a correct crc32c."""
+    b = bytearray(sector[:mf.STRUCT_BYTES])
+    where = {"seq": (4, 4), "uuid": (40, 16)}
+    for name, value in fields.items():
+        off, n = where[name]
+        b[off:off + n] = value.to_bytes(n, "little") if isinstance(value, int) else value
+    b[mf.CRC_OFFSET:] = crc32c(bytes(b[:mf.CRC_OFFSET])).to_bytes(4, "little")
+    return bytes(b) + sector[mf.STRUCT_BYTES:]
+
+
+# --------------------------------------------------------------------------------------------
+# FSCK
+
+
+def test_fsck_refuses_every_claimant_until_allow_fsck_takes_it_at_the_next_epoch(region, runner):
+    loc, acq, h = take(runner, 1)
+    assert runner.bump(loc, h, final=mf.SEQ_FSCK) is None
+    seq, err = runner.find("db").view.seq, None
+    assert err is None and seq.state == "fsck" and seq.epoch == acq.block.epoch and seq.holder_id == 1
+    before = digest(region)
+    for node_id in (2, 1):  # another node, and the marking node itself under a new generation
+        with pytest.raises(RefusedError, match="marked FSCK by n1.*mmp clear db"):
+            runner.acquire(claimant(node_id))
+    # FSCK may clear (retry): a waiting claimant keeps asking, but only for as long as it was told.
+    t0 = time.monotonic()
+    with pytest.raises(RefusedError, match=r"FSCK.*gave up after 0.3 s"):
+        runner.acquire(claimant(2), wait_ms=300)
+    assert 0.3 <= time.monotonic() - t0 < 5
+    assert digest(region) == before, "a refusal of an FSCK block wrote something"
+    # The clear path: through the ballot, at the next epoch, never by rewriting the sentinel in place.
+    loc2, acq2, h2 = take(runner, 2, allow_fsck=True)
+    assert loc2 == loc and acq2.block.epoch == acq.block.epoch + 1 and acq2.note == "fsck"
+    assert runner.bump(loc2, h2, final=mf.SEQ_CLEAN) is None
+    assert runner.find("db").view.seq.state == "clean"
+
+
+def test_fsck_appearing_during_a_watch_is_refused_as_fsck_without_a_write():
+    """Guard level: node 2 watches node 1's held block; node 1 marks it FSCK meanwhile."""
+    uuid = b"\x11" * 16
+    held = mf.SeqBlock(seq=77, epoch=4, holder_id=1, holder_generation=0xA1, holder_name="n1", resource="db",
+                       device="d", interval_ms=INTERVAL_MS, wall_ms=0, uuid=uuid, slot_count=4, sector_size=512)
+    fsck = replace(held, seq=mf.SEQ_FSCK)
+    m = g.Acquisition(claimant(2), uuid=uuid, slot_count=4, sector_size=512, rand=lambda n: 0)
+    steps = [m.start(0)]
+    steps.append(m.on_resource(mf.ResourceView(held, None, {}, {}), 0, 1))
+    assert isinstance(steps[-1], g.ReadSeq)  # watching
+    steps.append(m.on_seq(fsck, None, 300, 301))
+    assert isinstance(steps[-1], g.ReadResource)  # changed: look at everything again
+    steps.append(m.on_resource(mf.ResourceView(fsck, None, {}, {}), 302, 303))
+    out = steps[-1]
+    assert isinstance(out, g.Refused) and out.retry and "marked FSCK by n1" in out.reason, out
+    assert not any(isinstance(s, (g.WriteBallot, g.WriteSeq)) for s in steps)
+
+
+def test_a_holder_that_finds_fsck_written_by_another_stops_without_writing(region, runner):
+    loc, acq, h = take(runner, 1)
+    theirs = replace(h.block, seq=mf.SEQ_FSCK, holder_id=2, holder_generation=0xB2, holder_name="n2")
+    runner.store.write(loc.base, mf.encode_seq_block(theirs))
+    before = digest(region)
+    out = runner.bump(loc, h)
+    assert isinstance(out, g.Lost) and "marked FSCK by n2 (node 2" in out.reason, out
+    assert isinstance(runner.bump(loc, h, final=mf.SEQ_CLEAN), g.Lost)  # not even a release
+    assert digest(region) == before
+
+
+# --------------------------------------------------------------------------------------------
+# Unreadable blocks
+
+
+def corrupt(kind: str, region: str, runner: Runner, loc) -> None:
+    if kind == "crc":
+        poke(region, loc.base + 40, b"\xde\xad\xbe\xef")  # inside the seq struct: crc32c mismatch
+    elif kind == "unknown-seq":
+        poke(region, loc.base, resealed(seq_on_disk(runner, loc), seq=0xF0000000))  # valid crc, no state
+    elif kind == "other-uuid":
+        poke(region, loc.base, resealed(seq_on_disk(runner, loc), uuid=b"\x42" * 16))  # an older format's
+    elif kind == "ballot":
+        poke(region, loc.ballot_pos(3), b"\xff" * 512)  # node 3's ballot: may hide an accepted proposal
+    else:
+        raise AssertionError(kind)
+
+
+KINDS = ["crc", "unknown-seq", "other-uuid", "ballot"]
+ERRORS = {"crc": "checksum mismatch", "unknown-seq": "unknown seq", "other-uuid": "UUID differs",
+          "ballot": "ballot sector of node 3 is unreadable"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("state", ["held", "clean"])
+def test_an_unreadable_block_is_refused_and_nothing_is_written(region, runner, kind, state):
+    loc, acq, h = take(runner, 1)
+    if state == "clean":
+        assert runner.bump(loc, h, final=mf.SEQ_CLEAN) is None
+    corrupt(kind, region, runner, loc)
+    before = digest(region)
+    for node_id, create in ((2, False), (2, True), (4, True)):
+        with pytest.raises(OperatorError) as e:
+            runner.acquire(claimant(node_id), create=create, wait_ms=200)
+        msg = str(e.value)
+        assert "nothing was written" in msg and "\n" not in msg, msg
+        if kind == "ballot":
+            assert ERRORS[kind] in msg and e.value.exit_code == 1, msg
+        else:  # the seq block names nothing: cannot tell it is db's block, no name may bind elsewhere
+            assert "unreadable" in msg and ERRORS[kind] in msg and e.value.exit_code == 2, msg
+    with pytest.raises(OperatorError, match="nothing was written"):
+        runner.acquire(claimant(2, resource="web"), create=True)
+    assert digest(region) == before
+
+
+@pytest.mark.parametrize("kind", ["crc", "unknown-seq", "other-uuid"])
+def test_a_holder_that_finds_its_block_unreadable_stops_without_writing(region, runner, kind):
+    loc, acq, h = take(runner, 1)
+    assert runner.bump(loc, h) is None
+    corrupt(kind, region, runner, loc)
+    before = digest(region)
+    out = runner.bump(loc, h)
+    assert isinstance(out, g.Lost) and "unreadable" in out.reason and ERRORS[kind] in out.reason, out
+    assert isinstance(runner.bump(loc, h, final=mf.SEQ_CLEAN), g.Lost)
+    assert digest(region) == before
+
+
+def test_a_holder_does_not_read_ballots_so_a_corrupt_ballot_does_not_stop_it(region, runner):
+    """Only claimants read ballot sectors; the holder's verify is its seq block alone."""
+    loc, acq, h = take(runner, 1)
+    corrupt("ballot", region, runner, loc)
+    for _ in range(3):
+        assert runner.bump(loc, h) is None
+    assert runner.bump(loc, h, final=mf.SEQ_CLEAN) is None
+
+
+def test_a_block_that_turns_unreadable_while_a_claimant_watches_is_refused(region, runner):
+    """Node 1 holds and stops bumping (frozen); node 2 watches it; the seq block goes bad
+    during the watch: node 2 must give up at once, not count the corrupt block as 'unchanged'
+    or as 'changed' and claim over it."""
+    loc, acq, h = take(runner, 1)
+    t = open_region_target(region, writable=True)
+    box: dict = {}
+
+    def claim() -> None:
+        try:
+            box["out"] = Runner(t).acquire(claimant(2))
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            box["error"] = e
+
+    th = threading.Thread(target=claim, daemon=True)
+    try:
+        th.start()
+        time.sleep(0.3)  # inside the 1.04 s classic wait
+        assert th.is_alive(), box
+        corrupt("crc", region, runner, loc)
+        before = digest(region)
+        th.join(10)
+        assert not th.is_alive(), "the claimant did not finish"
+    finally:
+        th.join(10)
+        t.close()
+    assert isinstance(box.get("error"), RefusedError), box
+    assert "unreadable" in str(box["error"]) and "nothing was written" in str(box["error"])
+    assert digest(region) == before
+    assert runner.store.read(loc.ballot_pos(2), loc.sector_size) == bytes(loc.sector_size)  # no ballot either
+
+
+# --------------------------------------------------------------------------------------------
+# A wiped seq block
+
+
+def test_a_wiped_seq_block_stops_its_holder_and_never_takes_the_epoch_back(region, runner):
+    epochs = []
+    for node_id in (1, 2, 3):
+        loc, acq, h = take(runner, node_id)
+        epochs.append(acq.block.epoch)
+        assert runner.bump(loc, h, final=mf.SEQ_CLEAN) is None
+    assert epochs == [1, 2, 3]
+    loc, acq, h = take(runner, 4)
+    assert acq.block.epoch == 4
+    poke(region, loc.base, bytes(loc.sector_size))  # wiped (a stray mkfs, dd)
+    out = runner.bump(loc, h)
+    assert isinstance(out, g.Lost) and "wiped" in out.reason, out
+    # The name is bound by the ballots (instance >= 2 carries it); the next epoch is 5, not 1:
+    # consumers fencing on the epoch must never see one go back.
+    loc2, acq2, h2 = take(runner, 2)
+    assert loc2 == loc and acq2.block.epoch == 5, acq2.block
+    assert runner.bump(loc2, h2, final=mf.SEQ_CLEAN) is None
