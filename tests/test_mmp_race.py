@@ -4,7 +4,14 @@ Each contender (tests/mmp_contender.py, a real process with its own node id) loo
 append "<node> <epoch> begin" / "... end" to a shared audit file while holding, release. The
 audit must read as a strict alternation begin/end of the same holder, epochs strictly growing
 (the fencing token) and every one used once. Store I/O gets random pauses, holds and retries
-random lengths, so the ballot runs under ever different interleavings.
+random lengths, so the ballot runs under ever different interleavings; the contenders count
+refusals after they had balloted (another claimant won the same instance) and wins that took
+more than one round, and the test insists both happened: it was a race, not a queue.
+
+Frozen holders: a watcher thread samples the seq block every few ms (O_DIRECT, as another node
+would) all through the freeze, the takeover, the SIGCONT and after, so "never sooner than the
+classic wait after the last landing" and "never written by the old holder again" are checked
+on every sample, not on a few status calls.
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from cluster import DISKHB, ROOT, diskhb, wait_until
+from diskhb.mmp import guard as g
+from diskhb.mmp.store import read_seq, open_region_target
 
 CONTENDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mmp_contender.py")
 INTERVAL_MS = 20  # the holders' interval: refusals of a live holder come within ~one interval
@@ -46,8 +56,10 @@ def check_audit(path: str) -> tuple[int, dict[int, int]]:
     return sum(per_node.values()), per_node
 
 
-def race(region: str, audit: str, contenders: int, rounds_each: int, seed: int) -> dict[int, int]:
+def race(region: str, audit: str, contenders: int, rounds_each: int, seed: int) -> tuple[dict[int, int], dict]:
+    """Run the contenders; (holds per node from the audit, summed contender counters)."""
     procs = []
+    stats = {"held": 0, "refused": 0, "contested": 0, "rounds": 0}
     try:
         for n in range(1, contenders + 1):
             procs.append(subprocess.Popen(
@@ -58,6 +70,9 @@ def race(region: str, audit: str, contenders: int, rounds_each: int, seed: int) 
             out, err = p.communicate(timeout=RACE_DEADLINE_S + 60)
             assert p.returncode == 0, err
             assert out.startswith(f"held {rounds_each} "), (out, err)
+            words = out.split()
+            for k, v in zip(words[::2], words[1::2]):
+                stats[k] += int(v)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -65,7 +80,7 @@ def race(region: str, audit: str, contenders: int, rounds_each: int, seed: int) 
                 p.wait(10)
     total, per_node = check_audit(audit)
     assert total == contenders * rounds_each
-    return per_node
+    return per_node, stats
 
 
 @pytest.fixture
@@ -87,8 +102,12 @@ def block(region: str) -> dict:
 def test_racing_contenders_never_hold_together(region, disk_tmp_path, contenders, rounds_each):
     """(2 x 120) + (3 x 340) + (4 x 60) = 1,500 acquisitions in all, 1,020 of them three-way."""
     audit = os.path.join(disk_tmp_path, "audit")
-    per_node = race(region, audit, contenders, rounds_each, seed=contenders)
+    per_node, stats = race(region, audit, contenders, rounds_each, seed=contenders)
     assert set(per_node) == set(range(1, contenders + 1))
+    # It was a race, not a queue: claimants balloted for the same instance and lost to another
+    # (each run of 3 x 340 shows ~250 such refusals and ~500 wins after more than one round).
+    assert stats["contested"] > 0 and stats["rounds"] > 0, stats
+    print(f"{contenders} contenders: {stats}")
     b = block(region)
     assert b["state"] == "clean" and b["epoch"] == contenders * rounds_each
 
@@ -98,7 +117,7 @@ def test_racing_cli_guards_never_hold_together(region, disk_tmp_path):
     audit = os.path.join(disk_tmp_path, "audit")
     script = (f'echo "$N $DISKHB_MMP_EPOCH begin" >> {audit}; sleep 0.0$((RANDOM % 5)); '
               f'echo "$N $DISKHB_MMP_EPOCH end" >> {audit}')
-    rounds = 4
+    rounds = 6
     procs = []
     try:
         for n in (1, 2, 3):
@@ -117,7 +136,17 @@ def test_racing_cli_guards_never_hold_together(region, disk_tmp_path):
                 p.wait(10)
     total, per_node = check_audit(audit)
     assert total == 3 * rounds and per_node == {1: rounds, 2: rounds, 3: rounds}
-    assert block(region)["state"] == "clean"
+    b = block(region)
+    assert b["state"] == "clean" and b["epoch"] == 3 * rounds, b  # one epoch per acquisition, no more
+
+
+def held_by(region: str) -> int | None:
+    """The holder's node id, or None (no block names db yet, or it is not held)."""
+    r = diskhb("mmp", "status", "db", "--region", region, "--json")
+    if r.returncode != 0:
+        return None
+    b = json.loads(r.stdout)["resources"][0]
+    return b["holder"]["id"] if b["state"] == "held" else None
 
 
 def _gone_or_zombie(pid: int) -> bool:
@@ -128,59 +157,187 @@ def _gone_or_zombie(pid: int) -> bool:
         return True
 
 
-def test_a_frozen_holder_is_taken_over_and_learns_it_before_writing_again(region, disk_tmp_path):
-    """SIGSTOP the guard of `mmp run` past the classic wait: its sentinel kills the command
-    once the lease runs out, node 2 takes over (2 x interval + 1 s), and after SIGCONT the
-    old guard finds the block changed before any write of its own, runs its loss action and
-    exits 3. The block never shows the old holder again."""
+class BlockWatcher:
+    """Samples the seq block (O_DIRECT, like any other node) every few ms on a thread and
+    records (submitted, completed, identity) per read, and when a watched pid died. The
+    sector was in that state at some moment between the two times."""
+
+    STEP_S = 0.005
+
+    def __init__(self, region: str):
+        self.target = open_region_target(region, writable=False)
+        self.loc = self.target.blocks[0]
+        self.samples: list[tuple[float, float, tuple[int, int, int, int], str | None]] = []
+        self.child: int | None = None
+        self.child_gone_s: float | None = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                sub = time.monotonic()
+                seq, err = read_seq(self.target.store, self.loc, timeout_ms=2000)
+                self.samples.append((sub, time.monotonic(), g.identity(seq), err))
+                if self.child is not None and self.child_gone_s is None and _gone_or_zombie(self.child):
+                    self.child_gone_s = time.monotonic()
+                time.sleep(self.STEP_S)
+        except BaseException as e:  # noqa: BLE001 - reported by close()
+            self.error = e
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self.target.close()
+        assert self.error is None, self.error
+
+
+def check_takeover(samples, *, old_holder: int, new_holder: int, wait_s: float) -> tuple[int, int, float]:
+    """The takeover in a watcher's samples: never sooner than the classic wait after the old
+    holder's last write landed, and the old holder never seen again after it.
+    Returns the index of the first sample showing the new holder, the count of samples from
+    there on, and how long after the old holder's last landing the takeover was seen."""
+    assert all(err is None for *_, err in samples), [s for s in samples if s[3]][:3]
+    first = next(i for i, (_, _, ident, _) in enumerate(samples) if ident[2] == new_holder)
+    before = samples[first - 1][2]
+    assert before[2] == old_holder, before
+    # The old holder's last write landed after the last sample that did not show it yet.
+    k = first - 1
+    while k > 0 and samples[k - 1][2] == before:
+        k -= 1
+    assert k > 0, "the watcher never saw the old holder's last write land: started too late"
+    landed_after_s = samples[k - 1][0]
+    took_s = samples[first][1] - landed_after_s
+    assert took_s >= wait_s, f"taken over {took_s:.3f} s after the last write of node {old_holder}"
+    theirs = samples[first][2]
+    for sub, _, ident, _ in samples[first:]:
+        assert ident[2] == new_holder and ident[1] == theirs[1], \
+            f"at {sub:.3f}: the block went from node {new_holder}'s epoch {theirs[1]} to {ident}"
+    return first, len(samples) - first, took_s
+
+
+def _kill_all(procs, pid_file=None) -> None:
+    for p in procs:
+        if p is not None and p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGCONT)
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(10)
+    if pid_file and os.path.exists(pid_file):
+        try:
+            os.kill(int(open(pid_file).read()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+@pytest.mark.parametrize("how", ["run", "acquire"])
+def test_a_frozen_holder_is_taken_over_and_learns_it_before_writing_again(region, disk_tmp_path, how):
+    """SIGSTOP the foreground guard (`mmp run` with a command, or `mmp acquire`) past the
+    classic wait. A watcher samples the block all along. `run`: its sentinel kills the
+    command before anyone can take over. Node 2 takes over no sooner than 2 x interval + 1 s
+    after the frozen guard's last write landed; after SIGCONT the old guard finds out before
+    any write of its own (the block shows node 2 in every sample from the takeover on), runs
+    its loss action (touch), kills the command and exits 3."""
     interval_ms = 500
     loss_file = os.path.join(disk_tmp_path, "lost")
     pid_file = os.path.join(disk_tmp_path, "child.pid")
-    guard = subprocess.Popen(
-        DISKHB + ["mmp", "run", "db", "--region", region, "--node-id", "1", "--create", "--interval-ms",
-                  str(interval_ms), "--run-dir", os.path.join(disk_tmp_path, "run"), "--on-loss-command",
-                  f"echo $DISKHB_MMP_EPOCH $DISKHB_MMP_REASON > {loss_file}", "--",
-                  "sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    taker = None
+    common = ["db", "--region", region, "--node-id", "1", "--create", "--interval-ms", str(interval_ms),
+              "--run-dir", os.path.join(disk_tmp_path, "run"), "--on-loss-command",
+              f"echo $DISKHB_MMP_EPOCH $DISKHB_MMP_REASON > {loss_file}.tmp; mv {loss_file}.tmp {loss_file}"]
+    if how == "run":
+        argv = ["mmp", "run", *common, "--", "sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"]
+    else:
+        argv = ["mmp", "acquire", *common, "--foreground"]
+    guard = subprocess.Popen(DISKHB + argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    taker = watcher = None
     try:
-        wait_until(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(), 15, "the guarded command")
-        child = int(open(pid_file).read())
+        wait_until(lambda: held_by(region) == 1, 15, "node 1 to hold")
+        watcher = BlockWatcher(region)
+        if how == "run":
+            wait_until(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(), 15, "the command")
+            watcher.child = int(open(pid_file).read())
         mine = block(region)
-        assert mine["state"] == "held" and mine["holder"]["id"] == 1
+        assert mine["holder"]["id"] == 1
+        time.sleep(1.2)  # the watcher sees a few bumps: it knows when the last one landed
         guard.send_signal(signal.SIGSTOP)
-        t0 = time.monotonic()
         taker = subprocess.Popen(
             DISKHB + ["mmp", "acquire", "db", "--region", region, "--node-id", "2", "--interval-ms", "200",
-                      "--wait", "20", "--run-dir", os.path.join(disk_tmp_path, "run2")],
+                      "--wait", "20", "--foreground", "--run-dir", os.path.join(disk_tmp_path, "run2")],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        wait_until(lambda: block(region)["holder"]["id"] == 2 and block(region)["state"] == "held", 20,
+        wait_until(lambda: any(ident[2] == 2 for _, _, ident, _ in watcher.samples[-50:]), 20,
                    "node 2 to take over")
-        took_s = time.monotonic() - t0
-        assert took_s >= (2 * interval_ms + 1000) / 1000 - 0.2, took_s  # never before the classic wait
-        # The sentinel killed the frozen guard's command before anyone could take over.
-        assert _gone_or_zombie(child), "the command of a frozen guard outlived its lease"
-        theirs = block(region)
-        assert theirs["epoch"] == mine["epoch"] + 1
+        frozen = block(region)  # through the CLI, too, while node 1 is still frozen
+        assert frozen["holder"]["id"] == 2 and frozen["state"] == "held", frozen
+        if how == "run":
+            assert watcher.child_gone_s is not None, "the command of a frozen guard outlived its lease"
         guard.send_signal(signal.SIGCONT)
         out, err = guard.communicate(timeout=20)
         assert guard.returncode == 3, (guard.returncode, err)
         # On waking, H1 tells it first (it could not bump in time), before any read or write.
         assert "LOST" in err and ("could not bump" in err or "taken over by" in err), err
+        wait_until(lambda: os.path.exists(loss_file), 5, "the loss command's file")
         assert open(loss_file).read().split()[0] == str(mine["epoch"])
-        # The old guard wrote nothing after waking: the block is node 2's and still moving.
-        for _ in range(5):
-            b = block(region)
-            assert b["holder"]["id"] == 2 and b["epoch"] == theirs["epoch"] and b["state"] == "held", b
-            time.sleep(0.1)
+        time.sleep(1.0)  # keep sampling well after the old guard is gone
+        watcher.close()
+        first, after, took_s = check_takeover(watcher.samples, old_holder=1, new_holder=2,
+                                              wait_s=(2 * interval_ms + 1000) / 1000)
+        assert after > 100, after  # the samples cover the SIGCONT and the exit
+        took_at = watcher.samples[first][1]
+        print(f"{how}: taken over {took_s:.3f} s after node 1's last write, {after} samples since")
+        if how == "run":
+            assert watcher.child_gone_s < took_at, "the command still ran when node 2 took over"
+            print(f"command killed {took_at - watcher.child_gone_s:.3f} s before the takeover was seen")
+        theirs = watcher.samples[first][2]
+        assert theirs[1] == mine["epoch"] + 1
+        seqs = {ident[0] for _, _, ident, _ in watcher.samples[first:]}
+        assert len(seqs) >= 5, "node 2 must go on bumping undisturbed"  # ~every 200 ms for > 2 s
+        assert taker.poll() is None, taker.communicate(timeout=5)  # node 2 never lost it
+        last = block(region)
+        assert last["holder"]["id"] == 2 and last["epoch"] == theirs[1] and last["state"] == "held", last
     finally:
-        for p in (guard, taker):
-            if p is not None and p.poll() is None:
-                os.killpg(p.pid, signal.SIGCONT)
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(10)
-        if os.path.exists(pid_file):
-            try:
-                os.kill(int(open(pid_file).read()), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
+        if watcher is not None:
+            watcher._stop.set()
+            watcher._thread.join(5)
+        _kill_all((guard, taker), pid_file)
+
+
+def test_a_short_freeze_inside_the_lease_keeps_the_resource_and_the_command(region, disk_tmp_path):
+    """The negative control: a stop shorter than H1 (interval + 1 s) is harmless. The guard
+    resumes bumping, its command survives (the sentinel's lease is longer still), and a
+    claimant that started watching during the freeze is refused: the block moved."""
+    interval_ms = 500
+    pid_file = os.path.join(disk_tmp_path, "child.pid")
+    guard = subprocess.Popen(
+        DISKHB + ["mmp", "run", "db", "--region", region, "--node-id", "1", "--create", "--interval-ms",
+                  str(interval_ms), "--run-dir", os.path.join(disk_tmp_path, "run"), "--",
+                  "sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    taker = None
+    try:
+        wait_until(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(), 15, "the command")
+        child = int(open(pid_file).read())
+        before = block(region)
+        guard.send_signal(signal.SIGSTOP)
+        taker = subprocess.Popen(
+            DISKHB + ["mmp", "acquire", "db", "--region", region, "--node-id", "2", "--foreground",
+                      "--run-dir", os.path.join(disk_tmp_path, "run2")],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        time.sleep(0.6)
+        guard.send_signal(signal.SIGCONT)
+        _, err = taker.communicate(timeout=20)
+        assert taker.returncode == 1 and "changed while we watched" in err, (taker.returncode, err)
+        assert not _gone_or_zombie(child) and guard.poll() is None
+        after = block(region)
+        assert after["holder"]["id"] == 1 and after["epoch"] == before["epoch"] and after["seq"] != before["seq"]
+        guard.send_signal(signal.SIGTERM)  # forwarded to the command; then CLEAN
+        out, err = guard.communicate(timeout=20)
+        assert guard.returncode == 128 + signal.SIGTERM, (guard.returncode, err)
+        assert block(region)["state"] == "clean"
+    finally:
+        _kill_all((guard, taker), pid_file)
