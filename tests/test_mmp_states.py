@@ -260,3 +260,37 @@ def test_a_wiped_seq_block_stops_its_holder_and_never_takes_the_epoch_back(regio
     loc2, acq2, h2 = take(runner, 2)
     assert loc2 == loc and acq2.block.epoch == 5, acq2.block
     assert runner.bump(loc2, h2, final=mf.SEQ_CLEAN) is None
+
+
+# --------------------------------------------------------------------------------------------
+# Storage (or a CPU) too slow to commit on: the acquisition ends, it does not spin forever
+
+
+@pytest.mark.parametrize("slow", ["reads", "write-issue"])
+def test_a_claimant_on_storage_too_slow_to_commit_gives_up_without_writing_its_seq_block(slow):
+    """Every read 600 ms (> the 500 ms commit window), or every seq write found too late to
+    issue: the commit check can never pass. The acquisition must end with a retryable
+    refusal after a bounded number of checks, never write the seq block, never spin."""
+    uuid = b"\x11" * 16
+    m = g.Acquisition(claimant(2), uuid=uuid, slot_count=4, sector_size=512, rand=lambda n: 0)
+    ballots: dict = {}
+    t = 0
+    step = m.start(t)
+    for n in range(200):
+        if isinstance(step, g.ReadResource):
+            t = max(t, step.at_ms)
+            sub, t = t, t + (600 if slow == "reads" else 1)
+            step = m.on_resource(mf.ResourceView(None, None, dict(ballots), {}), sub, t)
+        elif isinstance(step, g.WriteBallot):
+            ballots[step.ballot.node_id] = step.ballot
+            sub, t = t, t + 1
+            step = m.on_written(sub, t)
+        elif isinstance(step, g.WriteSeq):
+            assert slow == "write-issue", "a seq write on a check read slower than the commit window"
+            t = step.issue_by_ms + 1  # the runner's clock check before the write syscall fails
+            step = m.write_too_late(t)
+        else:
+            break
+    assert isinstance(step, g.Refused), f"no end after {n} steps: {step}"
+    assert step.retry and "storage too slow" in step.reason and str(g.COMMIT_CHECKS_MAX) in step.reason, step
+    assert m.slow_commits == g.COMMIT_CHECKS_MAX

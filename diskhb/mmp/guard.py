@@ -102,6 +102,7 @@ CLASSIC_MARGIN_MS = 1000  # ext4's "+1 s" in 2 x interval + 1 s
 COMMIT_WINDOW_MS = 500  # see 3. above
 BALLOT_ATTEMPTS_MAX = 64  # rounds lost to other proposers before we give up (retry later)
 LOOKS_MAX = 256  # decisions per acquisition (each follows a read); bounds every loop
+COMMIT_CHECKS_MAX = 8  # commit-check reads too slow (or writes issued too late) to commit on
 BACKOFF_MS_MAX = 2000  # random pause after losing a ballot round (breaks duelling proposers):
 BACKOFF_MS_MIN = 4  # up to (last round's duration x 2^lost rounds), within these bounds
 POLL_MS_MIN, POLL_MS_MAX = 10, 250  # watch polls: fast enough to refuse within one interval
@@ -330,6 +331,7 @@ class Acquisition:
         self.ballots_lost = 0
         self.round_started_ms = 0
         self.looks = 0
+        self.slow_commits = 0
         self.commit: SeqBlock | None = None
         self.commit_submitted_ms = 0
         self.note = ""
@@ -397,7 +399,18 @@ class Acquisition:
         """The runner could not issue the seq write by issue_by_ms: check again first."""
         assert self.phase == "commit_write"
         self.phase = "commit_check"
-        return ReadResource(now_ms)
+        return self._slow_commit(f"could not issue our MMP write within {COMMIT_WINDOW_MS} ms of its check") \
+            or ReadResource(now_ms)
+
+    def _slow_commit(self, what: str) -> Refused | None:
+        """Count a commit that had to be checked again; give up after COMMIT_CHECKS_MAX.
+        Without this limit a disk (or a CPU) that is always this slow kept the claimant
+        re-checking forever: an acquisition that never returned, --wait or not."""
+        self.slow_commits += 1
+        if self.slow_commits >= COMMIT_CHECKS_MAX:
+            return Refused(f"{self.me.resource}: {what}, {COMMIT_CHECKS_MAX} times: not safe to hold;"
+                           " storage too slow? (our MMP block was not written)", True)
+        return None
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -612,8 +625,9 @@ class Acquisition:
         if view.max_lver > self.mine.lver or view.ballots.get(self.me.node_id) != self.mine:
             self.phase = "look"  # someone moved past our instance, or our sector changed
             return ReadResource(completed_ms)
-        if completed_ms - submitted_ms > COMMIT_WINDOW_MS:
-            return ReadResource(completed_ms)  # too slow a read to rest a write on: again
+        if completed_ms - submitted_ms > COMMIT_WINDOW_MS:  # too slow a read to rest a write on: again
+            return self._slow_commit(f"our check read took {completed_ms - submitted_ms} ms"
+                                     f" (> {COMMIT_WINDOW_MS} ms)") or ReadResource(completed_ms)
         me = self.me
         self.commit = SeqBlock(
             seq=1 + self.rand(SEQ_MAX), epoch=self.mine.lver, holder_id=me.node_id,
