@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import socket
+import time
 
 STATUS_TIMEOUT_S = 4.0
 ANSWER_BYTES_MAX = 64 << 20  # a 2000-node snapshot is a few MiB
@@ -22,13 +23,21 @@ class ControlError(Exception):
 
 
 def request(sock_path: str, line: str, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s  # for the whole exchange, not per recv
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout_s)
             s.connect(sock_path)
             s.sendall(line.encode() + b"\n")
             chunks, size = [], 0
-            while chunk := s.recv(65536):
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("timed out")
+                s.settimeout(left)
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > ANSWER_BYTES_MAX:

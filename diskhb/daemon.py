@@ -48,6 +48,7 @@ LOG_QUEUE_MAX = 1000
 SNAPSHOT_WAIT_S = 3.0  # a status/metrics request waits at most this for the tick to answer
 STATUS_CLIENTS_MAX = 8
 CONTROL_REQUEST_BYTES_MAX = 512
+MMP_REQUESTS_MAX = 8  # mmp-acquire/-release served at once (held.REQUESTS_MAX acquisitions of them)
 
 
 class DroppingQueueHandler(logging.handlers.QueueHandler):
@@ -155,6 +156,7 @@ class Daemon:
         self.broker = SnapshotBroker()
         self.http: ThreadingHTTPServer | None = None
         self.control: socket.socket | None = None
+        self._mmp_slots = threading.BoundedSemaphore(MMP_REQUESTS_MAX)  # control threads for mmp-*
         self.control_path: str | None = None
         self.exit_code = 0
         self.started_wall_ms = wall_ms()
@@ -316,6 +318,15 @@ class Daemon:
                 conn.close()
                 continue
             if req.startswith("mmp-"):  # may take seconds (a classic watch): its own thread
+                if not self._mmp_slots.acquire(blocking=False):
+                    with conn:
+                        try:
+                            conn.sendall(json.dumps({"ok": False, "exit": 1, "error":
+                                                     f"{MMP_REQUESTS_MAX} MMP requests already running in"
+                                                     " this daemon; try again"}).encode() + b"\n")
+                        except OSError:
+                            pass
+                    continue
                 threading.Thread(target=self._answer_mmp, args=(conn, req), name="control-mmp",
                                  daemon=True).start()
                 continue
@@ -334,6 +345,12 @@ class Daemon:
 
         `ok` true, or `exit` (1 refused, 2 bad input) with a one-line `error`.
         """
+        try:
+            self._answer_mmp_request(conn, req)
+        finally:
+            self._mmp_slots.release()
+
+    def _answer_mmp_request(self, conn: socket.socket, req: str) -> None:
         with conn:
             words = req.split()
             try:
@@ -546,14 +563,22 @@ class Daemon:
             # Disk regions first: LEFT says "this node will not write again". If a disk write of
             # ours is still stuck in the I/O stack, that promise cannot be made, so the links
             # get a last beat without LEFT and peers judge us by silence (dead, never left).
+            # LEFT on any region is LEFT everywhere (liveness R4), so a disk already failing
+            # gets no LEFT anywhere, and once one disk write fails no later region gets it.
             disks = [r for r in self.regions if isinstance(r, DiskRegion)]
-            disks_ok = True
-            for region in disks:
-                ok = region.stop(beat, self.timing.io_timeout_ms)
-                disks_ok = disks_ok and ok
-                log.info("region %s: %s", region.name, "left cleanly" if ok else "could not write the left flag")
+            disks_ok = all(r.health.healthy for r in disks)
             if not disks_ok:
-                log.error("not publishing LEFT on the other regions: a disk write of ours may still land")
+                log.error("not publishing LEFT: a disk region of ours is failing, a write may still land")
+            for region in disks:
+                if not disks_ok:
+                    beat.flags = (beat.flags & ~SlotFlag.LEFT) | SlotFlag.ACTIVE
+                ok = region.stop(beat, self.timing.io_timeout_ms)
+                log.info("region %s: %s", region.name, "left cleanly" if ok and disks_ok else
+                         "stopped" if ok else "could not write the left flag")
+                if not ok and disks_ok:
+                    disks_ok = False
+                    log.error("not publishing LEFT on the other regions: a disk write of ours may still land")
+            if not disks_ok:
                 beat.flags = (beat.flags & ~SlotFlag.LEFT) | SlotFlag.ACTIVE
             for region in self.regions:
                 if region in disks:

@@ -11,3 +11,9 @@ class Refused(OperatorError):
     """A safe refusal at run time (slot in use, resource held): nothing was changed."""
 
     exit_code = 1
+
+
+class OutcomeUnknown(OperatorError):
+    """A request whose answer never came (the daemon died or hung): it may or may not have acted."""
+
+    exit_code = 4

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from diskhb.mmp.loss import LOST, LossAction, kill_group, on_lost, run_loss_action
+from diskhb.mmp.loss import LOST, LossAction, kill_writers, on_lost, run_loss_action
 
 
 def _group(script: str) -> subprocess.Popen:
@@ -25,8 +25,8 @@ def test_kill_stops_a_group_with_sigterm_when_it_obeys():
     p = _group("sleep 30 & wait")
     try:
         time.sleep(0.1)
-        out = kill_group(p.pid, 2000, reap=_reaper(p))
-        assert "stopped by SIGTERM" in out
+        out = kill_writers(p.pid, None, 2000, reap=_reaper(p))
+        assert out == f"stopped by SIGTERM (process group {p.pid})"
         assert p.wait(5) is not None
     finally:
         if p.poll() is None:
@@ -39,9 +39,9 @@ def test_kill_uses_sigkill_after_the_grace_when_sigterm_is_ignored():
     try:
         time.sleep(0.2)  # let the trap be set
         t0 = time.monotonic()
-        out = kill_group(p.pid, 300, reap=_reaper(p))
+        out = kill_writers(p.pid, None, 300, reap=_reaper(p))
         took_s = time.monotonic() - t0
-        assert "SIGKILL after 300 ms" in out, out
+        assert out == f"SIGKILL after 300 ms (process group {p.pid})", out
         assert 0.25 <= took_s < 3.0
         assert p.wait(5) == -signal.SIGKILL
     finally:
@@ -53,7 +53,7 @@ def test_kill_uses_sigkill_after_the_grace_when_sigterm_is_ignored():
 def test_kill_of_a_group_that_is_gone():
     p = _group("exit 0")
     p.wait(5)
-    assert "already gone" in kill_group(p.pid, 100)
+    assert kill_writers(p.pid, None, 100) == "no process to stop"
 
 
 def test_command_gets_the_resource_epoch_and_reason(tmp_path):
@@ -121,30 +121,45 @@ def test_remount_ro_stops_writes_to_a_real_filesystem(loopdev, disk_tmp_path):
         subprocess.run(["umount", mnt], capture_output=True, timeout=30)
 
 
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a tmpfs")
 def test_kill_stops_every_user_of_the_mountpoint_and_nobody_else(disk_tmp_path):
-    """The daemon's "kill": processes with a file open, or their cwd, under the mountpoint."""
+    """The daemon's "kill": processes with a file open, or their cwd, on the mounted filesystem;
+    one shared grace, then SIGKILL. A process elsewhere is left alone."""
     mnt = os.path.join(disk_tmp_path, "srv")
-    os.makedirs(os.path.join(mnt, "db"))
-    writer = subprocess.Popen(["sh", "-c", "exec 3>>db/log; while :; do echo x >&3; sleep 0.05; done"],
-                              cwd=mnt, start_new_session=True)  # open file and cwd under it
-    stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"],
-                                cwd=os.path.join(mnt, "db"), start_new_session=True)
-    bystander = subprocess.Popen(["sleep", "30"], cwd=disk_tmp_path, start_new_session=True)
+    os.makedirs(mnt)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "diskhb-test", mnt], check=True, timeout=30)
+    procs = []
     try:
+        os.makedirs(os.path.join(mnt, "db"))
+        procs.append(subprocess.Popen(["sh", "-c", "exec 3>>db/log; while :; do echo x >&3; sleep 0.05; done"],
+                                      cwd=mnt, start_new_session=True))  # open file and cwd on it
+        procs.append(subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"],
+                                      cwd=os.path.join(mnt, "db"), start_new_session=True))
+        procs.append(subprocess.Popen(["sleep", "30"], cwd=disk_tmp_path, start_new_session=True))
+        writer, stubborn, bystander = procs
         time.sleep(0.3)
-        report = run_loss_action(LossAction(kinds=("kill",), mountpoint=mnt, grace_ms=300),
+        t0 = time.monotonic()
+        report = run_loss_action(LossAction(kinds=("kill",), mountpoint=mnt, kill_mount_users=True, grace_ms=300),
                                  resource="db", epoch=1, reason="x")
+        assert time.monotonic() - t0 < 2.0  # one grace, not one per target
         assert report.failed == [], report.line()
-        # the two shells, and any `sleep` child they had at that moment (its cwd is there too)
-        assert "process(es) using" in report.line() and "by SIGKILL" in report.line(), report.line()
+        assert "SIGKILL after 300 ms" in report.line() and f"using {mnt}" in report.line(), report.line()
         assert writer.wait(5) == -signal.SIGTERM
         assert stubborn.wait(5) == -signal.SIGKILL
         assert bystander.poll() is None
+        # Not a mount point, or "/": refused, never a kill of everything on the root filesystem.
+        for bad in (disk_tmp_path, "/"):
+            report = run_loss_action(LossAction(kinds=("kill",), mountpoint=bad, kill_mount_users=True),
+                                     resource="db", epoch=1, reason="x")
+            assert report.failed and "mount point" in report.failed[0], report.line()
+        assert bystander.poll() is None
     finally:
-        for p in (writer, stubborn, bystander):
+        for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait(5)
+        subprocess.run(["umount", mnt], capture_output=True, timeout=30)
 
 
 def test_kill_without_a_command_or_mountpoint_fails_loudly():

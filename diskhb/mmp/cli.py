@@ -6,7 +6,7 @@ area), `--config FILE` (this node's disk regions, node id and [[resource]] table
 
 Exit codes: 0 ok; 1 a safe refusal (held by someone, FSCK, contention); 2 bad input (unknown
 resource, no MMP block, corrupt block, permission, usage); 3 the resource was lost while held
-(the loss action ran). `inspect` uses e2mmpstatus's codes: 0 safe, 1 in use, 2 error.
+(the loss action ran); 4 the daemon did not answer: the outcome is unknown. `inspect` uses e2mmpstatus's codes: 0 safe, 1 in use, 2 error.
 
 Who bumps after `acquire`? This node's daemon, when one runs (found through its control
 socket in the run directory; diskhb.mmp.held): it acquires under its own generation and keeps
@@ -28,7 +28,7 @@ import time
 
 import click
 
-from diskhb.errors import OperatorError, Refused
+from diskhb.errors import OperatorError, OutcomeUnknown, Refused
 from diskhb.mmp import format as mf
 from diskhb.mmp import guard as g
 from diskhb.mmp.loss import ACQUIRED, REFUSED, LossAction
@@ -370,7 +370,12 @@ def _holding(ctx, runner, me, loc, acq, interval_ms, stop, loss, child=None, sen
 
 
 def _daemon_for(ctx: Ctx, t: Target) -> tuple[str, dict] | None:
-    """The daemon of THIS node serving the target's region, if one runs."""
+    """The daemon of THIS node, when the command names that node's config: the daemon then
+    picks the same region for the resource as we do (its [[resource]] table, else its first
+    disk region). With --region or --device the command's own block is used, never handed on:
+    a request carries no path, and binding a name on another region would make two guards."""
+    if ctx.cfg is None:
+        return None
     return _daemon(ctx, t.path, ctx.node_id)
 
 
@@ -381,7 +386,8 @@ def _ask(sock: str, line: str, timeout_s: float, what: str) -> dict:
     try:
         out = request(sock, line, timeout_s)
     except ControlError as e:
-        raise Refused(f"{what}: no answer from the daemon ({e}); see 'diskhb mmp status'") from None
+        raise OutcomeUnknown(f"{what}: no answer from the daemon ({e}); it may still act on the request:"
+                             f" see 'diskhb mmp status {what}'") from None
     if not out.get("ok"):
         err = str(out.get("error") or out)
         raise (Refused(err) if out.get("exit") == 1 else OperatorError(err))

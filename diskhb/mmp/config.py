@@ -69,6 +69,9 @@ def parse_resources(tables: list, where) -> list[ResourceConfig]:
         if "command" in on_loss and not (isinstance(cmd, str) and cmd.strip()):
             raise where.fail(f"{prefix}loss_command", "missing", "on_loss has 'command': add loss_command = \"...\"")
         mnt = t.get("mountpoint")
+        if mnt is not None and not (isinstance(mnt, str) and mnt.startswith("/") and mnt.rstrip("/")):
+            raise where.fail(f"{prefix}mountpoint", f"{mnt!r} is not an absolute path other than /",
+                             "name the resource's own mount point, e.g. \"/srv/db\"")
         if "remount-ro" in on_loss and not (isinstance(mnt, str) and mnt.startswith("/")):
             raise where.fail(f"{prefix}mountpoint", "missing or not absolute",
                              "on_loss has 'remount-ro': add mountpoint = \"/...\"")

@@ -158,13 +158,15 @@ def _lost(hold: g.Hold, reason: str, *, resource: str, loss: LossAction,
     action = loss
     if child is not None and child.poll() is None:
         action = LossAction(kinds=tuple(dict.fromkeys(("kill",) + loss.kinds)), command=loss.command,
-                            mountpoint=loss.mountpoint, pgid=child.pid, grace_ms=loss.grace_ms,
+                            mountpoint=loss.mountpoint, pgid=child.pid, kill_mount_users=loss.kill_mount_users,
+                            grace_ms=loss.grace_ms,
                             timeout_ms=loss.timeout_ms)
     else:
-        # No command of ours runs: "kill" can only mean the users of the mountpoint.
-        keep = tuple(k for k in loss.kinds if k != "kill" or loss.mountpoint)
+        # No command of ours runs: "kill" is left only where it means the mountpoint's users.
+        keep = tuple(k for k in loss.kinds if k != "kill" or loss.kill_mount_users)
         action = LossAction(kinds=keep or ("none",),
-                            command=loss.command, mountpoint=loss.mountpoint, grace_ms=loss.grace_ms,
+                            command=loss.command, mountpoint=loss.mountpoint,
+                            kill_mount_users=loss.kill_mount_users, grace_ms=loss.grace_ms,
                             timeout_ms=loss.timeout_ms)
     on_lost(action, resource=resource, epoch=hold.epoch, reason=reason,
             reap=(child.poll if child is not None else None))

@@ -80,7 +80,8 @@ def loss_action_for(rc: ResourceConfig | None) -> LossAction:
     stops the processes using the resource's mountpoint (and fails loudly without one)."""
     if rc is None:
         return LossAction(kinds=("none",))
-    return LossAction(kinds=rc.on_loss, command=rc.loss_command, mountpoint=rc.mountpoint, grace_ms=rc.kill_grace_ms)
+    return LossAction(kinds=rc.on_loss, command=rc.loss_command, mountpoint=rc.mountpoint, kill_mount_users=True,
+                      grace_ms=rc.kill_grace_ms)
 
 
 @dataclass
@@ -109,6 +110,9 @@ class DaemonHolds:
         self._requests = 0  # acquisitions running (under _lock; _idle is notified when it drops)
         self._idle = threading.Condition(self._lock)
         self._closing = threading.Event()
+        # A resource that ended lost or unconfirmed: one of our writes may still be in flight,
+        # so this daemon must not publish LEFT for the rest of its life (release_all).
+        self._tainted = False
 
     # -- what the control socket calls ------------------------------------------------------
 
@@ -145,17 +149,21 @@ class DaemonHolds:
                      "state": h.outcome} for h in self._held.values()]
 
     def release_all(self, timeout_s: float = RELEASE_WAIT_S) -> bool:
-        """Stop acquiring, release everything; True only if every release wrote CLEAN (or the
-        resource was already lost, so we no longer write it)."""
+        """Stop acquiring, release everything; True only if every release wrote CLEAN.
+
+        A lost resource counts as unconfirmed: it may have been lost because our own write
+        hung, and that write can still land; LEFT would let peers skip the classic wait."""
         self._closing.set()  # running acquisitions see it (Runner's cancelled) and give up
         with self._lock:
             self._idle.wait_for(lambda: self._requests == 0, timeout_s)
             held = list(self._held.values())
         for h in held:
             self._stop(h)
-        ok = True
+        ok = not self._tainted
+        if self._tainted:
+            log.critical("MMP: a resource ended lost or unconfirmed in this run; a write of ours may still land")
         for h in held:
-            if not h.released.wait(timeout_s) or h.outcome not in ("released", "lost"):
+            if not h.released.wait(timeout_s) or h.outcome != "released":
                 log.critical("MMP resource %r: release not confirmed (%s)", h.resource, h.outcome)
                 ok = False
         return ok
@@ -238,6 +246,8 @@ class DaemonHolds:
         finally:
             target.close()
             with self._lock:
+                if h.outcome != "released" and not self._closing.is_set():
+                    self._tainted = True
                 if self._held.get(h.resource) is h:
                     del self._held[h.resource]
             h.released.set()

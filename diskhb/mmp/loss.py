@@ -6,10 +6,10 @@ Rules of this file:
   our last bump, and another node may take over from 2 x interval + 1 s on, so a kill gets
   at most `grace_ms` (default: half the interval) between SIGTERM and SIGKILL.
 - Kinds:
-    kill        SIGTERM, then SIGKILL after grace_ms: to the command's process group (`mmp
-                run`), and to every process using the resource's mountpoint (open files,
-                cwd, root or executable under it, as `fuser -km` finds them; the daemon's
-                only way to stop a resource's writers, so it needs `mountpoint`).
+    kill        SIGTERM, then SIGKILL after one shared grace_ms: to the command's process
+                group (`mmp run`), and for a daemon-held resource to every process using its
+                mountpoint's filesystem (open or mapped files, cwd, root, executable; by
+                device, as `fuser -km`): the daemon's only way to stop a resource's writers.
     command     run a shell command (env DISKHB_MMP_RESOURCE, _EPOCH, _REASON), bounded.
     remount-ro  `mount -o remount,ro MOUNTPOINT` (ext4/xfs stop writing; the kernel keeps
                 the mount for readers). Needs root; bounded like a command.
@@ -45,6 +45,7 @@ class LossAction:
     command: str | None = None
     mountpoint: str | None = None
     pgid: int | None = None
+    kill_mount_users: bool = False  # "kill" also stops every user of `mountpoint` (the daemon's kill)
     grace_ms: int = 500
     timeout_ms: int = LOSS_COMMAND_TIMEOUT_MS
 
@@ -78,86 +79,94 @@ def _group_gone(pgid: int) -> bool:
     return False
 
 
-def kill_group(pgid: int, grace_ms: int, *, reap=None) -> str:
-    """SIGTERM the group, SIGKILL whatever is left after grace_ms. `reap` polls our own child
-    so a zombie does not look alive."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return f"process group {pgid} already gone"
-    deadline = time.monotonic() + grace_ms / 1000
-    while time.monotonic() < deadline:
-        if reap:
-            reap()
-        if _group_gone(pgid):
-            return f"process group {pgid} stopped by SIGTERM"
-        time.sleep(KILL_POLL_MS / 1000)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return f"process group {pgid} stopped by SIGTERM"
-    return f"process group {pgid} killed (SIGKILL after {grace_ms} ms)"
-
-
 PROC_PIDS_MAX = 1 << 22  # /proc/sys/kernel/pid_max's ceiling: the scan is bounded by it
-FDS_PER_PID_MAX = 1 << 20  # links looked at per process (fs.nr_open's default ceiling)
+LINKS_PER_PID_MAX = 1 << 16  # fds and mapped files looked at per process
 
 
-def _under(path: str, mountpoint: str) -> bool:
-    return path == mountpoint or path.startswith(mountpoint.rstrip("/") + "/")
+def check_mountpoint(path: str) -> str | None:
+    """Why `path` cannot be a resource's mountpoint for a kill, or None."""
+    if not os.path.isabs(path) or os.path.realpath(path) == "/":
+        return f"{path!r} must be an absolute mount point other than /"
+    if not os.path.ismount(path):
+        return f"{path} is not a mount point"
+    return None
 
 
-def mount_users(mountpoint: str) -> list[int]:
-    """PIDs (not ours) with an open file, cwd, root or executable under `mountpoint`."""
-    me = os.getpid()
-    out = []
+def mount_users(mountpoint: str) -> set[int]:
+    """PIDs (not ours) with an open file, a mapped file, cwd, root or executable on the
+    filesystem mounted at `mountpoint` (by device, as fuser -m: bind mounts and other mount
+    namespaces of it count too)."""
     try:
+        dev = os.stat(mountpoint).st_dev
         entries = [e for e in os.listdir("/proc") if e.isdigit()][:PROC_PIDS_MAX]
     except OSError:
-        return out
+        return set()
+    me = os.getpid()
+    out: set[int] = set()
     for entry in entries:
         pid = int(entry)
         if pid == me:
             continue
         base = f"/proc/{pid}"
         links = [f"{base}/cwd", f"{base}/root", f"{base}/exe"]
-        try:
-            links += [f"{base}/fd/{fd}" for fd in os.listdir(f"{base}/fd")[:FDS_PER_PID_MAX]]
-        except OSError:
-            pass  # gone, or a kernel thread
+        for sub in ("fd", "map_files"):
+            try:
+                links += [f"{base}/{sub}/{n}" for n in os.listdir(f"{base}/{sub}")[:LINKS_PER_PID_MAX]]
+            except OSError:
+                pass  # gone, or a kernel thread
         for link in links:
             try:
-                target = os.readlink(link)
+                if os.stat(link).st_dev == dev:
+                    out.add(pid)
+                    break
             except OSError:
                 continue
-            if _under(target, mountpoint):
-                out.append(pid)
-                break
     return out
 
 
-def kill_mount_users(mountpoint: str, grace_ms: int) -> str:
-    """SIGTERM every user of the mountpoint, SIGKILL those left after grace_ms."""
-    pids = mount_users(mountpoint)
-    if not pids:
-        return f"no process was using {mountpoint}"
+def _signal_all(pgid: int | None, pids: set[int], sig: int) -> None:
+    if pgid:
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def kill_writers(pgid: int | None, mountpoint: str | None, grace_ms: int, *, reap=None) -> str:
+    """SIGTERM the command's group and every user of the mountpoint at once, then after one
+    shared grace_ms SIGKILL whatever is left (users found anew, late starters included): the
+    whole kill fits in one grace, as the config's bound assumes."""
+    users = mount_users(mountpoint) if mountpoint else set()
+    if pgid and _group_gone(pgid):
+        pgid_alive = False
+    else:
+        pgid_alive = bool(pgid)
+    if not pgid_alive and not users:
+        return "no process to stop" + (f" (nothing was using {mountpoint})" if mountpoint else "")
+    _signal_all(pgid if pgid_alive else None, users, signal.SIGTERM)
     deadline = time.monotonic() + grace_ms / 1000
-    left = pids
-    while left and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        if reap:
+            reap()
+        group_left = pgid_alive and not _group_gone(pgid)
+        if not group_left and not (mountpoint and mount_users(mountpoint)):
+            return f"stopped by SIGTERM ({_what(pgid_alive and pgid, users, mountpoint)})"
         time.sleep(KILL_POLL_MS / 1000)
-        left = [p for p in mount_users(mountpoint) if p in pids]
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return (f"{len(pids)} process(es) using {mountpoint} stopped"
-            + (f" ({len(left)} by SIGKILL after {grace_ms} ms)" if left else " by SIGTERM"))
+    late = mount_users(mountpoint) if mountpoint else set()
+    _signal_all(pgid if pgid_alive else None, late, signal.SIGKILL)
+    return f"SIGKILL after {grace_ms} ms ({_what(pgid_alive and pgid, users | late, mountpoint)})"
+
+
+def _what(pgid, users: set[int], mountpoint: str | None) -> str:
+    parts = [f"process group {pgid}"] if pgid else []
+    if mountpoint:
+        parts.append(f"{len(users)} process(es) using {mountpoint}")
+    return ", ".join(parts)
 
 
 def _run(argv: list[str], env: dict, timeout_ms: int, what: str, report: LossReport) -> None:
@@ -179,11 +188,14 @@ def _run(argv: list[str], env: dict, timeout_ms: int, what: str, report: LossRep
 def run_loss_action(action: LossAction, *, resource: str, epoch: int, reason: str, reap=None) -> LossReport:
     report = LossReport()
     if "kill" in action.kinds:
-        if action.pgid:
-            report.done.append(kill_group(action.pgid, action.grace_ms, reap=reap))
-        if action.mountpoint:
-            report.done.append(kill_mount_users(action.mountpoint, action.grace_ms))
-        if not action.pgid and not action.mountpoint:
+        mnt = action.mountpoint if action.kill_mount_users else None
+        bad = check_mountpoint(mnt) if mnt else None
+        if bad:
+            report.failed.append(f"kill of the mountpoint's users ({bad})")
+            mnt = None
+        if action.pgid or mnt:
+            report.done.append("kill: " + kill_writers(action.pgid, mnt, action.grace_ms, reap=reap))
+        elif not bad:
             report.failed.append("kill (no command of ours and no mountpoint configured: nothing to kill)")
     env = {**os.environ, "DISKHB_MMP_RESOURCE": resource, "DISKHB_MMP_EPOCH": str(epoch),
            "DISKHB_MMP_REASON": reason}
