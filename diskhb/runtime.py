@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import struct
 import time
 
 GENERATION_BITS = 63  # fits signed 64-bit consumers too; never 0 (0 means "none" on disk)
@@ -40,11 +41,40 @@ def claim_local_name(scope: str) -> socket.socket:
     are per network namespace: processes meant to exclude each other must share one.
     Raises OSError, errno EADDRINUSE while another socket holds the name.
     """
-    digest = hashlib.sha256(scope.encode()).hexdigest()[:32]  # abstract names: at most 107 bytes
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        s.bind(f"\0diskhb-{digest}".encode())
+        s.bind(_local_name(scope))
+        s.listen(1)  # so a contender can ask who holds it (local_name_holder)
     except OSError:
         s.close()
         raise
     return s
+
+
+def _local_name(scope: str) -> bytes:
+    digest = hashlib.sha256(scope.encode()).hexdigest()[:32]  # abstract names: at most 107 bytes
+    return f"\0diskhb-{digest}".encode()
+
+
+def local_name_holder(scope: str) -> tuple[int, int] | None:
+    """(pid, uid) of the process holding `scope`'s name, or None if nobody answers.
+
+    Any local user can bind an abstract name; a holder that is not us (another uid) is a
+    squatter to be named, not a diskhb process to wait for."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.settimeout(1.0)
+            c.connect(_local_name(scope))
+            pid, uid, _gid = struct.unpack("3i", c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                              struct.calcsize("3i")))
+            return pid, uid
+    except OSError:
+        return None
+
+
+def net_namespace() -> str:
+    """This process's network namespace ("net:[inode]"): abstract names live in it."""
+    try:
+        return os.readlink("/proc/self/ns/net")
+    except OSError:
+        return "net:[?]"

@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager
 
 from diskhb.errors import OperatorError, Refused
-from diskhb.runtime import claim_local_name
+from diskhb.runtime import claim_local_name, local_name_holder, net_namespace
 from diskhb.mmp.store import BlockLocation
 
 LOCK_POLL_MS = 20
@@ -36,7 +36,33 @@ def ensure_run_dir(run_dir: str) -> str:
                             " run as root or pass --run-dir DIR") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise OperatorError(f"{run_dir}: not writable; run as root or pass --run-dir DIR")
+    _check_net_namespace(run_dir)
     return run_dir
+
+
+def _check_net_namespace(run_dir: str) -> None:
+    """The ballot lock is an abstract socket name, and those exist per network namespace: a
+    daemon under `ip netns exec` and a CLI outside it would both get "the" lock and ballot in
+    one sector at once. So the run dir records the namespace of its first user (/run is
+    cleared at boot) and every later user must be in the same one."""
+    mine = net_namespace()
+    path = os.path.join(run_dir, "mmp-netns")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(mine + "\n")
+        return
+    except FileExistsError:
+        pass
+    try:
+        with open(path) as f:
+            recorded = f.read(64).strip()
+    except OSError as e:
+        raise OperatorError(f"{path}: cannot read ({e.strerror})") from None
+    if recorded != mine:
+        raise OperatorError(f"{run_dir} is used by diskhb processes in network namespace {recorded}, this one"
+                            f" is in {mine}: run every diskhb process of a node in one namespace (the local"
+                            f" ballot lock does not reach across them); if the daemon moved for good, remove {path}")
 
 
 def _key(loc: BlockLocation) -> str:
@@ -56,6 +82,10 @@ def ballot_lock(run_dir: str, loc: BlockLocation, *, timeout_ms: int, cancelled=
         except OSError as e:
             if e.errno != errno.EADDRINUSE:
                 raise OperatorError(f"{loc.label}: cannot take the local ballot lock ({e.strerror})") from None
+        holder = local_name_holder(scope)
+        if holder is not None and holder[1] != os.geteuid():
+            raise OperatorError(f"{loc.label}: the local ballot lock is held by process {holder[0]} of uid"
+                                f" {holder[1]}, not a diskhb process of ours; stop it")
         if cancelled() or time.monotonic() > deadline:
             raise Refused(f"{loc.label}: another diskhb process of this node is balloting for this"
                           f" block (busy for {timeout_ms / 1000:g} s); try again")

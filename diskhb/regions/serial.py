@@ -32,7 +32,7 @@ from diskhb.core.types import Observation
 from diskhb.errors import OperatorError
 from diskhb.regions.base import OwnBeat
 from diskhb.regions.signed import SignedRegion
-from diskhb.runtime import claim_local_name
+from diskhb.runtime import claim_local_name, local_name_holder
 from netpath import metrics, wire
 from netpath.framing import FrameReader, encode_frame
 from netpath.keys import KeyRing, load_key_file
@@ -105,11 +105,14 @@ class SerialRegion(SignedRegion):
         if not os.path.exists(self.device):
             raise OperatorError(f"serial device {self.device}: does not exist; check the cable/adapter"
                                 " and the device path (prefer a /dev/serial/by-id/ name)")
+        scope = f"tty {os.path.realpath(self.device)}"
         try:
-            self._claim = claim_local_name(f"tty {os.path.realpath(self.device)}")
+            self._claim = claim_local_name(scope)
         except OSError as e:
-            raise OperatorError(f"serial device {self.device}: cannot open: in use by another diskhb process"
-                                f" on this host (lock held: {_reason(e)})") from None
+            holder = local_name_holder(scope)
+            who = f"process {holder[0]} (uid {holder[1]})" if holder else "another process"
+            raise OperatorError(f"serial device {self.device}: cannot open: in use by {who} on this host"
+                                f" (lock held: {_reason(e)})") from None
         try:
             self.port = self._open()
         except (OSError, serial.SerialException, ValueError) as e:
