@@ -1,6 +1,7 @@
 """One contender process of the MMP race test (tests/test_mmp_race.py).
 
-    python tests/mmp_contender.py REGION NODE_ID RESOURCE AUDIT ROUNDS DEADLINE_S SEED INTERVAL_MS
+    python tests/mmp_contender.py REGION NODE_ID RESOURCE AUDIT ROUNDS DEADLINE_S SEED INTERVAL_MS \
+        [HOLD_MS_MAX CRASH_P]
 
 Loops until it has held RESOURCE ROUNDS times or DEADLINE_S passed: acquire (no wait), and
 while holding append "<node> <epoch> begin" and, after a random pause, "<node> <epoch> end" to
@@ -10,8 +11,18 @@ read/write is delayed by a random 0-2 ms now and then, so the ballot's I/O inter
 ever different orders across the contenders. It also counts its ballot writes per attempt, so
 the test can tell real Paxos races (a refusal after we balloted: another claimant won the same
 instance; a win that took more than one round) from refusals of a block already seen held.
-Prints "held N refused M contested C rounds R" and exits 0; exits 4 on a refusal that must
-never happen here (any reason but a live holder, a lost ballot or a slow-storage give-up).
+Prints "held N refused M contested C rounds R takeovers T crashes K" and exits 0; exits 4 on
+a refusal that must never happen here (any reason but a live holder, a lost ballot or a
+slow-storage give-up), 5 if a hold was lost or its lease ran out while it acted (only a stall
+of more than a second can do that).
+
+HOLD_MS_MAX > 0: each hold lasts a random 0..HOLD_MS_MAX ms, bumping the seq block every
+interval meanwhile (claimants watch it move and are refused). CRASH_P: the chance that a
+holder "crashes" instead of releasing: it stops acting and never writes again, and its
+block must be taken over by the classic wait. Such a hold ends with "<node> <epoch> crash
+<issue_ms of our last write> <interval_ms in it>" so the test can check that the next
+holder began no sooner than 2 x interval + 1 s after that write could have landed.
+Records carry CLOCK_MONOTONIC ms (one clock for every process on the host).
 """
 
 from __future__ import annotations
@@ -68,12 +79,14 @@ class JitteryStore:
 def main() -> int:
     region, node_id, resource, audit = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     rounds, deadline_s, seed, interval_ms = int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+    hold_ms_max = int(sys.argv[9]) if len(sys.argv) > 9 else 0
+    crash_p = float(sys.argv[10]) if len(sys.argv) > 10 else 0.0
     rng = random.Random(seed)
     t = open_region_target(region, writable=True)
     runner = Runner(t)
     store = runner.store = JitteryStore(t.store, rng, {loc.base for loc in t.blocks})
     fd = os.open(audit, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    held = refused = contested = extra_rounds = 0
+    held = refused = contested = extra_rounds = takeovers = crashes = 0
     end = time.monotonic() + deadline_s
     try:
         while held < rounds and time.monotonic() < end:
@@ -81,7 +94,9 @@ def main() -> int:
                             resource=resource, interval_ms=interval_ms, device="race")
             store.ballot_writes = 0
             try:
-                loc, acq = runner.acquire(me, create=True)
+                # stale_self_ok: our own node's crashed holder is watched and taken over like any
+                # other's (a restarted node would use 'release --force'); never set otherwise.
+                loc, acq = runner.acquire(me, create=True, stale_self_ok=crash_p > 0)
             except OperatorError as e:  # Refused: someone else holds it or won the ballot
                 if not isinstance(e, RefusedError) or not EXPECTED.search(str(e)):
                     print(f"unexpected refusal: {type(e).__name__}: {e}", file=sys.stderr)
@@ -91,11 +106,31 @@ def main() -> int:
                 time.sleep(rng.random() * 0.005)
                 continue
             extra_rounds += store.ballot_writes > 2  # phase 1 + phase 2 is one uncontested round
+            takeovers += acq.note.startswith("taken over")
             epoch = acq.block.epoch
-            os.write(fd, f"{node_id} {epoch} begin\n".encode())
-            time.sleep(rng.choice((0, 0, rng.random() * 0.003)))
-            os.write(fd, f"{node_id} {epoch} end\n".encode())
             hold = g.Hold(acq, base_interval_ms=interval_ms)
+            os.write(fd, f"{node_id} {epoch} begin {runner.clock_ms()}\n".encode())
+            if hold_ms_max:
+                until = runner.clock_ms() + rng.choice((0, rng.randrange(hold_ms_max + 1)))
+                while (now := runner.clock_ms()) < until:
+                    if now >= hold.due_ms():
+                        out = runner.bump(loc, hold)
+                        if isinstance(out, g.Lost):
+                            print(f"lost while holding: {out.reason}", file=sys.stderr)
+                            return 5
+                    time.sleep(max(0, min(until, hold.due_ms()) - runner.clock_ms()) / 1000)
+            else:
+                time.sleep(rng.choice((0, 0, rng.random() * 0.003)))
+            crash = rng.random() < crash_p
+            what = f"crash {hold.issued_ms} {hold.block.interval_ms}" if crash else "end"
+            os.write(fd, f"{node_id} {epoch} {what} {runner.clock_ms()}\n".encode())
+            if hold.expired(runner.clock_ms()):  # it acted until just now: its lease must still hold
+                print(f"epoch {epoch}: the lease ran out while acting (a stall > 1 s?)", file=sys.stderr)
+                return 5
+            if crash:  # gone without a word: the block stays "held" and nobody bumps it
+                crashes += 1
+                held += 1
+                continue
             for _ in range(10):  # "retry" means nothing was written: a transient, bounded
                 out = runner.bump(loc, hold, final=mf.SEQ_CLEAN)
                 if out != "retry":
@@ -108,7 +143,8 @@ def main() -> int:
     finally:
         os.close(fd)
         t.close()
-    print(f"held {held} refused {refused} contested {contested} rounds {extra_rounds}")
+    print(f"held {held} refused {refused} contested {contested} rounds {extra_rounds} takeovers {takeovers}"
+          f" crashes {crashes}")
     return 0
 
 

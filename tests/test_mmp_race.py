@@ -36,35 +36,46 @@ RACE_DEADLINE_S = 240
 
 
 def check_audit(path: str) -> tuple[int, dict[int, int]]:
-    """Assert the audit file shows one holder at a time and growing epochs; (holds, per node)."""
+    """Assert the audit file shows one holder at a time and growing epochs; (holds, per node).
+
+    Records: "<node> <epoch> begin|end [ms]" and "<node> <epoch> crash <issue_ms> <interval_ms>
+    <ms>" (the holder stopped without releasing; its last write was issued at issue_ms, so no
+    one may begin before issue_ms + 2 x interval + 1 s: the write may have landed that late)."""
     with open(path) as f:
         records = [line.split() for line in f]
     holder = None
     last_epoch = 0
+    not_before_ms: int | None = None
     per_node: dict[int, int] = {}
-    for i, (node, epoch, what) in enumerate(records):
-        node, epoch = int(node), int(epoch)
+    for i, rec in enumerate(records):
+        node, epoch, what = int(rec[0]), int(rec[1]), rec[2]
         if what == "begin":
             assert holder is None, f"record {i}: node {node} began (epoch {epoch}) while {holder} held it"
             assert epoch > last_epoch, f"record {i}: epoch {epoch} after {last_epoch}: not growing"
-            holder, last_epoch = (node, epoch), epoch
+            if not_before_ms is not None:
+                assert int(rec[3]) >= not_before_ms, \
+                    f"record {i}: epoch {epoch} began {not_before_ms - int(rec[3])} ms before the crashed holder's classic wait ended"
+            holder, last_epoch, not_before_ms = (node, epoch), epoch, None
         else:
-            assert what == "end" and holder == (node, epoch), f"record {i}: {node} {epoch} {what} while {holder}"
+            assert what in ("end", "crash") and holder == (node, epoch), f"record {i}: {node} {epoch} {what} while {holder}"
+            if what == "crash":
+                not_before_ms = int(rec[3]) + g.classic_wait_ms(int(rec[4]))
             holder = None
             per_node[node] = per_node.get(node, 0) + 1
     assert holder is None, f"audit ends inside a hold: {holder}"
     return sum(per_node.values()), per_node
 
 
-def race(region: str, audit: str, contenders: int, rounds_each: int, seed: int) -> tuple[dict[int, int], dict]:
+def race(region: str, audit: str, contenders: int, rounds_each: int, seed: int, *, hold_ms_max: int = 0,
+         crash_p: float = 0.0) -> tuple[dict[int, int], dict]:
     """Run the contenders; (holds per node from the audit, summed contender counters)."""
     procs = []
-    stats = {"held": 0, "refused": 0, "contested": 0, "rounds": 0}
+    stats: dict[str, int] = {}
     try:
         for n in range(1, contenders + 1):
             procs.append(subprocess.Popen(
                 [sys.executable, CONTENDER, region, str(n), "db", audit, str(rounds_each), str(RACE_DEADLINE_S),
-                 str(seed * 100 + n), str(INTERVAL_MS)],
+                 str(seed * 100 + n), str(INTERVAL_MS), str(hold_ms_max), str(crash_p)],
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         for p in procs:
             out, err = p.communicate(timeout=RACE_DEADLINE_S + 60)
@@ -72,7 +83,7 @@ def race(region: str, audit: str, contenders: int, rounds_each: int, seed: int) 
             assert out.startswith(f"held {rounds_each} "), (out, err)
             words = out.split()
             for k, v in zip(words[::2], words[1::2]):
-                stats[k] += int(v)
+                stats[k] = stats.get(k, 0) + int(v)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -110,6 +121,22 @@ def test_racing_contenders_never_hold_together(region, disk_tmp_path, contenders
     print(f"{contenders} contenders: {stats}")
     b = block(region)
     assert b["state"] == "clean" and b["epoch"] == contenders * rounds_each
+
+
+@pytest.mark.slow
+def test_holders_that_bump_and_crash_are_taken_over_only_after_the_classic_wait(region, disk_tmp_path):
+    """3 contenders x 80 holds of 0..60 ms, bumping every 20 ms interval meanwhile (claimants
+    watch the seq move and are refused); 4% of holders crash instead of releasing, and one of
+    the others must take the block over by the classic wait, racing the rest through the
+    ballot. The audit checks the alternation and that nobody began before a crashed holder's
+    last write could have been given up for dead (its issue time + 2 x interval + 1 s)."""
+    audit = os.path.join(disk_tmp_path, "audit")
+    per_node, stats = race(region, audit, 3, 80, seed=7, hold_ms_max=60, crash_p=0.04)
+    print(f"bump and crash: {stats}")
+    assert stats["crashes"] >= 2 and stats["takeovers"] >= 1, stats
+    assert stats["takeovers"] <= stats["crashes"]  # only a crashed holder is ever taken over
+    b = block(region)
+    assert b["epoch"] == 240 and b["state"] in ("clean", "held"), b
 
 
 def test_racing_cli_guards_never_hold_together(region, disk_tmp_path):
