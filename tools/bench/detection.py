@@ -45,7 +45,7 @@ def _free_port() -> int:
 def _format(region: str, slots: int, interval_ms: int = INTERVAL_MS, dead_ms: int = DEAD_MS) -> None:
     subprocess.run(DISKHB + ["format", region, "--cluster", "bench", "--slots", str(slots), "--interval-ms",
                              str(interval_ms), "--dead-ms", str(dead_ms)], check=True, cwd=ROOT,
-                   capture_output=True)
+                   capture_output=True, timeout=120)
 
 
 class Layout:
@@ -62,7 +62,7 @@ class Layout:
         if mix in ("disk", "both"):
             _format(self.region, 8, interval_ms, dead_ms)
         if mix in ("net", "both"):
-            subprocess.run(DISKHB + ["keygen", self.key], check=True, cwd=ROOT, capture_output=True)
+            subprocess.run(DISKHB + ["keygen", self.key], check=True, cwd=ROOT, capture_output=True, timeout=60)
 
     def regions(self, node_id: int) -> str:
         out = ""

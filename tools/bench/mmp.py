@@ -72,7 +72,7 @@ def _timed_acquire(region: str, node_id: int, resource: str = "db", *, create=Tr
 
 def _format(path: str) -> None:
     subprocess.run(DISKHB + ["format", path, "--cluster", "bench", "--slots", "8", "--interval-ms", "200",
-                             "--dead-ms", "2000"], check=True, cwd=ROOT, capture_output=True)
+                             "--dead-ms", "2000"], check=True, cwd=ROOT, capture_output=True, timeout=120)
 
 
 def bench_diskhb(reps: int) -> dict[str, list[float]]:
@@ -90,7 +90,7 @@ def bench_diskhb(reps: int) -> dict[str, list[float]]:
         for i in range(reps):
             t0 = time.monotonic()
             subprocess.run(DISKHB + ["mmp", "run", "r0", "--region", region, "--node-id", "3", "--", "true"],
-                           check=True, cwd=ROOT, capture_output=True)
+                           check=True, cwd=ROOT, capture_output=True, timeout=120)
             cli.append(time.monotonic() - t0)
         out["`diskhb mmp run r0 -- true` wall (CLI, Python start incl.)"] = cli
 
@@ -131,7 +131,7 @@ def bench_diskhb(reps: int) -> dict[str, list[float]]:
             cfg2 = os.path.join(work, "n2.toml")
             t0 = time.monotonic()
             r = subprocess.run(DISKHB + ["mmp", "acquire", "db", "--config", cfg2], cwd=ROOT, capture_output=True,
-                               text=True)
+                               text=True, timeout=120)
             d_cli.append(time.monotonic() - t0)
             assert r.returncode == 1, r.stderr
             if i % 2 == 0:  # clean leave: node 1 releases, then publishes LEFT

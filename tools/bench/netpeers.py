@@ -83,7 +83,7 @@ def bench(nodes: int, seconds: float) -> dict:
     peers = None
     try:
         key = os.path.join(work, "authkey")
-        subprocess.run(DISKHB + ["keygen", key], check=True, cwd=ROOT, capture_output=True)
+        subprocess.run(DISKHB + ["keygen", key], check=True, cwd=ROOT, capture_output=True, timeout=60)
         udp_port = _free_port()
         peers = Peers(nodes, key, udp_port)
         dests = ", ".join(f'"127.0.0.1:{p}"' for p in peers.ports().values())
@@ -113,10 +113,11 @@ def bench(nodes: int, seconds: float) -> dict:
         peers.run_for(seconds)
         c1, t1 = _cpu_s(p.pid), time.monotonic()
         a1, s1, r1, w1 = (_metric(port, m) for m in (acc, sent, rd, wr))
+        rejected = _metric(port, 'diskhb_net_packets_rejected_total{region="lan"')  # every reason: must be 0
         el = t1 - t0
         return {"nodes": nodes, "alive_seen": alive, "cpu_pct": 100 * (c1 - c0) / el,
                 "rx_pps": (a1 - a0) / el, "tx_pps": (s1 - s0) / el,
-                "rx_Bps": (r1 - r0) / el, "tx_Bps": (w1 - w0) / el}
+                "rx_Bps": (r1 - r0) / el, "tx_Bps": (w1 - w0) / el, "rejected": rejected}
     finally:
         if peers is not None:
             peers.close()
@@ -133,7 +134,8 @@ def main() -> int:
         r = bench(n, a.seconds)
         print(f"{n:3d} nodes (net only, {INTERVAL_MS}/{DEAD_MS} ms): peers alive {r['alive_seen']:.0f},"
               f" CPU {r['cpu_pct']:.2f} % of a core, received {r['rx_pps']:.0f} pkt/s"
-              f" ({r['rx_Bps'] / 1024:.1f} KiB/s), sent {r['tx_pps']:.0f} pkt/s ({r['tx_Bps'] / 1024:.1f} KiB/s)",
+              f" ({r['rx_Bps'] / 1024:.1f} KiB/s), sent {r['tx_pps']:.0f} pkt/s ({r['tx_Bps'] / 1024:.1f} KiB/s),"
+              f" rejected packets {r['rejected']:.0f}",
               flush=True)
     return 0
 
