@@ -294,3 +294,72 @@ def test_a_claimant_on_storage_too_slow_to_commit_gives_up_without_writing_its_s
     assert isinstance(step, g.Refused), f"no end after {n} steps: {step}"
     assert step.retry and "storage too slow" in step.reason and str(g.COMMIT_CHECKS_MAX) in step.reason, step
     assert m.slow_commits == g.COMMIT_CHECKS_MAX
+
+
+class SlowSeqWrites:
+    """The region's store, with the next `count` seq-block writes taking `delay_s` longer."""
+
+    def __init__(self, runner: Runner, delay_s: float, count: int):
+        self.store, self.delay_s, self.count = runner.store, delay_s, count
+        self.seq_offsets = {loc.base for loc in runner.target.blocks}
+
+    def write(self, offset, data, *, timeout_ms=None):
+        if offset in self.seq_offsets and self.count > 0:
+            self.count -= 1
+            time.sleep(self.delay_s)
+        return self.store.write(offset, data, timeout_ms=timeout_ms)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_claimant_whose_seq_write_was_too_slow_claims_over_its_own_write_when_it_retries(region, runner):
+    """The commit write took 600 ms (> the 500 ms window): that claim is given up, but the
+    block now names this very process. Retrying (--wait) must claim over it at the next
+    epoch at once; it used to refuse for good: 'already held by this very process'."""
+    runner.store = SlowSeqWrites(runner, 0.6, count=1)
+    waits = []
+    t0 = time.monotonic()
+    loc, acq = runner.acquire(claimant(1), create=True, wait_ms=5000, on_wait=waits.append)
+    took_s = time.monotonic() - t0
+    assert len(waits) == 1 and "not safe to hold" in waits[0].reason and waits[0].abandoned, waits
+    assert acq.block.epoch == 2 and acq.note == "over our own abandoned write", acq
+    assert took_s < 0.6 + 0.25 + 0.9, took_s  # the slow write, one poll pause, no classic wait (1.04 s)
+    h = g.Hold(acq, base_interval_ms=INTERVAL_MS)
+    assert runner.bump(loc, h, final=mf.SEQ_CLEAN) is None
+
+
+def test_an_abandoned_write_without_a_retry_is_taken_over_by_others_only_after_the_classic_wait(region, runner):
+    runner.store = SlowSeqWrites(runner, 0.6, count=1)
+    with pytest.raises(RefusedError, match="not safe to hold"):
+        runner.acquire(claimant(1), create=True)
+    runner.store = runner.store.store
+    left = runner.find("db").view.seq
+    assert left.state == "held" and left.holder_id == 1 and left.epoch == 1  # nobody bumps it
+    t0 = time.monotonic()
+    loc, acq = runner.acquire(claimant(2), wait_ms=5000)
+    assert time.monotonic() - t0 >= g.classic_wait_ms(INTERVAL_MS) / 1000
+    assert acq.block.epoch == 2 and acq.note.startswith("taken over from n1"), acq
+
+
+def test_only_the_exact_abandoned_block_is_claimed_over_at_once():
+    """Guard level: `abandoned` names one identity. Our node's block under another
+    generation, or our abandoned block bumped since (it cannot be: nobody holds it), is not it."""
+    uuid = b"\x11" * 16
+    me = claimant(1)
+    ours = mf.SeqBlock(seq=9, epoch=3, holder_id=1, holder_generation=me.generation, holder_name="n1",
+                       resource="db", device="d", interval_ms=INTERVAL_MS, wall_ms=0, uuid=uuid, slot_count=4,
+                       sector_size=512)
+
+    def first_step(seq, abandoned):
+        m = g.Acquisition(me, uuid=uuid, slot_count=4, sector_size=512, rand=lambda n: 0, abandoned=abandoned)
+        m.start(0)
+        return m.on_resource(mf.ResourceView(seq, None, {}, {}), 0, 1)
+
+    assert isinstance(first_step(ours, ours.identity), g.WriteBallot)
+    moved = replace(ours, seq=10)
+    out = first_step(moved, ours.identity)
+    assert isinstance(out, g.Refused) and "this very process" in out.reason
+    other_gen = replace(ours, holder_generation=me.generation + 1)
+    out = first_step(other_gen, ours.identity)
+    assert isinstance(out, g.Refused) and "earlier generation" in out.reason

@@ -265,6 +265,9 @@ class Refused:
     reason: str  # one line for the operator
     retry: bool  # a later attempt may succeed (the holder may release); False: bad input
     holder: str | None = None
+    # Our own seq block is on disk with this identity, but we gave it up (our write or its
+    # read-back was too slow to hold on): a retry by this process may claim over it at once.
+    abandoned: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +311,8 @@ class Acquisition:
 
     def __init__(self, me: Claimant, *, uuid: bytes, slot_count: int, sector_size: int,
                  rand: Callable[[int], int], peer_info: PeerInfoFn | None = None,
-                 allow_fsck: bool = False, stale_self_ok: bool = False):
+                 allow_fsck: bool = False, stale_self_ok: bool = False,
+                 abandoned: tuple[int, int, int, int] | None = None):
         assert 1 <= me.node_id <= slot_count, "a claimant needs a ballot sector: node id <= slot count"
         self.me = me
         self.uuid = uuid
@@ -320,6 +324,11 @@ class Acquisition:
         # `release --force`: a holder that is this node under an earlier generation is watched
         # like any other holder (taken over only if its seq stands still), instead of refused.
         self.stale_self_ok = stale_self_ok
+        # Refused.abandoned of this process's previous attempt: that block is ours, its write
+        # completed (nothing of ours is in flight) and nobody acted on it, so it is claimed over
+        # at once, through the ballot, at the next epoch. Without this the retry saw our own
+        # generation as holder and refused for good: "already held by this very process".
+        self.abandoned = abandoned
         self.phase = "new"
         self.entitled: tuple[int, int, int, int] | None = None  # seq identity we may claim over
         self.basis: SeqBlock | None = None
@@ -369,7 +378,7 @@ class Acquisition:
             if late >= self.commit.interval_ms + CLASSIC_MARGIN_MS:
                 # H1 already expired: the read may show a state older than a takeover.
                 return Refused(f"{self.me.resource}: reading our MMP write back took {late} ms: not safe"
-                               " to hold; storage too slow?", True)
+                               " to hold; storage too slow?", True, abandoned=self.commit.identity)
             if error is None and identity(seq) == self.commit.identity:
                 return Acquired(self.commit, self.commit_submitted_ms, completed_ms, self.note)
             now = f"{who(seq)}, epoch {seq.epoch}" if seq is not None and seq.state != "clean" else \
@@ -389,7 +398,8 @@ class Acquisition:
             if completed_ms - submitted_ms > COMMIT_WINDOW_MS:
                 # Rule 3: a late landing may have been missed by a claimant skipping us.
                 return Refused(f"{self.me.resource}: our MMP write took {completed_ms - submitted_ms} ms"
-                               f" (> {COMMIT_WINDOW_MS} ms): not safe to hold; storage too slow?", True)
+                               f" (> {COMMIT_WINDOW_MS} ms): not safe to hold; storage too slow?", True,
+                               abandoned=self.commit.identity)
             self.commit_submitted_ms = submitted_ms
             self.phase = "commit_verify"
             return ReadSeq(completed_ms)
@@ -450,6 +460,10 @@ class Acquisition:
             if self.entitled != ident:
                 self.note = "free" if seq is None else seq.state
             self.entitled = ident
+            return self._ballot(view, now_ms)
+        if self.abandoned is not None and ident == self.abandoned:
+            self.entitled = ident
+            self.note = "over our own abandoned write"
             return self._ballot(view, now_ms)
         # Held by someone.
         if seq.holder_id == me.node_id and not self.stale_self_ok:

@@ -92,10 +92,11 @@ class Runner:
     # -- acquiring -------------------------------------------------------------------------
 
     def run_acquisition(self, loc: BlockLocation, me: g.Claimant, *, peer_info: g.PeerInfoFn | None = None,
-                        allow_fsck: bool = False, stale_self_ok: bool = False) -> g.Step:
+                        allow_fsck: bool = False, stale_self_ok: bool = False,
+                        abandoned: tuple[int, int, int, int] | None = None) -> g.Step:
         m = g.Acquisition(me, uuid=loc.uuid, slot_count=loc.slot_count, sector_size=loc.sector_size,
                           rand=self.rand, peer_info=peer_info, allow_fsck=allow_fsck,
-                          stale_self_ok=stale_self_ok)
+                          stale_self_ok=stale_self_ok, abandoned=abandoned)
         step = m.start(self.clock_ms())
         while True:
             m.wall_ms = self.wall()
@@ -133,12 +134,14 @@ class Runner:
         Raises diskhb.errors.Refused (exit 1) or OperatorError (exit 2) with one line.
         """
         deadline = self.clock_ms() + max(0, wait_ms)
+        abandoned = None  # our own seq block that an earlier attempt wrote and then gave up
         while True:
             out = self._acquire_once(me, create=create, peer_info=peer_info, allow_fsck=allow_fsck,
-                                     stale_self_ok=stale_self_ok)
+                                     stale_self_ok=stale_self_ok, abandoned=abandoned)
             if isinstance(out, tuple):
                 return out
             assert isinstance(out, g.Refused)
+            abandoned = out.abandoned or abandoned
             if not out.retry:
                 raise RefusedError(out.reason)
             now = self.clock_ms()
