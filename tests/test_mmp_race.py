@@ -368,3 +368,45 @@ def test_a_short_freeze_inside_the_lease_keeps_the_resource_and_the_command(regi
         assert block(region)["state"] == "clean"
     finally:
         _kill_all((guard, taker), pid_file)
+
+
+def test_a_sigkilled_guard_takes_its_whole_command_group_along(region, disk_tmp_path):
+    """`mmp run` SIGKILLed (no loss action can run): the command dies by PDEATHSIG and its
+    grandchildren (same process group, no PDEATHSIG) by the sentinel, which sees the guard's
+    pipe close. The block is left held; node 2 takes over only after the classic wait."""
+    interval_ms = 200
+    pids = os.path.join(disk_tmp_path, "pids")
+    guard = subprocess.Popen(
+        DISKHB + ["mmp", "run", "db", "--region", region, "--node-id", "1", "--create", "--interval-ms",
+                  str(interval_ms), "--run-dir", os.path.join(disk_tmp_path, "run"), "--",
+                  "sh", "-c", f"sleep 60 & echo $$ $! > {pids}; wait"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    taker = None
+    found: list[int] = []
+    try:
+        wait_until(lambda: os.path.exists(pids) and len(open(pids).read().split()) == 2, 15, "the command")
+        found = [int(x) for x in open(pids).read().split()]
+        mine = block(region)
+        os.kill(guard.pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        guard.wait(10)
+        wait_until(lambda: all(_gone_or_zombie(p) for p in found), 5, "the command and its grandchild to die")
+        assert time.monotonic() - t_kill < 2, "the command outlived its guard"
+        b = block(region)
+        assert b["state"] == "held" and b["holder"]["id"] == 1 and b["epoch"] == mine["epoch"]
+        t0 = time.monotonic()
+        taker = subprocess.run(
+            DISKHB + ["mmp", "run", "db", "--region", region, "--node-id", "2", "--interval-ms", "200",
+                      "--run-dir", os.path.join(disk_tmp_path, "run2"), "--", "true"],
+            cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert taker.returncode == 0, taker.stderr
+        assert time.monotonic() - t0 >= g.classic_wait_ms(interval_ms) / 1000 - 0.1
+        b = block(region)
+        assert b["state"] == "clean" and b["epoch"] == mine["epoch"] + 1, b
+    finally:
+        _kill_all((guard,))
+        for p in found:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
