@@ -314,7 +314,7 @@ def test_a_frozen_holder_is_taken_over_and_learns_it_before_writing_again(region
         watcher.close()
         first, after, took_s = check_takeover(watcher.samples, old_holder=1, new_holder=2,
                                               wait_s=(2 * interval_ms + 1000) / 1000)
-        assert after > 100, after  # the samples cover the SIGCONT and the exit
+        assert after >= 30, after  # the samples cover the SIGCONT and the exit (~250 on an idle machine)
         took_at = watcher.samples[first][1]
         print(f"{how}: taken over {took_s:.3f} s after node 1's last write, {after} samples since")
         if how == "run":
@@ -323,7 +323,7 @@ def test_a_frozen_holder_is_taken_over_and_learns_it_before_writing_again(region
         theirs = watcher.samples[first][2]
         assert theirs[1] == mine["epoch"] + 1
         seqs = {ident[0] for _, _, ident, _ in watcher.samples[first:]}
-        assert len(seqs) >= 5, "node 2 must go on bumping undisturbed"  # ~every 200 ms for > 2 s
+        assert len(seqs) >= 3, "node 2 must go on bumping undisturbed"  # every 200 ms for > 1.5 s
         assert taker.poll() is None, taker.communicate(timeout=5)  # node 2 never lost it
         last = block(region)
         assert last["holder"]["id"] == 2 and last["epoch"] == theirs[1] and last["state"] == "held", last
