@@ -716,10 +716,14 @@ def _inspect(device: str, no_wait: bool) -> tuple[int, dict]:
     from diskhb.regions.disk.blockio import BlockDevice
     from diskhb.mmp.store import BlockStore, io_error
 
+    def error_text(e: Exception) -> str:
+        text = str(e)  # open errors name the path already; the CLI prints it first
+        return "error: " + (text[len(device) + 2:] if text.startswith(f"{device}: ") else text)
+
     try:
         store = BlockStore(BlockDevice.open(device, writable=False, sector_size=512))
     except OperatorError as e:
-        return 2, {"device": device, "code": 2, "summary": f"error: {e}"}
+        return 2, {"device": device, "code": 2, "summary": error_text(e)}
 
     def read(offset: int, length: int) -> bytes:
         s = store.sector_size
@@ -734,6 +738,8 @@ def _inspect(device: str, no_wait: bool) -> tuple[int, dict]:
     doc: dict = {"device": device}
     try:
         try:
+            if store.size_bytes < ext4.SUPERBLOCK_OFFSET + ext4.SUPERBLOCK_BYTES:
+                raise ext4.Ext4Error(f"too small ({store.size_bytes} bytes) to hold an ext4 superblock")
             sb = ext4.parse_super(read(ext4.SUPERBLOCK_OFFSET, ext4.SUPERBLOCK_BYTES))
             off, length = ext4.mmp_location(sb)
             if off + length > store.size_bytes:
@@ -741,34 +747,29 @@ def _inspect(device: str, no_wait: bool) -> tuple[int, dict]:
             doc["mmp_block"] = sb.mmp_block
             mmp_ = ext4.parse_mmp(read(off, length), sb)
         except (ext4.Ext4Error, OperatorError) as e:
-            doc.update(code=2, summary=f"error: {e}")
+            doc.update(code=2, summary=error_text(e))
             return 2, doc
         verdict = ext4.first_verdict(mmp_)
-        waited = 0.0
         if verdict is None:
             if no_wait:
                 verdict = ext4.Verdict(1, f"in use: seq {mmp_.seq:#x} by '{mmp_.nodename}' (not watched)", mmp_)
             else:
+                # e2mmpstatus sleeps the whole wait and re-reads once; we re-read every second and
+                # answer "in use" at the first change (same verdicts, sooner when in use).
                 wait = ext4.wait_s(sb, mmp_)
                 t0 = time.monotonic()
-                while True:
+                while verdict is None:
                     time.sleep(min(1.0, max(0.0, t0 + wait - time.monotonic())))
                     try:
                         again = ext4.parse_mmp(read(off, length), sb)
                     except (ext4.Ext4Error, OperatorError) as e:
-                        verdict = ext4.Verdict(2, f"error: {e}", mmp_)
+                        verdict = ext4.Verdict(2, error_text(e), mmp_, time.monotonic() - t0)
                         break
-                    waited = time.monotonic() - t0
-                    if again.seq != mmp_.seq:
-                        verdict = ext4.Verdict(1, f"in use by '{again.nodename}' on '{again.bdevname}': its MMP"
-                                               f" seq moved within {waited:.1f} s: not safe to mount", again)
-                        break
-                    if waited >= wait:
-                        verdict = ext4.Verdict(0, f"safe to mount: MMP seq stood still for {waited:.1f} s (last"
-                                               f" update by '{again.nodename}': a stale mount)", again)
-                        break
+                    verdict = ext4.reread_verdict(mmp_, again, time.monotonic() - t0, wait)
+        verdict = ext4.final_verdict(sb, verdict)
         m = verdict.mmp
-        doc.update(code=verdict.code, summary=verdict.summary, waited_s=round(waited, 3))
+        doc.update(code=verdict.code, summary=verdict.summary, waited_s=round(verdict.waited_s, 3))
+        doc["superblock_checksum_ok"] = sb.super_csum_ok
         if m is not None:
             doc["mmp"] = {"seq": m.seq, "seq_hex": f"{m.seq:#010x}", "state": m.state, "time_s": m.time_s,
                           "nodename": m.nodename, "bdevname": m.bdevname, "check_interval_s": m.check_interval_s,

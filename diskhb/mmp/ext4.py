@@ -15,8 +15,13 @@ Facts (ext4 on-disk format; checked against mkfs.ext4 -O mmp images and live ker
 - seq: CLEAN 0xFF4D4D50, FSCK 0xE24D4D50, running 1..0xE24D4D4F, anything else unknown.
 - e2mmpstatus: CLEAN -> safe (0); FSCK, unknown seq, bad checksum -> in use (1); a running
   seq is re-read after min(2 x ci + 1, ci + 60) s, ci = max(s_mmp_update_interval, 5,
-  mmp_check_interval): changed -> in use (1), unchanged -> safe (0, a stale mount);
-  anything else (not ext4, no MMP, unreadable) -> error (2).
+  mmp_check_interval): changed -> in use (1), a bad checksum on the re-read -> in use (1),
+  unchanged -> safe (0, a stale mount); bad MMP magic, MMP block 0 or outside the filesystem,
+  not ext4, no MMP, unreadable -> error (2).
+- A superblock checksum mismatch does not stop e2mmpstatus (it reopens ignoring checksums and
+  still judges the MMP block): "in use" stays 1 (a live holder rewriting the superblock can
+  tear our read of it, so "in use" is the verdict that matters), "safe" becomes 2 (e2fsck first).
+  Checked with e2fsprogs 1.47.0.
 We poll during that wait and answer "in use" at the first change (no need to sleep it out).
 """
 
@@ -57,6 +62,7 @@ class Ext4Super:
     has_mmp: bool
     metadata_csum: bool
     csum_seed: int  # ext4's checksum seed (raw crc32c state)
+    super_csum_ok: bool | None = None  # None: no metadata_csum; False: judged anyway (see final_verdict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +110,16 @@ def parse_super(data: bytes) -> Ext4Super:
     (mmp_block,) = struct.unpack_from("<Q", data, 0x168)
     (seed_field,) = struct.unpack_from("<I", data, 0x270)
     csum = bool(ro_compat & RO_COMPAT_METADATA_CSUM)
-    if csum:
+    super_ok = None
+    if csum:  # a mismatch is not fatal: e2mmpstatus still reads the MMP block (final_verdict)
         (stored,) = struct.unpack_from("<I", data, 0x3FC)
-        if _raw_crc32c(0xFFFFFFFF, data[:0x3FC]) != stored:
-            raise Ext4Error("ext4 superblock checksum mismatch")
+        super_ok = _raw_crc32c(0xFFFFFFFF, data[:0x3FC]) == stored
     seed = seed_field if incompat & INCOMPAT_CSUM_SEED else _raw_crc32c(0xFFFFFFFF, uuid)
     return Ext4Super(
         block_size=1024 << log_bs,
         blocks_count=lo | ((hi << 32) if incompat & INCOMPAT_64BIT else 0),
         first_data_block=first, uuid=uuid, mmp_block=mmp_block, mmp_update_interval_s=interval,
-        has_mmp=bool(incompat & INCOMPAT_MMP), metadata_csum=csum, csum_seed=seed,
+        has_mmp=bool(incompat & INCOMPAT_MMP), metadata_csum=csum, csum_seed=seed, super_csum_ok=super_ok,
     )
 
 
@@ -137,6 +143,8 @@ def parse_mmp(data: bytes, sb: Ext4Super) -> MmpStruct:
 def mmp_location(sb: Ext4Super) -> tuple[int, int]:
     """(byte offset, length to read) of the MMP block; Ext4Error if MMP is off or out of range."""
     if not sb.has_mmp:
+        if sb.super_csum_ok is False:  # the feature bits themselves may be the damage
+            raise Ext4Error("ext4 superblock checksum mismatch and no MMP feature in it; run e2fsck")
         raise Ext4Error("the filesystem has no MMP (mkfs.ext4 -O mmp or tune2fs -O mmp enables it)")
     if not sb.first_data_block < sb.mmp_block < sb.blocks_count:
         raise Ext4Error(f"MMP block number {sb.mmp_block} is outside the filesystem")
@@ -159,7 +167,7 @@ class Verdict:
 
 def first_verdict(mmp: MmpStruct) -> Verdict | None:
     """The verdict a single read gives, or None when the block must be watched."""
-    who = f"'{mmp.nodename}' on '{mmp.bdevname}'"
+    who = _who(mmp)
     if mmp.checksum_ok is False:
         return Verdict(1, f"MMP block checksum is invalid (last update by {who}): not safe to mount", mmp)
     state = mmp.state
@@ -170,3 +178,35 @@ def first_verdict(mmp: MmpStruct) -> Verdict | None:
     if state == "unknown":
         return Verdict(1, f"MMP seq {mmp.seq:#010x} is unknown: not safe to mount", mmp)
     return None
+
+
+def _who(m: MmpStruct) -> str:
+    return f"'{m.nodename}' on '{m.bdevname}'"
+
+
+def reread_verdict(first: MmpStruct, again: MmpStruct, waited_s: float, wait_s_: float) -> Verdict | None:
+    """The verdict after re-reading a running seq `waited_s` into a `wait_s_` watch, or None
+    to keep watching. A changed seq is a live holder; a bad checksum on the re-read is "in use"
+    (e2fsprogs: MMP_CSUM_INVALID -> 1), checked before the seq, which it may not be fit to give."""
+    if again.checksum_ok is False:
+        return Verdict(1, f"MMP block checksum became invalid while watched (last update by {_who(again)}):"
+                          " not safe to mount", again, waited_s)
+    if again.seq != first.seq:
+        return Verdict(1, f"in use by {_who(again)}: its MMP seq moved within {waited_s:.1f} s:"
+                          " not safe to mount", again, waited_s)
+    if waited_s >= wait_s_:
+        return Verdict(0, f"safe to mount: MMP seq stood still for {waited_s:.1f} s (last update by"
+                          f" {_who(again)}: a stale mount)", again, waited_s)
+    return None
+
+
+def final_verdict(sb: Ext4Super, v: Verdict) -> Verdict:
+    """e2mmpstatus after a superblock checksum mismatch: "in use" stays 1, "safe" turns into 2."""
+    if sb.super_csum_ok is not False:
+        return v
+    if v.code == 0:
+        return Verdict(2, "error: ext4 superblock checksum mismatch (MMP itself says safe); run e2fsck"
+                          " before mounting", v.mmp, v.waited_s)
+    if v.code == 1:
+        return Verdict(1, v.summary + " (and the superblock checksum does not match)", v.mmp, v.waited_s)
+    return v
