@@ -170,10 +170,15 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
-def _metric(port: int, name: str) -> float:
+def _metrics(port: int, names: list[str]) -> list[float]:
+    """One scrape: for each name (a prefix, labels included), the sum of the matching samples."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+        lines = r.read().decode().splitlines()
+    return [sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name)) for name in names]
+
+
+def _metric(port: int, name: str) -> float:
+    return _metrics(port, [name])[0]
 
 
 def bench_cost(used: int, seconds: float) -> dict:

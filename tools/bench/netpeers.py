@@ -18,13 +18,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 from diskhb.core.types import SlotFlag
 from diskhb.runtime import monotonic_ms, new_generation
 from netpath import wire
 from netpath.keys import load_key_file
-from tools.bench.detection import DISKHB, ROOT, _cpu_s, _free_port, _metric, _metric_ok, _start, _stop, _wait
+from tools.bench.detection import DISKHB, ROOT, _cpu_s, _free_port, _metric_ok, _metrics, _start, _stop, _wait
 
 INTERVAL_MS, DEAD_MS = 100, 1000
 CLUSTER = "bench"
@@ -64,13 +65,14 @@ class Peers:
                 except BlockingIOError:
                     break
 
-    def run_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
+    def run_until(self, stop: threading.Event, limit_s: float) -> None:
+        """Beat every interval until `stop` is set (bounded by limit_s)."""
+        end = time.monotonic() + limit_s
         nxt = time.monotonic()
-        while time.monotonic() < end:
+        while not stop.is_set() and time.monotonic() < end:
             self.beat()
             nxt += INTERVAL_MS / 1000
-            time.sleep(max(0.0, nxt - time.monotonic()))
+            stop.wait(max(0.0, nxt - time.monotonic()))
 
     def close(self) -> None:
         for s in self.socks.values():
@@ -102,22 +104,31 @@ def bench(nodes: int, seconds: float) -> dict:
         p, _ = _start(work, _Layout(), 1, port)
         procs.append(p)
         _wait(lambda: _metric_ok(port), 20, "daemon metrics")
-        peers.run_for(3 * DEAD_MS / 1000)  # every peer seen alive
-        acc = 'diskhb_net_packets_accepted_total{region="lan"}'
-        sent = 'diskhb_net_packets_sent_total{region="lan"}'
-        rd = 'diskhb_region_io_bytes_total{direction="read",region="lan"}'
-        wr = 'diskhb_region_io_bytes_total{direction="write",region="lan"}'
-        a0, s0, r0, w0 = (_metric(port, m) for m in (acc, sent, rd, wr))
-        alive = _metric(port, "diskhb_node_alive")
-        c0, t0 = _cpu_s(p.pid), time.monotonic()
-        peers.run_for(seconds)
+        # The peers beat on their own thread for the whole measurement, scrapes included: every
+        # counter then grows at its steady rate over the window between the two scrapes.
+        stop = threading.Event()
+        beater = threading.Thread(target=peers.run_until, args=(stop, seconds + 60), daemon=True)
+        beater.start()
+        time.sleep(3 * DEAD_MS / 1000)  # warm up: every peer seen alive
+        names = ['diskhb_net_packets_accepted_total{region="lan"}', 'diskhb_net_packets_sent_total{region="lan"}',
+                 'diskhb_region_io_bytes_total{direction="read",region="lan"}',
+                 'diskhb_region_io_bytes_total{direction="write",region="lan"}',
+                 'diskhb_net_packets_rejected_total{region="lan"',  # every reason: must stay 0
+                 "diskhb_node_alive"]
+        ts0 = time.monotonic()
+        m0 = _metrics(port, names)
+        c0, t0 = _cpu_s(p.pid), time.monotonic()  # CPU window: no scrape inside it
+        time.sleep(seconds)
         c1, t1 = _cpu_s(p.pid), time.monotonic()
-        a1, s1, r1, w1 = (_metric(port, m) for m in (acc, sent, rd, wr))
-        rejected = _metric(port, 'diskhb_net_packets_rejected_total{region="lan"')  # every reason: must be 0
-        el = t1 - t0
-        return {"nodes": nodes, "alive_seen": alive, "cpu_pct": 100 * (c1 - c0) / el,
-                "rx_pps": (a1 - a0) / el, "tx_pps": (s1 - s0) / el,
-                "rx_Bps": (r1 - r0) / el, "tx_Bps": (w1 - w0) / el, "rejected": rejected}
+        m1 = _metrics(port, names)
+        ts1 = time.monotonic()
+        stop.set()
+        beater.join(5)
+        el, win = t1 - t0, ts1 - ts0  # the counter window holds both scrapes: a few ms longer
+        d = [b - a for a, b in zip(m0, m1)]
+        return {"nodes": nodes, "alive_seen": m1[5], "cpu_pct": 100 * (c1 - c0) / el,
+                "rx_pps": d[0] / win, "tx_pps": d[1] / win, "rx_Bps": d[2] / win, "tx_Bps": d[3] / win,
+                "rejected": m1[4]}
     finally:
         if peers is not None:
             peers.close()
