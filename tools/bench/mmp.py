@@ -1,6 +1,9 @@
 """MMP guard benchmarks (issue 4), side by side with the kernel's ext4 MMP on a loop device.
 
-    python -m tools.bench.mmp [--reps 10] [--ext4-reps 2] [--skip-ext4]
+    python -m tools.bench.mmp [--reps 10] [--ext4-reps 2] [--skip-ext4] [--quick]
+
+--quick: 3 repetitions of the fast cases and 1 of each ~20 s ext4 case (about 2 minutes).
+Every line prints min / median / max over its repetitions.
 
 diskhb (a region file on this machine's disk, O_DIRECT|O_DSYNC, resource interval 1000 ms):
   clean acquire      Runner.acquire of a never-used block (binding the name) and of a CLEAN one
@@ -116,7 +119,7 @@ def bench_diskhb(reps: int) -> dict[str, list[float]]:
 
         # Daemons: node 1 holds; node 2's daemon refuses at once; fast take-over after a leave.
         d_refuse, d_cli, d_acq, d_left, d_crash = [], [], [], [], []
-        for i in range(max(2, reps // 3)):
+        for i in range(2 * max(1, reps // 3)):  # even: as many clean leaves as crashes
             (p1, _), (p2, _) = (_start(work, region, n, _free_port(), RESOURCE) for n in (1, 2))
             procs += [p1, p2]
             s1, s2 = (os.path.join(work, "run", f"diskhb-bench-{n}.sock") for n in (1, 2))
@@ -211,18 +214,20 @@ def set_ext4_mmp_seq(img: str, seq: int) -> None:
         os.fsync(f.fileno())
 
 
-def bench_ext4(reps: int) -> dict[str, list[float]]:
+def bench_ext4(reps: int, update_interval_s: int | None = None) -> dict[str, list[float]]:
     work = tempfile.mkdtemp(prefix="diskhb-bench-ext4-", dir="/var/tmp")
     loops: list[str] = []
     mounts: list[str] = []
     out: dict[str, list[float]] = {k: [] for k in ("mount, clean (kernel MMP)", "second mount refused while mounted",
                                                    "e2mmpstatus while mounted (in use)",
+                                                   "`diskhb mmp inspect` while mounted (in use)",
                                                    "mount after the holder crashed (stale seq)")}
     try:
         img = os.path.join(work, "fs.img")
         with open(img, "wb") as f:
             f.truncate(64 << 20)
-        _run("mkfs.ext4", "-q", "-F", "-O", "mmp", img)
+        extra = ["-E", f"mmp_update_interval={update_interval_s}"] if update_interval_s else []
+        _run("mkfs.ext4", "-q", "-F", "-O", "mmp", *extra, img)
         for n in (1, 2):
             loops.append(_run("losetup", "--find", "--show", img).stdout.strip())
             os.mkdir(os.path.join(work, f"m{n}"))
@@ -235,6 +240,11 @@ def bench_ext4(reps: int) -> dict[str, list[float]]:
             t0 = time.monotonic()
             r = _run("e2mmpstatus", loops[1], check=False)
             out["e2mmpstatus while mounted (in use)"].append(time.monotonic() - t0)
+            assert r.returncode == 1, r
+            t0 = time.monotonic()
+            r = subprocess.run(DISKHB + ["mmp", "inspect", loops[1]], cwd=ROOT, capture_output=True, text=True,
+                               timeout=120)
+            out["`diskhb mmp inspect` while mounted (in use)"].append(time.monotonic() - t0)
             assert r.returncode == 1, r
             t0 = time.monotonic()
             r = _run("mount", "-t", "ext4", loops[1], m2, check=False)
@@ -259,7 +269,11 @@ def bench_ext4(reps: int) -> dict[str, list[float]]:
             _run("umount", m, check=False)
         for dev in loops:
             _run("losetup", "-d", dev, check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        still = [m for m in mounts if os.path.ismount(m)]
+        if still:  # never rmtree through a mount point that would not go
+            print(f"ext4: left {work} in place: still mounted: {still}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> int:
@@ -267,14 +281,24 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--ext4-reps", type=int, default=2)
     ap.add_argument("--skip-ext4", action="store_true")
+    ap.add_argument("--ext4-interval", type=int, default=None,
+                    help="mkfs.ext4 -E mmp_update_interval=N (default: mkfs's own, 5 s); the kernel floors its check at 5 s")
+    ap.add_argument("--skip-diskhb", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="3 fast repetitions, 1 of each slow ext4 case")
     a = ap.parse_args()
-    for name, xs in bench_diskhb(a.reps).items():
-        print(f"diskhb  {name}: {_stats(xs)}", flush=True)
+    if a.quick:
+        a.reps, a.ext4_reps = 3, 1
+    e2 = subprocess.run(["dumpe2fs", "-V"], capture_output=True, text=True, timeout=10).stderr.split("\n")[0]
+    print(f"machine: {os.cpu_count()} cores, Linux {os.uname().release}, {e2.strip()}, reps {a.reps}"
+          f" / ext4 {a.ext4_reps}", flush=True)
+    if not a.skip_diskhb:
+        for name, xs in bench_diskhb(a.reps).items():
+            print(f"diskhb  {name}: {_stats(xs)}", flush=True)
     if not a.skip_ext4:
         if os.geteuid() != 0:
             print("ext4: skipped (needs root for loop devices and mount)", file=sys.stderr)
         else:
-            for name, xs in bench_ext4(a.ext4_reps).items():
+            for name, xs in bench_ext4(a.ext4_reps, a.ext4_interval).items():
                 print(f"ext4    {name}: {_stats(xs)}", flush=True)
     return 0
 
