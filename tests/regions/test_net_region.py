@@ -26,7 +26,7 @@ from diskhb.regions.net import NetRegion
 from netpath import wire
 from netpath.keys import format_key_line, generate_key_file, load_key_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WAIT_S = 5.0
 
 

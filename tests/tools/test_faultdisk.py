@@ -25,7 +25,7 @@ from tools.faultdisk.control import (
 )
 
 WAIT_S = 5.0
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def wait_for(pred, timeout_s: float = WAIT_S, what: str = "condition"):

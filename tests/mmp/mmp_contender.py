@@ -33,7 +33,7 @@ import re
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from diskhb.errors import OperatorError, Refused as RefusedError  # noqa: E402
 from diskhb.mmp import format as mf  # noqa: E402
