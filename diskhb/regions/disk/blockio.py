@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from diskhb.errors import OperatorError
+from diskhb.errors import OperatorError, Refused
 from diskhb.runtime import monotonic_ms
 
 BLKSSZGET = 0x1268  # logical sector size (int)
@@ -158,16 +158,20 @@ class BlockDevice:
 
     @classmethod
     def open(cls, path: str, *, writable: bool, sector_size: int | None = None,
-             allow_buffered: bool = False) -> "BlockDevice":
+             allow_buffered: bool = False, exclusive: bool = False) -> "BlockDevice":
         """Open for direct I/O; every operator mistake is a one-line OperatorError.
 
         allow_buffered: a regular file whose filesystem refuses O_DIRECT is opened buffered
         (O_DSYNC kept for writes) instead of refused. Only for tests and tools: a shared region
         read through the page cache would show stale peer slots.
+        exclusive: a block device is opened O_EXCL, so no mount, swapon or device-mapper table
+        can claim it while we hold it (diskhb format); if something already has, Refused. No
+        effect on a regular file (O_EXCL without O_CREAT means nothing defined there).
         """
         if sector_size is not None and not _valid_sector_size(sector_size):
             raise OperatorError(f"{path}: sector size {sector_size} is not a power of two in"
                                 f" {SECTOR_BYTES_MIN}..{SECTOR_BYTES_MAX}; use 512 or 4096")
+        pre = 0
         try:
             pre = os.stat(path).st_mode
             # a FIFO would block open() until a writer came; a socket or tty is no disk either
@@ -176,10 +180,15 @@ class BlockDevice:
         except OSError:
             pass  # open() below reports it with the right message
         base = os.O_CLOEXEC | ((os.O_RDWR | os.O_DSYNC) if writable else os.O_RDONLY)
+        if exclusive and stat.S_ISBLK(pre):
+            base |= os.O_EXCL
         direct = True
         try:
             fd = os.open(path, base | os.O_DIRECT)
         except OSError as e:
+            if e.errno == errno.EBUSY and base & os.O_EXCL:
+                raise Refused(f"{path}: in use: open exclusively by another process (a mount, swap area,"
+                              " RAID/LVM/multipath stack or a tool such as mkfs); nothing was written") from None
             if e.errno != errno.EINVAL or os.path.isdir(path):
                 raise _open_error(path, e, writable) from None
             # EINVAL at open: is it O_DIRECT (tmpfs before Linux 6.6, ramfs, some FUSE/network

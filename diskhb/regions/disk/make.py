@@ -3,6 +3,9 @@
 Rules of this file:
 - Look before writing: an existing filesystem, partition table, LVM/RAID/LUKS label or diskhb
   region is reported and left alone unless --force.
+- Never write over a device this host uses (mounted, swap, held by device-mapper/MD, open
+  O_EXCL), not even with --force: mkfs refuses that too. The format itself holds the device
+  O_EXCL from the look to the last write, so nothing can mount it in between.
 - Even with --force, never format a diskhb region that nodes are beating in: sample it for the
   dead time first (reformatting under a live cluster would make every node's slot a lie).
 - Write order: zero every area, then the superblock last, then read it back and compare.
@@ -21,12 +24,15 @@ import numpy as np
 from diskhb.errors import OperatorError, Refused
 from diskhb.regions.disk import format as fmt
 from diskhb.regions.disk.blockio import AlignedBuffer, BlockDevice
+from diskhb.regions.disk.inuse import why_in_use
 from diskhb.regions.disk.region import bounded_call, io_error
 from diskhb.regions.disk.signatures import describe, find_signatures
+from diskhb.runtime import monotonic_ms
 
 ZERO_CHUNK_BYTES = 1 << 20
 SIGNATURE_READ_BYTES_MAX = 1 << 20  # signatures live near the start (and a few near the end)
 IO_TIMEOUT_MS = 30_000
+SCAN_TIMEOUT_MS = 30_000  # a whole signature scan (2..16 reads of at most 1 MiB) takes at most this
 
 
 def make_region(path: str, *, cluster: str, slots: int, sector_size: int | None, interval_ms: int,
@@ -65,7 +71,11 @@ def make_region(path: str, *, cluster: str, slots: int, sector_size: int | None,
 
 def _make(path, created, *, cluster, slots, sector_size, interval_ms, dead_ms, io_timeout_ms,
           mmp_resources, force) -> fmt.Superblock:
-    dev = BlockDevice.open(path, writable=True, sector_size=sector_size or 512)
+    if not created:
+        _refuse_if_in_use(path)
+    # O_EXCL (block devices): a mount or swapon that starts after the check above fails with EBUSY
+    # until we have written the superblock and closed; one that won the race makes this open fail.
+    dev = BlockDevice.open(path, writable=True, sector_size=sector_size or 512, exclusive=True)
     try:
         if dev.is_block_device:
             if sector_size is None:
@@ -102,8 +112,33 @@ def _make(path, created, *, cluster, slots, sector_size, interval_ms, dead_ms, i
         dev.close()
 
 
-def _read_at_fn(dev: BlockDevice, size: int):
-    """read_at(offset, length) for the signature scanner over aligned O_DIRECT reads."""
+def _refuse_if_in_use(path: str) -> None:
+    reason = why_in_use(path)
+    if reason:
+        raise Refused(f"{path}: in use: {reason}; nothing was written (not even --force writes over a device"
+                      " in use)")
+
+
+def foreign_data(dev: BlockDevice, timeout_ms: int) -> str | None:
+    """What a device without a valid diskhb superblock holds instead, e.g. "ext4 filesystem label
+    'data' (UUID ...)"; None when blank or unknown (or only a damaged diskhb superblock is there).
+
+    For open_region, so `status`/`run` on the wrong device name what is there. The whole scan
+    gets timeout_ms, not each of its reads: a slow device must not multiply the wait.
+    """
+    size = dev.size_bytes
+    if size <= 0:
+        return None
+    sigs = find_signatures(_read_at_fn(dev, size, monotonic_ms() + timeout_ms), size)
+    foreign = [s.description for s in sigs if s.kind != "diskhb"]
+    return ", ".join(foreign) if foreign else None
+
+
+def _read_at_fn(dev: BlockDevice, size: int, deadline_ms: int):
+    """read_at(offset, length) for the signature scanner over aligned O_DIRECT reads.
+
+    Every read is bounded by what is left until deadline_ms (monotonic), so the scan is too.
+    """
     s = dev.sector_size
     buf = AlignedBuffer(SIGNATURE_READ_BYTES_MAX + 2 * s)
 
@@ -115,8 +150,12 @@ def _read_at_fn(dev: BlockDevice, size: int):
         end = min(-(-(offset + length) // s) * s, size - size % s)
         if end <= start:
             return b""
+        left_ms = deadline_ms - monotonic_ms()
+        if left_ms <= 0:
+            raise OperatorError(f"{dev.path}: reading the device's first and last MiB took longer than allowed"
+                                " (hung or very slow device?)")
         try:
-            bounded_call(lambda: dev.read_into(buf, start, end - start), IO_TIMEOUT_MS, dev.path)
+            bounded_call(lambda: dev.read_into(buf, start, end - start), left_ms, dev.path)
         except OSError as e:
             raise io_error(dev.path, e) from None
         return buf.view[offset - start: offset - start + length].tobytes()
@@ -125,7 +164,7 @@ def _read_at_fn(dev: BlockDevice, size: int):
 
 
 def _look_before_writing(dev: BlockDevice, path: str, size: int, force: bool) -> None:
-    sigs = find_signatures(_read_at_fn(dev, size), size)
+    sigs = find_signatures(_read_at_fn(dev, size, monotonic_ms() + SCAN_TIMEOUT_MS), size)
     if not sigs:
         return
     if not force:

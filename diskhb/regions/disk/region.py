@@ -77,6 +77,15 @@ def open_region(path: str, *, writable: bool, timeout_ms: int = START_IO_TIMEOUT
         try:
             sb = fmt.decode_superblock(buf.view[:length].tobytes())
         except fmt.FormatError as e:
+            # "run diskhb format" is the right advice only for a blank device: for one that holds
+            # a filesystem, volume or table it invites destroying it, so say what is there instead.
+            from diskhb.regions.disk.make import foreign_data  # late: make.py imports this module
+
+            found = foreign_data(dev, timeout_ms)
+            if found:
+                raise OperatorError(
+                    f"{path}: holds {found}, not a diskhb region; name the right device, or format it with"
+                    f" 'diskhb format {path} --cluster NAME --force' if that data may be destroyed") from None
             raise OperatorError(f"{path}: {e}; run 'diskhb format {path} --cluster NAME' first") from None
         if dev.is_block_device and dev.sector_size > sb.sector_size:
             raise OperatorError(
