@@ -502,7 +502,9 @@ def run_cmd(resource, command, region, config_path, device, offset, node_id, nod
         except OSError as e:
             runner.bump(loc, h, final=mf.SEQ_CLEAN)
             raise OperatorError(f"cannot run {command[0]!r}: {e.strerror}; {resource} was released") from None
-        sentinel = foreground.Sentinel(child.pid, foreground.lease_end_ms(h))
+        from diskhb.mmp.sentinel import Enforcer  # stops the command (and the mount's users) if we freeze or die
+        sentinel = Enforcer.start(foreground.lease_end_ms(h), pgid=child.pid, mountpoint=loss.mountpoint,
+                                  remount_ro=bool(loss.mountpoint) and "remount-ro" in loss.kinds, resource=resource)
         sys.exit(_holding(ctx, runner, me, loc, acq, interval_ms, stop, loss, child=child, sentinel=sentinel))
     finally:
         t.close()

@@ -52,41 +52,6 @@ def spawn(cmd: list[str], env: dict) -> subprocess.Popen:
     return subprocess.Popen(cmd, process_group=0, preexec_fn=_child_setup(os.getpid()), env=env)
 
 
-class Sentinel:
-    """The guard's end of diskhb.mmp.sentinel (see there)."""
-
-    def __init__(self, pgid: int, deadline_ms: int):
-        r, w = os.pipe()
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "diskhb.mmp.sentinel", str(r), str(pgid), str(deadline_ms)],
-                pass_fds=(r,), start_new_session=True, stdin=subprocess.DEVNULL)
-        finally:
-            os.close(r)
-        self.w = w
-        self.warned = False
-
-    def renew(self, deadline_ms: int) -> None:
-        try:
-            os.write(self.w, f"D {deadline_ms}\n".encode())
-        except OSError:
-            if not self.warned:
-                self.warned = True
-                log_loudly("mmp run sentinel is gone: a frozen guard could no longer stop the command")
-
-    def done(self) -> None:
-        try:
-            os.write(self.w, b"done\n")
-        except OSError:
-            pass
-        os.close(self.w)
-        try:
-            self.proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(2)
-
-
 def lease_end_ms(hold_: g.Hold) -> int:
     """Until when the command may run without a newer bump: H1's deadline + half an interval
     (others may take over only from 2 x interval + 1 s after our last write)."""

@@ -15,6 +15,9 @@ Rules of this file:
                 the mount for readers). Needs root; bounded like a command.
     none        only log and count (for consumers that check the epoch fencing token).
   Several may be combined; `kill` always runs first (it stops writers fastest).
+- A loss action never blocks on the resource's filesystem, which may hang: nothing stats,
+  lists or resolves a path on or below the mountpoint. Its users are found from /proc alone
+  (diskhb.mmp.sentinel, shared with the lease enforcer), and `mount -c` does not canonicalize.
 - Logging is loud: CRITICAL to syslog (LOG_DAEMON) and one line to stderr.
 """
 
@@ -22,12 +25,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter
+
+# The /proc scan lives in the enforcer's stdlib-only module (it must start fast, without
+# prometheus_client); re-exported here, where the loss actions use it.
+from diskhb.mmp.sentinel import (  # noqa: F401 - re-exported
+    LINKS_PER_PID_MAX, PROC_PIDS_MAX, check_mountpoint, mount_users, remount_ro_argv, run_bounded,
+)
 
 LOSS_COMMAND_TIMEOUT_MS = 30_000
 KILL_POLL_MS = 10
@@ -79,51 +87,6 @@ def _group_gone(pgid: int) -> bool:
     return False
 
 
-PROC_PIDS_MAX = 1 << 22  # /proc/sys/kernel/pid_max's ceiling: the scan is bounded by it
-LINKS_PER_PID_MAX = 1 << 16  # fds and mapped files looked at per process
-
-
-def check_mountpoint(path: str) -> str | None:
-    """Why `path` cannot be a resource's mountpoint for a kill, or None."""
-    if not os.path.isabs(path) or os.path.realpath(path) == "/":
-        return f"{path!r} must be an absolute mount point other than /"
-    if not os.path.ismount(path):
-        return f"{path} is not a mount point"
-    return None
-
-
-def mount_users(mountpoint: str) -> set[int]:
-    """PIDs (not ours) with an open file, a mapped file, cwd, root or executable on the
-    filesystem mounted at `mountpoint` (by device, as fuser -m: bind mounts and other mount
-    namespaces of it count too)."""
-    try:
-        dev = os.stat(mountpoint).st_dev
-        entries = [e for e in os.listdir("/proc") if e.isdigit()][:PROC_PIDS_MAX]
-    except OSError:
-        return set()
-    me = os.getpid()
-    out: set[int] = set()
-    for entry in entries:
-        pid = int(entry)
-        if pid == me:
-            continue
-        base = f"/proc/{pid}"
-        links = [f"{base}/cwd", f"{base}/root", f"{base}/exe"]
-        for sub in ("fd", "map_files"):
-            try:
-                links += [f"{base}/{sub}/{n}" for n in os.listdir(f"{base}/{sub}")[:LINKS_PER_PID_MAX]]
-            except OSError:
-                pass  # gone, or a kernel thread
-        for link in links:
-            try:
-                if os.stat(link).st_dev == dev:
-                    out.add(pid)
-                    break
-            except OSError:
-                continue
-    return out
-
-
 def _signal_all(pgid: int | None, pids: set[int], sig: int) -> None:
     if pgid:
         try:
@@ -171,18 +134,16 @@ def _what(pgid, users: set[int], mountpoint: str | None) -> str:
 
 def _run(argv: list[str], env: dict, timeout_ms: int, what: str, report: LossReport) -> None:
     try:
-        r = subprocess.run(argv, env=env, timeout=timeout_ms / 1000, capture_output=True, text=True)
-    except subprocess.TimeoutExpired:
-        report.failed.append(f"{what} (timed out after {timeout_ms} ms)")
-        return
+        code, last = run_bounded(argv, timeout_ms, env=env)  # no unbounded wait after a kill
     except OSError as e:
         report.failed.append(f"{what} ({e.strerror})")
         return
-    if r.returncode == 0:
+    if code is None:
+        report.failed.append(f"{what} (timed out after {timeout_ms} ms)")
+    elif code == 0:
         report.done.append(f"{what} ok")
     else:
-        err = (r.stderr or r.stdout).strip().splitlines()
-        report.failed.append(f"{what} (exit {r.returncode}{': ' + err[-1] if err else ''})")
+        report.failed.append(f"{what} (exit {code}{': ' + last if last else ''})")
 
 
 def run_loss_action(action: LossAction, *, resource: str, epoch: int, reason: str, reap=None) -> LossReport:
@@ -200,8 +161,12 @@ def run_loss_action(action: LossAction, *, resource: str, epoch: int, reason: st
     env = {**os.environ, "DISKHB_MMP_RESOURCE": resource, "DISKHB_MMP_EPOCH": str(epoch),
            "DISKHB_MMP_REASON": reason}
     if "remount-ro" in action.kinds and action.mountpoint:
-        _run(["mount", "-o", "remount,ro", action.mountpoint], env, action.timeout_ms,
-             f"remount {action.mountpoint} read-only", report)
+        bad = check_mountpoint(action.mountpoint)  # a bind mount of / would remount / itself
+        if bad:
+            report.failed.append(f"remount {action.mountpoint} read-only ({bad})")
+        else:
+            _run(remount_ro_argv(action.mountpoint), env, action.timeout_ms,
+                 f"remount {action.mountpoint} read-only", report)
     if "command" in action.kinds and action.command:
         _run(["/bin/sh", "-c", action.command], env, action.timeout_ms, f"command {action.command!r}", report)
     return report

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
-from diskhb.mmp.loss import LOST, LossAction, kill_writers, on_lost, run_loss_action
+from diskhb.mmp.loss import LOST, LossAction, check_mountpoint, kill_writers, mount_users, on_lost, run_loss_action
 
 
 def _group(script: str) -> subprocess.Popen:
@@ -171,3 +174,166 @@ def test_kill_stops_every_user_of_the_mountpoint_and_nobody_else(disk_tmp_path):
 def test_kill_without_a_command_or_mountpoint_fails_loudly():
     report = run_loss_action(LossAction(kinds=("kill",)), resource="db", epoch=1, reason="x")
     assert report.failed and "nothing to kill" in report.failed[0]
+
+
+# -- finding a mountpoint's users from /proc alone ----------------------------------------------
+
+MAPPER = """
+import mmap, sys, time
+with open(sys.argv[1], "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)  # the file stays mapped, its fd is closed
+print("mapped", flush=True)
+time.sleep(60)
+"""
+HOLD_OPEN = 'exec 3<"$1"; exec sleep 60'  # sleep with fd 3 open on the file, cwd elsewhere
+
+PATH_CALLS = [(os, "stat"), (os, "lstat"), (os, "statvfs"), (os, "access"), (os, "listdir"), (os, "scandir"),
+              (os, "readlink"), (os, "open"), (os, "chdir"), (os.path, "ismount"), (os.path, "realpath"),
+              (os.path, "exists"), (os.path, "isdir"), (os.path, "islink"), (builtins, "open")]
+
+
+def _forbid_paths_under(monkeypatch, *roots: str) -> list:
+    """Every path-taking call that could reach a filesystem raises for a path at or below one
+    of `roots` (and is recorded): proof that a check went through /proc and mountinfo only."""
+    touched: list = []
+
+    def under(path) -> bool:
+        try:
+            path = os.fsdecode(os.fspath(path))
+        except TypeError:
+            return False  # an fd
+        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+    def guard(real, name):
+        def call(*args, **kwargs):
+            path = args[0] if args else kwargs.get("path", kwargs.get("file"))
+            if path is not None and under(path):
+                touched.append((name, path))
+                raise AssertionError(f"{name}({path!r}): touched a guarded mountpoint")
+            return real(*args, **kwargs)
+        return call
+
+    for module, name in PATH_CALLS:
+        monkeypatch.setattr(module, name, guard(getattr(module, name), f"{module.__name__}.{name}"))
+    return touched
+
+
+def _until_found(scan, expected: set[int], timeout_s: float = 5.0) -> set[int]:
+    """Scan until every expected process is seen (they need a moment to open, map, chdir)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = scan()
+        if found >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
+
+
+def _end(procs) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(5)
+
+
+def _umount(path: str) -> None:
+    for _ in range(50):  # a killed process may need a moment to let go
+        if subprocess.run(["umount", path], capture_output=True, timeout=30).returncode == 0:
+            return
+        time.sleep(0.1)
+    subprocess.run(["umount", "-l", path], capture_output=True, timeout=30)
+
+
+def test_check_mountpoint_refuses_root_relative_paths_and_non_mount_points(disk_tmp_path, monkeypatch):
+    touched = _forbid_paths_under(monkeypatch, disk_tmp_path)
+    for root in ("/", "//", "/.", "/tmp/..", "relative/path", ""):
+        assert "must be an absolute mount point other than /" in check_mountpoint(root), root
+    for plain in (disk_tmp_path, os.path.join(disk_tmp_path, "nope"), disk_tmp_path + "/"):
+        assert "is not a mount point" in check_mountpoint(plain), plain
+        assert mount_users(plain) == set()
+    assert touched == []
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a tmpfs")
+def test_mount_users_finds_open_mapped_and_cwd_users_through_a_bind_mount(disk_tmp_path, monkeypatch):
+    """Each user reaches the filesystem only through a bind mount of a subdirectory: an open
+    file (found by fdinfo's mnt_id: the bind mount's id is one of the device's), a mapped file
+    whose fd is closed (maps' major:minor), a cwd (readlink, resolved in mountinfo). Not one
+    stat, listdir or realpath on or below either mount point or a symlink to one."""
+    mnt, bind, link = (os.path.join(disk_tmp_path, x) for x in ("srv", "bind", "link"))
+    os.makedirs(mnt)
+    os.makedirs(bind)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "diskhb-test", mnt], check=True, timeout=30)
+    procs: list[subprocess.Popen] = []
+    bound = False
+    try:
+        os.makedirs(os.path.join(mnt, "sub"))
+        for name in ("open.dat", "mapped.dat"):
+            with open(os.path.join(mnt, "sub", name), "wb") as f:
+                f.write(b"x" * 4096)
+        subprocess.run(["mount", "--bind", os.path.join(mnt, "sub"), bind], check=True, timeout=30)
+        bound = True
+        os.symlink(mnt, link)
+        procs.append(subprocess.Popen(["sh", "-c", HOLD_OPEN, "sh", os.path.join(bind, "open.dat")], cwd="/",
+                                      start_new_session=True))
+        procs.append(subprocess.Popen([sys.executable, "-c", MAPPER, os.path.join(bind, "mapped.dat")], cwd="/",
+                                      stdout=subprocess.PIPE, start_new_session=True))
+        assert procs[-1].stdout.readline() == b"mapped\n"
+        procs.append(subprocess.Popen(["sleep", "60"], cwd=bind, start_new_session=True))
+        procs.append(subprocess.Popen(["sleep", "60"], cwd="/", start_new_session=True))
+        opener, mapper, inside, bystander = procs
+        expected = {opener.pid, mapper.pid, inside.pid}
+        touched = _forbid_paths_under(monkeypatch, mnt, bind, link)
+        assert _until_found(lambda: mount_users(mnt), expected) == expected
+        assert mount_users(bind) == expected  # by device: either mount point names the same users
+        assert mount_users(bind + "/") == expected
+        assert check_mountpoint(mnt) is None and check_mountpoint(bind) is None
+        assert "is not a mount point" in check_mountpoint(os.path.join(mnt, "sub"))  # a directory inside
+        assert "is not a mount point" in check_mountpoint(link)  # a symlink to one is not followed
+        assert mount_users(link) == set()
+        assert touched == []
+    finally:
+        monkeypatch.undo()
+        _end(procs)
+        if bound:
+            _umount(bind)
+        _umount(mnt)
+
+
+@pytest.mark.root
+def test_the_scan_answers_while_the_filesystem_hangs(make_faultdisk):
+    """A real hang: the FUSE daemon behind a faultdisk mount is SIGSTOPped, so every request to
+    that filesystem (a stat of its mount point, a statfs) blocks until SIGCONT. check_mountpoint
+    and mount_users still answer at once, and find a process with a file open on it and one
+    with its cwd there."""
+    fd = make_faultdisk()
+    procs = [subprocess.Popen(["sh", "-c", HOLD_OPEN, "sh", fd.path], cwd="/", start_new_session=True),
+             subprocess.Popen(["sleep", "60"], cwd=fd.mountpoint, start_new_session=True)]
+    expected = {p.pid for p in procs}
+    probe = None
+    try:
+        assert _until_found(lambda: mount_users(fd.mountpoint), expected) == expected
+        os.kill(fd.pid, signal.SIGSTOP)
+        probe = threading.Thread(target=os.statvfs, args=(fd.mountpoint,), daemon=True)
+        probe.start()
+        probe.join(0.5)
+        assert probe.is_alive(), "the premise: a request to this filesystem now hangs"
+        answer: dict = {}
+
+        def scan() -> None:
+            answer["check"] = check_mountpoint(fd.mountpoint)
+            answer["users"] = mount_users(fd.mountpoint)
+
+        t0 = time.monotonic()
+        scanner = threading.Thread(target=scan, daemon=True)
+        scanner.start()
+        scanner.join(5)
+        took_s = time.monotonic() - t0
+        assert not scanner.is_alive(), "the scan hung on the filesystem"
+        assert answer == {"check": None, "users": expected}
+        assert took_s < 2.0, took_s
+    finally:
+        os.kill(fd.pid, signal.SIGCONT)  # the hung probe completes, the fixture can unmount
+        if probe is not None:
+            probe.join(5)
+        _end(procs)
