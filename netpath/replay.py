@@ -30,9 +30,26 @@ Rules (one guard per region: each link judges its own traffic):
 
 What no rule on a one-way broadcast medium can stop (documented, not hidden): once a node has
 been silent on a link for reboot_quiet_ms (dead, or the link is cut), someone who recorded that
-node's traffic from an earlier boot can replay it there, and the node looks alive on that link
-only; and after our own start the first generation we hear is believed (P1). Rotating the key
-(netpath.keys) makes every recording made under the old key worthless.
+node's traffic from an earlier boot can replay it there, and this guard takes it (P4b: nothing
+here tells it from a reboot); after our own start the first generation we hear is taken too
+(P1). What such a replay can then do is bounded by the liveness core (diskhb.core.liveness R2,
+R4, R5), which believes a restart, a LEFT or any other change of state only from an incarnation
+it has seen advancing:
+  - while the node is seen beating on any region (another link, a disk): nothing. The replayed
+    generation stays a candidate on this link, however many packets and however fast: no
+    restart, no LEFT, the node's other regions untouched, its real beats still counting.
+  - once the node has been silent on every region for restart_quiet_ms (dead, paused, or cut
+    off everywhere): it can look restarted and, after one more advancing packet, left. When the
+    real node beats again, a replayed LEFT is not believed while its generation moves, and that
+    generation wins back as soon as the replay stops.
+  - at our own start, a replay heard before the node's real generation has moved anywhere is
+    taken as the node's first generation (a baseline) and, with two more packets, can look left;
+    once the real generation moves on any region (within restart_quiet_ms), it cannot.
+An MMP resource still cannot be taken over through such a LEFT: the guard's fast path takes over
+on LEFT only when the resource's block names the very generation that left (diskhb.mmp.fast_path,
+FP3), and a holder that is running now does not write under a generation recorded from an
+earlier boot. Rotating the key (netpath.keys) makes every recording made under the old key
+worthless.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Liveness rules R1-R7 and X1-X4 (diskhb/core/liveness.py): one test per rule under a virtual
+"""Liveness rules R1-R8 and X1-X4 (diskhb/core/liveness.py): one test per rule under a virtual
 clock, then the limits, and property tests (invariants after any input; BeatBatch == Beats)."""
 
 import pytest
@@ -125,15 +125,17 @@ def test_dead_node_beating_again_is_alive_again():
 
 
 def test_a_region_that_cannot_read_kills_nobody():
-    """sampled_ms: our reads on the region hang (or our tick stalled): it has not looked since."""
+    """sampled_ms: our reads on the region hang (or our tick stalled): it has not looked since.
+    After dead_ms of that its evidence is stale (R8): UNKNOWN, still never DEAD."""
     lv = live()
     t = alive_on(lv, 2, "d")  # last advance seen at t
     read_ms = t + 100  # the newest completed read was submitted then; later ones hang
     for now in range(t + 200, t + 10_000, 200):
-        assert lv.tick(now, sampled_ms={"d": read_ms}) == [], now
-    assert lv.node(2).state is ALIVE
+        ev = lv.tick(now, sampled_ms={"d": read_ms})
+        assert DEAD not in [e.new for e in ev], now
+        assert lv.node(2).state is (ALIVE if now - read_ms < DEAD_MS else UNKNOWN), now
     # a read completes again and shows no advance: now the region has looked for dead_ms
-    assert overall(lv.tick(t + 10_000, sampled_ms={"d": t + DEAD_MS})) == [(2, ALIVE, DEAD)]
+    assert overall(lv.tick(t + 10_000, sampled_ms={"d": t + DEAD_MS})) == [(2, UNKNOWN, DEAD)]
 
 
 def test_without_sampled_ms_a_hung_reader_would_kill_everyone():
@@ -147,7 +149,7 @@ def test_without_sampled_ms_a_hung_reader_would_kill_everyone():
 def test_sampled_ms_judges_only_the_regions_it_names():
     lv = live()
     t = alive_on(lv, 2, "disk", "net")
-    ev = lv.tick(t + DEAD_MS, sampled_ms={"disk": t})  # disk blind; net judged at now
+    ev = lv.tick(t + DEAD_MS, sampled_ms={"disk": t + 1})  # disk blind (not yet stale: R8); net judged at now
     assert regional(ev) == [(2, "net", ALIVE, DEAD)] and overall(ev) == []
 
 
@@ -165,11 +167,16 @@ def test_left_is_not_dead():
     assert lv.node(2).state is LEFT and lv.node(2).flags & SlotFlag.LEFT
 
 
-def test_left_seen_first_is_left_at_once():
+def test_left_in_a_first_sample_is_only_a_baseline():
+    """R2, R4: a LEFT counts only from an incarnation seen advancing in our lifetime; a first
+    sample carrying it (a slot we never saw move, or a replayed recording) says nothing."""
     lv = live()
     lv.observe(0, Beat(2, "d", 7, 3, L))
-    assert overall(lv.tick(0)) == [(2, UNKNOWN, LEFT)]
-    assert lv.tick(100_000) == []
+    assert overall(lv.tick(0)) == [] and lv.node(2).state is UNKNOWN
+    assert lv.node(2).flags & SlotFlag.LEFT  # shown as written ...
+    lv.observe(200, Beat(2, "d", 7, 3, L))
+    assert overall(lv.tick(DEAD_MS - 1)) == []
+    assert overall(lv.tick(DEAD_MS)) == [(2, UNKNOWN, DEAD)]  # ... but never LEFT: R3 as for any baseline
 
 
 def test_left_on_one_region_is_left_on_all_and_the_slower_region_is_ignored():
@@ -188,31 +195,42 @@ def test_left_on_one_region_is_left_on_all_and_the_slower_region_is_ignored():
 
 def test_an_advance_past_left_without_left_is_a_live_writer():
     lv = live()
-    lv.observe(0, Beat(2, "d", 7, 3, L))
-    lv.observe(200, Beat(2, "d", 7, 4, A))
-    assert overall(lv.tick(200)) == [(2, UNKNOWN, LEFT), (2, LEFT, ALIVE)]
+    t = alive_on(lv, 2, "d")
+    lv.observe(t + 200, Beat(2, "d", 7, 3, L))
+    lv.observe(t + 400, Beat(2, "d", 7, 4, A))
+    assert overall(lv.tick(t + 400)) == [(2, ALIVE, LEFT), (2, LEFT, ALIVE)]
 
 
 def test_rejoin_after_left_with_a_new_generation():
+    """R5: the new generation moves right after the LEFT (within restart_quiet_ms); it is adopted
+    at the first tick that finds the left one quiet, without waiting for one more beat."""
     lv = live()
-    lv.observe(0, Beat(2, "d", 7, 5, L))
-    lv.observe(200, Beat(2, "d", 8, 1, A))
-    ev = lv.tick(200)
-    assert overall(ev) == [(2, UNKNOWN, LEFT), (2, LEFT, ALIVE)]
-    assert restarts(ev) == [(2, "d", 7, 8)]
+    t = alive_on(lv, 2, "d")
+    lv.observe(t + 200, Beat(2, "d", 7, 3, L))
+    assert overall(lv.tick(t + 200)) == [(2, ALIVE, LEFT)]
+    lv.observe(t + 400, Beat(2, "d", 8, 1, A))
+    lv.observe(t + 600, Beat(2, "d", 8, 2, A))  # moved; 7 quiet for 400 ms only
+    assert lv.tick(t + 600) == [] and lv.node(2).regions["d"].candidate == 8
+    ev = lv.tick(t + 200 + lv.restart_quiet_ms)
+    assert overall(ev) == [(2, LEFT, ALIVE)] and restarts(ev) == [(2, "d", 7, 8)]
+    assert lv.node(2).regions["d"].age_ms == 200  # the advance is the move, seen at t + 600
 
 
 # -- R5: restart -------------------------------------------------------------------------------------
 
 
-def test_generation_change_is_a_restart_and_alive_at_once():
+def test_generation_change_is_a_restart_once_it_moves_and_the_old_one_is_quiet():
     lv = live()
     t = alive_on(lv, 2, "d")
-    lv.observe(t + 200, Beat(2, "d", 8, 1, A))
-    ev = lv.tick(t + 200)
+    lv.observe(t + 200, Beat(2, "d", 8, 1, A))  # a candidate: nothing else changes (R5)
+    assert lv.tick(t + 200) == [] and lv.node(2).generation == 7
+    lv.observe(t + 400, Beat(2, "d", 8, 2, A))  # moving, but 7 advanced only 400 ms ago
+    assert lv.tick(t + 400) == []
+    lv.observe(t + 600, Beat(2, "d", 8, 3, A))  # 7 quiet for restart_quiet_ms
+    ev = lv.tick(t + 600)
     assert restarts(ev) == [(2, "d", 7, 8)] and overall(ev) == []  # alive before, alive after
     view = lv.node(2)
-    assert (view.state, view.generation, view.seq) == (ALIVE, 8, 1)
+    assert (view.state, view.generation, view.seq) == (ALIVE, 8, 3)
 
 
 def test_restart_of_a_dead_node_is_alive_with_a_reason():
@@ -220,7 +238,9 @@ def test_restart_of_a_dead_node_is_alive_with_a_reason():
     t = alive_on(lv, 2, "d")
     lv.tick(t + DEAD_MS)
     lv.observe(t + 9000, Beat(2, "d", 8, 1, A))
-    ev = lv.tick(t + 9000)
+    assert lv.tick(t + 9000) == []  # one sample proves nothing (a replayed packet looks the same)
+    lv.observe(t + 9200, Beat(2, "d", 8, 2, A))
+    ev = lv.tick(t + 9200)
     assert overall(ev) == [(2, DEAD, ALIVE)] and restarts(ev) == [(2, "d", 7, 8)]
     assert "new generation 0x8" in [e for e in ev if isinstance(e, NodeStateChanged)][0].reason
 
@@ -228,31 +248,36 @@ def test_restart_of_a_dead_node_is_alive_with_a_reason():
 def test_restart_seen_on_one_region_is_a_restart_everywhere():
     lv = live()
     t = alive_on(lv, 2, "disk", "net")
-    lv.observe(t + 200, Beat(2, "net", 8, 1, A))
-    ev = lv.tick(t + 200)
+    for k in (1, 2):
+        lv.observe(t + 200 * k, Beat(2, "net", 8, k, A))
+        assert lv.tick(t + 200 * k) == []
+    lv.observe(t + 600, Beat(2, "net", 8, 3, A))
+    ev = lv.tick(t + 600)
     assert restarts(ev) == [(2, "net", 7, 8)]
     assert regional(ev) == [(2, "disk", ALIVE, UNKNOWN)]  # disk waits for the new generation
     disk = lv.node(2).regions["disk"]
     assert (disk.generation, disk.state, disk.age_ms) == (8, UNKNOWN, 0)
-    # the disk still shows the old incarnation for a while: a stale view, not a restart back
-    lv.observe(t + 400, Beat(2, "disk", 7, 3, A))
-    assert lv.tick(t + 400) == []
-    lv.observe(t + 600, Beat(2, "disk", 8, 2, A))  # baseline of the new generation there
-    assert lv.tick(t + 600) == []
-    lv.observe(t + 800, Beat(2, "disk", 8, 3, A))
-    assert regional(lv.tick(t + 800)) == [(2, "disk", UNKNOWN, ALIVE)]
+    # the disk still shows the old incarnation for a while: a candidate there, not a restart back
+    lv.observe(t + 800, Beat(2, "disk", 7, 3, A))
+    lv.observe(t + 800, Beat(2, "net", 8, 4, A))
+    assert lv.tick(t + 800) == []
+    lv.observe(t + 1000, Beat(2, "disk", 8, 4, A))  # baseline of the new generation there
+    assert lv.tick(t + 1000) == []
+    lv.observe(t + 1200, Beat(2, "disk", 8, 5, A))
+    assert regional(lv.tick(t + 1200)) == [(2, "disk", UNKNOWN, ALIVE)]
 
 
 def test_a_slow_region_showing_an_incarnation_we_missed_is_history_not_a_restart():
     """The node restarted twice (7 -> 8 -> 9); the fast region shows 9 first, the slow one then
-    shows 8. Taking 8 for a restart would pin the node to 8 (9 would then look stale) and
-    declare it dead while it beats on in 9."""
+    shows 8, moving. Taking 8 for a restart would pin the node to 8 (9 would then look stale)
+    and declare it dead while it beats on in 9: 8 is a candidate that cannot win while 9 beats."""
     lv = live()
     t = alive_on(lv, 2, "disk", "net")
     lv.observe(t + 1000, Beat(2, "disk", 9, 1, A))
-    assert restarts(lv.tick(t + 1000)) == [(2, "disk", 7, 9)]
-    for k, now in enumerate(range(t + 1200, t + 8000, 200)):
-        lv.observe(now, Beat(2, "disk", 9, 2 + k, A))
+    lv.observe(t + 1200, Beat(2, "disk", 9, 2, A))
+    assert restarts(lv.tick(t + 1200)) == [(2, "disk", 7, 9)]  # 7 was quiet on both regions
+    for k, now in enumerate(range(t + 1400, t + 8000, 200)):
+        lv.observe(now, Beat(2, "disk", 9, 3 + k, A))
         lv.observe(now, Beat(2, "net", 8 if k < 3 else 9, 1 + k, A))  # net: 8's beats, then 9's
         ev = lv.tick(now)
         assert restarts(ev) == [] and overall(ev) == [], now
@@ -261,14 +286,20 @@ def test_a_slow_region_showing_an_incarnation_we_missed_is_history_not_a_restart
     lv.check_invariants()
 
 
-def test_an_unknown_generation_is_a_restart_when_no_region_sees_the_current_one_alive():
+def test_a_restart_that_stops_at_once_is_adopted_once_the_old_one_is_quiet():
     lv = live()
     t = alive_on(lv, 2, "disk", "net")
-    lv.observe(t + 200, Beat(2, "disk", 9, 1, A))  # net now waits for 9
-    lv.tick(t + 200 + DEAD_MS)  # ... but 9 stopped at once: dead on both
+    lv.observe(t + 200, Beat(2, "disk", 9, 1, A))
+    lv.observe(t + 400, Beat(2, "disk", 9, 2, A))  # moved, 7 not quiet yet ... and 9 stops at once
+    assert lv.tick(t + 400) == []
+    assert restarts(lv.tick(t + lv.restart_quiet_ms)) == [(2, "disk", 7, 9)]  # 7 quiet, 9's move recent
+    lv.tick(t + 400 + DEAD_MS)  # DEAD from 9's last advance on disk ...
+    assert lv.node(2).state is UNKNOWN  # ... net waits for 9 since the restart
+    lv.tick(t + lv.restart_quiet_ms + DEAD_MS)
     assert lv.node(2).state is DEAD
     lv.observe(t + 5000, Beat(2, "net", 10, 1, A))
-    assert restarts(lv.tick(t + 5000)) == [(2, "net", 9, 10)] and lv.node(2).state is ALIVE
+    lv.observe(t + 5200, Beat(2, "net", 10, 2, A))
+    assert restarts(lv.tick(t + 5200)) == [(2, "net", 9, 10)] and lv.node(2).state is ALIVE
 
 
 def test_region_that_never_shows_the_new_generation_is_dead_there_only():
@@ -280,18 +311,45 @@ def test_region_that_never_shows_the_new_generation_is_dead_there_only():
     assert lv.node(2).regions["disk"].state is DEAD and lv.node(2).state is ALIVE
 
 
-def test_old_generations_are_remembered_up_to_a_limit():
+def test_an_earlier_generation_wins_back_only_once_the_current_one_is_quiet():
+    """R5: a generation the node had before is a candidate like any other. While the current
+    one beats it never wins; once that is quiet it does (a replay adopted during a pause undone)."""
     lv = live()
-    gens = list(range(10, 10 + OLD_GENERATIONS_MAX + 2))
-    for i, g in enumerate(gens):
-        lv.observe(i * 200, Beat(2, "d", g, 1, A))
-    ev = lv.tick(len(gens) * 200)
-    assert len(restarts(ev)) == len(gens) - 1
-    lv.observe(5000, Beat(2, "d", gens[-2], 9, A))  # remembered: stale
-    assert restarts(lv.tick(5000)) == []
-    lv.observe(5200, Beat(2, "d", gens[0], 9, A))  # forgotten: looks new again
-    assert restarts(lv.tick(5200)) == [(2, "d", gens[-1], gens[0])]
+    t = alive_on(lv, 2, "disk", "net", gen=5)
+    for k, now in enumerate(range(t + 200, t + 1200, 200)):  # restart 5 -> 7 on both regions
+        for r in ("disk", "net"):
+            lv.observe(now, Beat(2, r, 7, 1 + k, A))
+        lv.tick(now)
+    assert lv.node(2).generation == 7 and lv.node(2).state is ALIVE
+    t = t + 1200
+    for k, now in enumerate(range(t, t + 3000, 200)):  # 7 beats on disk; net shows 5 moving
+        lv.observe(now, Beat(2, "disk", 7, 10 + k, A))
+        lv.observe(now, Beat(2, "net", 5, 100 + k, A))
+        ev = lv.tick(now)
+        assert restarts(ev) == [] and overall(ev) == [], now
+    t += 3000  # 7 stops; 5 moves on
+    for k, now in enumerate(range(t, t + 1000, 200)):
+        lv.observe(now, Beat(2, "net", 5, 200 + k, A))
+        ev = lv.tick(now)
+        if restarts(ev):
+            break
+    assert restarts(ev) == [(2, "net", 7, 5)] and now - (t - 200) <= lv.restart_quiet_ms + INTERVAL_MS
+    assert lv.node(2).generation == 5 and lv.node(2).state is ALIVE
     lv.check_invariants()
+
+
+def test_restarts_remember_a_bounded_history():
+    lv = live()
+    now = 0
+    for g in range(10, 10 + 3 * OLD_GENERATIONS_MAX):
+        for seq in (1, 2, 3, 4):
+            now += INTERVAL_MS
+            lv.observe(now, Beat(2, "d", g, seq, A))
+            lv.tick(now)
+        now += lv.restart_quiet_ms
+        lv.tick(now)
+        assert lv.node(2).generation == g, g
+    lv.check_invariants()  # asserts the history bound (OLD_GENERATIONS_MAX)
 
 
 # -- R6, R7: bad samples, ignored samples ------------------------------------------------------------
@@ -431,10 +489,12 @@ def test_views():
 def test_events_come_out_once_in_order():
     lv = live()
     lv.observe(0, Beat(2, "d", 7, 1, A))
-    lv.observe(0, Beat(3, "d", 7, 1, L))
+    lv.observe(0, Beat(3, "d", 7, 1, A))
+    lv.observe(100, Beat(3, "d", 7, 2, A))
+    lv.observe(150, Beat(3, "d", 7, 3, L))
     lv.observe(200, Beat(2, "d", 7, 2, A))
     ev = lv.tick(200)
-    assert overall(ev) == [(3, UNKNOWN, LEFT), (2, UNKNOWN, ALIVE)]
+    assert overall(ev) == [(3, UNKNOWN, ALIVE), (3, ALIVE, LEFT), (2, UNKNOWN, ALIVE)]
     assert lv.tick(200) == []
 
 
@@ -442,9 +502,10 @@ def test_event_queue_is_bounded_and_drops_are_counted(monkeypatch):
     monkeypatch.setattr(liveness, "EVENTS_MAX", 3)
     lv = live()
     for node_id in range(2, 7):
-        lv.observe(0, Beat(node_id, "d", 7, 1, L))  # two events each
+        lv.observe(0, Beat(node_id, "d", 7, 1, A))
+        lv.observe(0, Beat(node_id, "d", 7, 2, A))  # two events each
     assert len(lv.tick(0)) == 3 and lv.events_dropped == 7
-    assert [v.state for v in lv.nodes()] == [LEFT] * 5  # the state is still right
+    assert [v.state for v in lv.nodes()] == [ALIVE] * 5  # the state is still right
 
 
 # -- limits ------------------------------------------------------------------------------------------

@@ -12,9 +12,13 @@ What must hold (the liveness promises, in simulated time):
     corrupt sample that hid its last write), and in general within DETECT_MS_MAX of the last news
     the reader could have of the node (a write, an outage or a hang ending);
   - a clean leave is shown LEFT before the node rejoins, never DEAD, and never ALIVE again
-    until it rejoins;
-  - every generation a read shows after an older one is one NodeRestarted; a running node ends up
-    known by its current generation;
+    until it rejoins, when the core had adopted the leaving generation and seen it advance well
+    before (R4: a LEFT counts only from an incarnation seen advancing; one that leaves before it
+    could win is DEAD or LEFT, never ALIVE after LEFT);
+  - a NodeRestarted names a generation a read showed moving on that region (R5: one sample of a
+    new generation proves nothing), once per generation; a generation seen moving once the one
+    the core holds has been silent everywhere for restart_quiet_ms is adopted at that tick, and
+    a running node ends up known by its current generation;
   - the core's invariants hold throughout.
 """
 
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from diskhb.core.liveness import Liveness, NodeRestarted, NodeStateChanged
+from diskhb.core.liveness import RESTART_QUIET_INTERVALS, Liveness, NodeRestarted, NodeStateChanged
 from diskhb.core.types import BadSample, Beat, BeatBatch, NodeState, SlotFlag
 
 INTERVAL_MS, DEAD_MS, JITTER_MS = 200, 2000, 30
@@ -38,7 +42,20 @@ SAFE_GAP_MS = DEAD_MS - (1 + BAD_STREAK_MAX) * READ_GAP_MAX_MS
 # corrupt sample hiding it) plus dead_ms plus one read gap (the tick that passes the deadline) later.
 DETECT_MS_MAX = DEAD_MS + (2 + BAD_STREAK_MAX) * READ_GAP_MAX_MS
 SLOW_REGION_LAG_MS = 2 * INTERVAL_MS + 50  # the last of several regions shows every write this late
+RESTART_QUIET_MS = RESTART_QUIET_INTERVALS * INTERVAL_MS  # the core's restart_quiet_ms (R5)
+# R5: a new generation is adopted once the one the core holds has shown no advance for
+# restart_quiet_ms on every region; that holds from QUIET_AFTER_MS after that one's last write
+# (seen on the slowest region, one read later, one more per corrupt sample) or after the core's
+# previous adoption (other regions wait from then), whichever is later, plus restart_quiet_ms.
+# (Sim.quiet_after_ms: the same with the run's own slowest lag, 0 with one region.)
+QUIET_AFTER_MS = SLOW_REGION_LAG_MS + (1 + BAD_STREAK_MAX) * READ_GAP_MAX_MS
+# A running generation is adopted by this long after its first write at the latest: the core's
+# previous adoption may come up to restart_quiet_ms after that write (a generation that stopped
+# at once, R5), then the quiet, then one more write seen (one read late, one more per corrupt one).
+ADOPT_MS_MAX = QUIET_AFTER_MS + 2 * RESTART_QUIET_MS + (2 + BAD_STREAK_MAX) * READ_GAP_MAX_MS
+ADOPT_WRITES = ADOPT_MS_MAX // (INTERVAL_MS - JITTER_MS) + 1  # writes that span ADOPT_MS_MAX at least
 ACTIVE, LEFT = int(SlotFlag.ACTIVE), int(SlotFlag.LEFT)
+DEAD, LEFT_STATE = NodeState.DEAD, NodeState.LEFT
 
 
 @dataclass
@@ -58,6 +75,11 @@ class Writer:
     left_ms: int | None = None
     dead_at_ms: int | None = None  # DEAD seen during the current crash
     left_at_ms: int | None = None  # LEFT seen during the current leave
+    left_sure: bool = False  # the leave must be shown LEFT (R4: the core held it, advancing, long enough)
+    crash_unseen: bool = False  # the crashed incarnation was never adopted (R5): the node stays as it was
+    gen_start_ms: int = 0  # first write of the current generation
+    prev_last_write_ms: int = 0  # last write of the generation before it
+    first_generation: int = 0  # the one the core takes from its first sample (R2)
     generations: dict[int, int] = field(default_factory=dict)  # generation -> its number (0, 1, ...)
 
 
@@ -74,6 +96,7 @@ class Stats:
     bad_samples: int = 0
     outages: int = 0
     hangs: int = 0
+    adoption_checks: int = 0  # moves of a new generation the core had to adopt by then (R5)
     detect_ms: list[int] = field(default_factory=list)
     detect_from_crash_ms: list[int] = field(default_factory=list)
 
@@ -89,19 +112,26 @@ class Sim:
                         for i in range(2, nodes + 2)}
         for w in self.writers.values():
             w.generations[w.generation] = 0
+            w.first_generation = w.generation
         # per (node, region): writes on their way (visible from, value), and what a read returns now
         self.pending: dict[tuple[int, str], deque[tuple[int, tuple[int, int, int]]]] = {}
         self.shown: dict[tuple[int, str], tuple[int, int, int]] = {}
         self.blind_until: dict[tuple[int, str], int] = {}  # region outage for one node: shows a frozen value
         self.lag_ms = {r: SLOW_REGION_LAG_MS if len(regions) > 1 and r == regions[-1] else 0 for r in regions}
+        self.quiet_after_ms = QUIET_AFTER_MS - SLOW_REGION_LAG_MS + max(self.lag_ms.values())
         self.bad_streak: dict[tuple[int, str], int] = {}
         self.hang: dict[str, tuple[int, int, dict]] = {}  # region -> (read submitted, hang ends, what it read)
         self.fresh_after_hang: set[str] = set()
         self.spoiled: set[tuple] = set()  # (value, key) whose worst-case corrupt read happened
         self.looked_ms: dict[str, int] = {}  # region -> submission of its newest completed read
         self.news_ms: dict[int, int] = {}  # node -> last time a region could first show something new
-        self.newest_read: dict[int, int] = {}  # node -> number of the newest generation a read showed
-        self.must_restart: set[int] = set()  # generations a read showed after an older one
+        self.last_read: dict[tuple[int, str], tuple[int, int, int]] = {}  # newest valid value read
+        self.read_moving: set[tuple[int, str, int]] = set()  # (node, region, generation) read moving
+        self.moved_on_first: set[int] = set()  # nodes whose current generation moved on regions[0] this read
+        self.adopted_ms: dict[int, int] = {}  # node -> tick of its last NodeRestarted
+        self.adopted_to: dict[int, int] = {}  # node -> the generation it named
+        self.outage_end: dict[int, int] = {}  # node -> end of its latest outage
+        self.hang_end_ms = 0  # end of the latest hang of our reads
         self.restarted_to: list[int] = []  # new_generation of every NodeRestarted
         self.stats = Stats()
         self.next_read_ms = 0
@@ -143,6 +173,7 @@ class Sim:
         assert w.generation not in w.generations
         w.generations[w.generation] = len(w.generations)
         w.seq, w.flags, w.writes_in_generation = 0, ACTIVE, 0
+        w.prev_last_write_ms, w.gen_start_ms = w.last_write_ms, self.now
 
     def writer_due(self, w: Writer) -> None:
         rng, now = self.rng, self.now
@@ -152,11 +183,11 @@ class Sim:
         if w.state == "crashed":  # comes back with a new generation
             if w.dead_at_ms is None:
                 self.fail(f"crash of node {w.node_id} at {w.crash_ms} never declared dead")
-            w.state, w.crash_ms, w.dead_at_ms = "up", None, None
+            w.state, w.crash_ms, w.dead_at_ms, w.crash_unseen = "up", None, None, False
             self.new_incarnation(w)
             self.stats.comebacks += 1
         elif w.state == "left":  # rejoins with a new generation
-            if w.left_at_ms is None:
+            if w.left_sure and w.left_at_ms is None:
                 self.fail(f"node {w.node_id} left at {w.left_ms} but was never shown LEFT")
             w.state, w.left_ms, w.left_at_ms = "up", None, None
             self.new_incarnation(w)
@@ -165,10 +196,24 @@ class Sim:
             r = rng.random() if w.writes_in_generation else 1.0  # a node never written is nobody
             if r < 0.002:
                 w.state, w.crash_ms = "crashed", now
+                view = self.lv.node(w.node_id)
+                if view is not None and view.generation != w.generation and view.state in (DEAD, LEFT_STATE):
+                    # The core never believed this incarnation (R5: it had not moved yet, or not
+                    # while the one it replaced was quiet): the node stays as the one before
+                    # it ended, DEAD or LEFT, all along.
+                    w.dead_at_ms, w.crash_unseen = now, True
                 w.next_ms = now + rng.randrange(DETECT_MS_MAX + READ_GAP_MAX_MS, 3 * DEAD_MS)
                 self.stats.crashes += 1
                 return
             if r < 0.003:
+                # R4: the LEFT counts if the core holds this generation, has seen it advance, and
+                # no other generation of the node can still be moving on a region (the previous
+                # one is seen last quiet_after_ms after this one began). Otherwise the core may
+                # not believe it (a replay looks the same): DEAD or LEFT, never ALIVE after LEFT.
+                view = self.lv.node(w.node_id)
+                w.left_sure = (view is not None and view.generation == w.generation
+                               and view.state is NodeState.ALIVE
+                               and now - w.gen_start_ms >= self.quiet_after_ms + RESTART_QUIET_MS)
                 w.flags = LEFT
                 self.write(w)
                 w.state, w.left_ms = "left", now
@@ -198,12 +243,14 @@ class Sim:
             node_id, region = rng.choice(list(self.writers)), rng.choice(self.regions)
             if not any(self.blind_until.get((node_id, r), 0) > now for r in self.regions):
                 self.blind_until[(node_id, region)] = now + rng.randrange(DEAD_MS, 4 * DEAD_MS)
+                self.outage_end[node_id] = self.blind_until[(node_id, region)]
                 self.stats.outages += 1
         if self.hangs and rng.random() < 0.005:  # one of our reads hangs; it returns what it read then
             region = rng.choice(self.regions)
             if region not in self.hang:
                 on_medium = {key: self.medium(key) for key in self.pending if key[1] == region}
                 self.hang[region] = (now, now + rng.randrange(INTERVAL_MS, 5 * DEAD_MS), on_medium)
+                self.hang_end_ms = max(self.hang_end_ms, self.hang[region][1])
                 self.stats.hangs += 1
 
     def read(self, region: str, shown: dict) -> None:
@@ -226,10 +273,12 @@ class Sim:
                 lv.observe(now, BadSample(node_id, region, "checksum mismatch"))
                 continue
             self.bad_streak[key] = 0
-            number = w.generations[value[0]]
-            if number > self.newest_read.get(node_id, number):
-                self.must_restart.add(value[0])  # the core has seen an older one: a restart
-            self.newest_read[node_id] = max(number, self.newest_read.get(node_id, number))
+            before = self.last_read.get(key)
+            if before is not None and before[0] == value[0] and before[1] != value[1]:
+                self.read_moving.add((node_id, region, value[0]))  # the core sees it move (R1, R5)
+                if region == self.regions[0] and value[0] == w.generation:
+                    self.moved_on_first.add(node_id)
+            self.last_read[key] = value
             w.last_write_seen |= value == (w.generation, w.seq, w.flags)
             rows.append((node_id, *value))
         rng.shuffle(rows)
@@ -261,22 +310,54 @@ class Sim:
         events = self.lv.tick(now, dict(self.looked_ms) if self.sampled else None)
         for ev in events:
             self.judge(ev)
+        self.check_adoptions()
         if self.stats.ticks % 50 == 0:
             self.lv.check_invariants()
         self.next_read_ms = now + INTERVAL_MS + self.rng.randrange(-JITTER_MS, JITTER_MS + 1)
+
+    def check_adoptions(self) -> None:
+        """R5's promise: a generation read moving on the first region at this tick, once the one
+        the core holds has been silent everywhere for restart_quiet_ms, is adopted by this tick.
+        Not judged across our own hung reads (a stale region cannot testify, R8: adoption waits
+        for it) nor outages (one that ends shows the old generation's last beat late, which is
+        an advance of it then: the quiet counts from there)."""
+        moved, self.moved_on_first = self.moved_on_first, set()
+        if self.hang or self.hang_end_ms > self.now - ADOPT_MS_MAX - DEAD_MS:
+            return
+        for node_id in moved:
+            w = self.writers[node_id]
+            held = self.adopted_to.get(node_id, w.first_generation)
+            if held == w.generation or self.outage_end.get(node_id, 0) > w.prev_last_write_ms - DEAD_MS:
+                continue
+            silent_ms = max(w.prev_last_write_ms + self.quiet_after_ms, self.adopted_ms.get(node_id, 0))
+            quiet_ms = silent_ms + RESTART_QUIET_MS
+            if self.now >= quiet_ms:
+                self.fail(f"node {node_id}: generation {w.generation:#x} moving at {self.now}, the previous one"
+                          f" silent since {w.prev_last_write_ms}, still not adopted ({held:#x} held)")
+            self.stats.adoption_checks += 1
 
     def judge(self, ev) -> None:
         now = self.now
         if isinstance(ev, NodeRestarted):
             self.restarted_to.append(ev.new_generation)
+            self.adopted_ms[ev.node_id], self.adopted_to[ev.node_id] = now, ev.new_generation
             w = self.writers[ev.node_id]
             if ev.new_generation not in w.generations or ev.old_generation not in w.generations:
                 self.fail(f"restart {ev} names a generation node {ev.node_id} never had")
+            if (ev.node_id, ev.region, ev.new_generation) not in self.read_moving:
+                self.fail(f"restart {ev}: that generation was never read moving on {ev.region} (R5)")
             return
         if not isinstance(ev, NodeStateChanged):
             return
         w = self.writers[ev.node_id]
         if ev.new is NodeState.DEAD:
+            if w.state == "left" and not w.left_sure:
+                # R4: a LEFT from a generation the core could not hold yet is not believed (a
+                # replay looks the same): it is a node that stopped, DEAD is right, not before
+                # dead_ms after its last write.
+                if now - w.last_write_ms < DEAD_MS:
+                    self.fail(f"node {ev.node_id} declared dead {now - w.last_write_ms} ms after its last write")
+                return
             if w.state != "crashed":
                 self.fail(f"false alarm: node {ev.node_id} ({w.state}) declared dead: {ev.reason}")
             if w.dead_at_ms is None:
@@ -314,18 +395,24 @@ class Sim:
 
     def finish(self) -> None:
         self.lv.check_invariants()
-        # every generation a read showed after an older one was reported, once
-        if len(set(self.restarted_to)) != len(self.restarted_to) or self.must_restart - set(self.restarted_to):
-            self.fail(f"{len(self.restarted_to)} NodeRestarted for {len(self.must_restart)} new generations read")
+        # every generation reported once (an adopted generation never comes back in this workload:
+        # the one it replaced has stopped for good)
+        if len(set(self.restarted_to)) != len(self.restarted_to):
+            self.fail(f"{len(self.restarted_to)} NodeRestarted for {len(set(self.restarted_to))} generations")
         for w in self.writers.values():
             view = self.lv.node(w.node_id)
             if self.hang:  # a region still cannot read: it may not judge anyone yet
                 continue
             if w.state == "crashed" and self.now - max(w.last_write_ms, self.news_ms[w.node_id]) > DETECT_MS_MAX:
-                assert view.state is NodeState.DEAD and w.dead_at_ms is not None, (self.seed, w)
+                assert w.dead_at_ms is not None and (view.state is DEAD or w.crash_unseen), (self.seed, w)
             if w.state == "left" and self.now - w.left_ms > DETECT_MS_MAX:
-                assert view.state is NodeState.LEFT, (self.seed, w, view)
-            if w.state == "up" and w.writes_in_generation > 5:  # shown on every region by now
+                assert view.state is NodeState.LEFT or (not w.left_sure and view.state is NodeState.DEAD), \
+                    (self.seed, w, view)
+            # adopted and shown on every region by now: a new generation wins only after the one
+            # before has been silent for restart_quiet_ms (R5), ADOPT_MS_MAX at most, not within 5
+            # writes as when its first sample was a restart; a hang ending puts that off (R8)
+            recent_hang = w.gen_start_ms <= self.hang_end_ms and self.now - self.hang_end_ms <= ADOPT_MS_MAX
+            if w.state == "up" and w.writes_in_generation > ADOPT_WRITES and not recent_hang:
                 assert view.state is not NodeState.DEAD and view.generation == w.generation, (self.seed, w, view)
 
 
@@ -334,6 +421,7 @@ def assert_busy(stats: Stats) -> None:
     assert stats.crashes and stats.leaves and stats.restarts and stats.comebacks, stats
     assert stats.tight_pauses and stats.pauses and stats.bad_samples, stats
     assert stats.detect_ms and max(stats.detect_ms) <= DETECT_MS_MAX, stats
+    assert stats.adoption_checks, stats  # R5's promise was put to the test
 
 
 @pytest.mark.parametrize("seed", range(4))
