@@ -1,8 +1,15 @@
-"""Client side of a node daemon's control socket (run_dir/diskhb-<cluster>-<id>.sock).
+"""A node daemon's control socket (run_dir/diskhb-<cluster>-<id>.sock): the wire format in one
+place, the client, and the server (netpath/wire.py's rule: encoded and parsed in one module).
 
-One request line, one JSON answer, then the daemon closes the connection: `status` (the
-daemon's snapshot, see diskhb.daemon.Daemon.snapshot), `mmp-acquire NAME WAIT_MS CREATE(0|1)`
-and `mmp-release NAME` (see diskhb.mmp.held). Every wait and every answer is bounded.
+Protocol: one request line, one JSON answer line, then the daemon closes the connection.
+    status                          the daemon's snapshot (diskhb.core.node.NodeCore.snapshot)
+    peer ID                         what the daemon's liveness knows of node ID (the MMP fast paths
+                                    of a CLI process on this node: {"state", "generation"})
+    mmp-acquire NAME WAIT_MS 0|1    acquire NAME and keep holding it (1: bind a new name)
+    mmp-release NAME                write CLEAN and stop holding it
+Answers to mmp-*: {"ok": true, ...} or {"ok": false, "exit": 1|2, "error": "one line"}.
+Every wait and every answer is bounded; at most CLIENTS_MAX connections are served at once, and
+at most MMP_REQUESTS_MAX of them may be mmp-* (an acquisition may take a classic watch).
 """
 
 from __future__ import annotations
@@ -11,18 +18,89 @@ import glob
 import json
 import os
 import socket
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from diskhb.mmp.format import RESOURCE_NAME_BYTES_MAX
 
 STATUS_TIMEOUT_S = 4.0
 ANSWER_BYTES_MAX = 64 << 20  # a 2000-node snapshot is a few MiB
+REQUEST_BYTES_MAX = 512
 SOCKETS_MAX = 64  # daemons of one host looked at (one per cluster and node id)
+CLIENTS_MAX = 16
+MMP_REQUESTS_MAX = 8
+WAIT_MS_MAX = 24 * 3600 * 1000
 
 
 class ControlError(Exception):
     """No answer: a stale socket, a daemon that died or stopped answering, a garbled reply."""
 
 
-def request(sock_path: str, line: str, timeout_s: float) -> dict:
+class BadRequest(ValueError):
+    pass
+
+
+# -- requests ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    resource: str
+    wait_ms: int
+    create: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    resource: str
+
+
+Request = Status | Peer | Acquire | Release
+
+
+def encode(req: Request) -> str:
+    if isinstance(req, Status):
+        return "status"
+    if isinstance(req, Peer):
+        return f"peer {req.node_id}"
+    if isinstance(req, Acquire):
+        return f"mmp-acquire {req.resource} {req.wait_ms} {int(req.create)}"
+    if isinstance(req, Release):
+        return f"mmp-release {req.resource}"
+    raise TypeError(req)
+
+
+def parse(line: str) -> Request:
+    words = line.split()
+    if words == ["status"]:
+        return Status()
+    if len(words) == 2 and words[0] == "peer" and words[1].isdigit():
+        return Peer(int(words[1]))
+    if len(words) == 4 and words[0] == "mmp-acquire" and words[2].isdigit() and words[3] in ("0", "1") \
+            and len(words[1].encode()) <= RESOURCE_NAME_BYTES_MAX:
+        return Acquire(words[1], min(int(words[2]), WAIT_MS_MAX), words[3] == "1")
+    if len(words) == 2 and words[0] == "mmp-release" and len(words[1].encode()) <= RESOURCE_NAME_BYTES_MAX:
+        return Release(words[1])
+    raise BadRequest(f"bad request {line[:64]!r}")
+
+
+# -- client ------------------------------------------------------------------------------------------
+
+
+def request(sock_path: str, req: Request | str, timeout_s: float) -> dict:
+    line = req if isinstance(req, str) else encode(req)
     deadline = time.monotonic() + timeout_s  # for the whole exchange, not per recv
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -50,13 +128,17 @@ def request(sock_path: str, line: str, timeout_s: float) -> dict:
     return answer
 
 
+def socket_path(run_dir: str, cluster: str, node_id: int) -> str:
+    return os.path.join(run_dir, f"diskhb-{cluster}-{node_id}.sock")
+
+
 def find_daemon(path: str, run_dir: str, node_id: int | None = None) -> tuple[str, dict] | None:
     """(socket path, snapshot) of a running daemon that has `path` among its disk regions
     (and, if given, is node `node_id`), or None when there is none that answers."""
     want = os.path.realpath(path)
     for sock_path in sorted(glob.glob(os.path.join(run_dir, "diskhb-*.sock")))[:SOCKETS_MAX]:
         try:
-            snap = request(sock_path, "status", STATUS_TIMEOUT_S)
+            snap = request(sock_path, Status(), STATUS_TIMEOUT_S)
         except ControlError:
             continue  # a stale socket or a busy daemon: the caller falls back to the disk
         if node_id is not None and (snap.get("node") or {}).get("id") != node_id:
@@ -65,3 +147,112 @@ def find_daemon(path: str, run_dir: str, node_id: int | None = None) -> tuple[st
             if r.get("path") and os.path.realpath(r["path"]) == want:
                 return sock_path, snap
     return None
+
+
+# -- server ------------------------------------------------------------------------------------------
+
+
+class Answer:
+    """Where the daemon's loop puts the answer to one request; the connection's thread waits."""
+
+    __slots__ = ("event", "value")
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.value: dict | None = None
+
+    def set(self, value: dict) -> None:
+        self.value = value
+        self.event.set()
+
+
+def answer_wait_s(req: Request) -> float:
+    """How long a connection waits for the loop's answer (an acquisition may take a classic
+    watch of the slowest interval a block may carry, 2 x 300 s + 1 s, and the ballot)."""
+    if isinstance(req, Acquire):
+        return req.wait_ms / 1000 + 2 * 300 + 1 + 60
+    if isinstance(req, Release):
+        return 60.0
+    return STATUS_TIMEOUT_S - 1
+
+
+class Server:
+    """Accepts connections on a thread; each is served on a thread of its own (bounded)."""
+
+    def __init__(self, path: str, submit: Callable[[Request, Answer], bool], log):
+        self.path = path
+        self.submit = submit  # hands a request to the daemon's loop; False when its inbox is full
+        self.log = log
+        self._clients = threading.BoundedSemaphore(CLIENTS_MAX)
+        self._mmp = threading.BoundedSemaphore(MMP_REQUESTS_MAX)
+        if os.path.exists(path):
+            os.unlink(path)  # a stale socket of an earlier run; our slot claim proved it dead
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.bind(path)
+            os.chmod(path, 0o660)
+            s.listen(CLIENTS_MAX)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+        threading.Thread(target=self._accept, name="control", daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if not self._clients.acquire(blocking=False):
+                _send(conn, {"ok": False, "exit": 1, "error": f"{CLIENTS_MAX} control clients already; try again"})
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="control-client", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        mmp = False
+        try:
+            conn.settimeout(STATUS_TIMEOUT_S)
+            try:
+                line = conn.recv(REQUEST_BYTES_MAX).decode("utf-8", "replace").strip()
+                req = parse(line)
+            except BadRequest as e:
+                _send(conn, {"ok": False, "exit": 2, "error": str(e)})
+                return
+            except OSError:
+                conn.close()
+                return
+            if isinstance(req, (Acquire, Release)):
+                if not self._mmp.acquire(blocking=False):
+                    _send(conn, {"ok": False, "exit": 1, "error": f"{MMP_REQUESTS_MAX} MMP requests already"
+                                                                  " running in this daemon; try again"})
+                    return
+                mmp = True
+            answer = Answer()
+            if not self.submit(req, answer):
+                _send(conn, {"ok": False, "exit": 1, "error": "the daemon is busy; try again"})
+                return
+            if not answer.event.wait(answer_wait_s(req)):
+                _send(conn, {"ok": False, "exit": 4, "error": "the daemon did not answer in time"})
+                return
+            _send(conn, answer.value)
+        finally:
+            if mmp:
+                self._mmp.release()
+            self._clients.release()
+
+
+def _send(conn: socket.socket, value: dict) -> None:
+    with conn:
+        try:
+            conn.settimeout(STATUS_TIMEOUT_S)
+            conn.sendall(json.dumps(value).encode() + b"\n")
+        except OSError:
+            pass

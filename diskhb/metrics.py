@@ -44,3 +44,13 @@ LOG_DROPPED = Counter("diskhb_log_records_dropped_total",
                       "Log records dropped because the log queue was full (the tick never waits)")
 SELF_INFO = Gauge("diskhb_self_info", "Static facts about this daemon", ["node", "node_id", "cluster"])
 
+REGION_FAULTS = Counter("diskhb_region_faults_total",
+                        "Internal errors of a region driver (the region counts as failing; the daemon goes on)",
+                        ["region"])
+REGION_RECEIVING = Gauge("diskhb_region_receiving",
+                         "0 while a link region hears no peer for dead_ms although peers are alive elsewhere",
+                         ["region"])
+SELF_STALLS = Counter("diskhb_self_stalls_total",
+                      "Times this daemon found itself stalled (frozen, stopped or starved) for longer than the"
+                      " stall report threshold")
+SELF_STALL_SECONDS = Gauge("diskhb_self_stall_last_seconds", "Length of the last stall of this daemon")

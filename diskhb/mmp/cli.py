@@ -28,12 +28,17 @@ import time
 
 import click
 
+from diskhb.config import DEFAULT_RUN_DIR
+from diskhb.core import timing
 from diskhb.errors import OperatorError, OutcomeUnknown, Refused
 from diskhb.mmp import format as mf
-from diskhb.mmp import guard as g
+from diskhb.mmp import guard as gd
+from diskhb.mmp.binding import pending_names
+from diskhb.mmp.fast_path import PeerInfo
 from diskhb.mmp.loss import ACQUIRED, REFUSED, LossAction
-from diskhb.mmp.runner import Cancelled, Runner, StopFlag
-from diskhb.runtime import new_generation, wall_ms
+from diskhb.mmp.runner import Runner, StopFlag, raise_denied
+from diskhb.mmp.steps import Claimant, who
+from diskhb.runtime import monotonic_ms, new_generation, wall_ms
 from diskhb.mmp.store import (
     BlockLocation,
     Target,
@@ -42,9 +47,7 @@ from diskhb.mmp.store import (
     open_region_target,
 )
 
-DEFAULT_RUN_DIR = "/run/diskhb"
-DEFAULT_INTERVAL_MS = 1000
-LOCK_WAIT_MS = 30_000
+DEFAULT_INTERVAL_MS = timing.MMP_INTERVAL_MS_DEFAULT
 RELEASE_WAIT_S = 30.0
 EXIT_INTERRUPTED = 130
 
@@ -148,30 +151,31 @@ def _daemon(ctx: Ctx, path: str, node_id: int | None = None) -> tuple[str, dict]
 
 
 def _peer_info_from_daemon(ctx: Ctx, t: Target):
-    """The fast-path hook (guard.fast_path): what a running daemon knows of each node, asked
-    afresh at every question (a --wait may outlast a holder's death).
+    """The fast-path hook (diskhb.mmp.fast_path): what a running daemon's liveness knows of each
+    node, asked afresh at every question (a --wait may outlast a holder's death).
 
     Without a daemon there is no view: every held block takes the classic path, which is
-    always safe (and still refuses a live holder within one interval, see guard).
+    always safe (and still refuses a live holder within one interval).
     """
-    from diskhb.control import STATUS_TIMEOUT_S, ControlError, request
-    from diskhb.mmp.held import live_peer_info
+    from diskhb.control import STATUS_TIMEOUT_S, ControlError, Peer, request
+    from diskhb.core.types import NodeState
 
     found = _daemon(ctx, t.path)
     if found is None:
         return None
     sock = found[0]
 
-    def snapshot() -> dict | None:
+    def info(node_id: int) -> PeerInfo | None:
         try:
-            return request(sock, "status", STATUS_TIMEOUT_S)
-        except ControlError:
+            got = request(sock, Peer(node_id), STATUS_TIMEOUT_S)
+            return PeerInfo(NodeState(got["state"]), generation=int(got.get("generation") or 0))
+        except (ControlError, KeyError, ValueError, TypeError):
             return None  # the daemon went away: no view, the classic path
 
-    return live_peer_info(snapshot)
+    return info
 
 
-def _claimant(ctx: Ctx, t: Target, resource: str, interval_ms: int) -> g.Claimant:
+def _claimant(ctx: Ctx, t: Target, resource: str, interval_ms: int) -> Claimant:
     try:
         mf.check_resource_name(resource)
     except mf.BlockError as e:
@@ -179,18 +183,17 @@ def _claimant(ctx: Ctx, t: Target, resource: str, interval_ms: int) -> g.Claiman
     if not mf.INTERVAL_MS_MIN <= interval_ms <= mf.INTERVAL_MS_MAX:
         raise OperatorError(f"--interval-ms {interval_ms} not in {mf.INTERVAL_MS_MIN}..{mf.INTERVAL_MS_MAX}")
     ctx.check_node(t)
-    return g.Claimant(node_id=ctx.node_id, generation=new_generation(), holder_name=ctx.node_name,
-                      resource=resource, interval_ms=interval_ms,
-                      device=os.path.basename(t.path)[: mf.DEVICE_NAME_BYTES_MAX])
+    return Claimant(node_id=ctx.node_id, generation=new_generation(), holder_name=ctx.node_name,
+                    resource=resource, interval_ms=interval_ms, ceiling_ms=timing.mmp_ceiling_ms(interval_ms),
+                    device=os.path.basename(t.path)[: mf.DEVICE_NAME_BYTES_MAX])
 
 
 def _runner(ctx: Ctx, t: Target, stop: StopFlag | None = None) -> Runner:
-    from diskhb.mmp.local import ballot_lock, ensure_run_dir
+    from diskhb.mmp.local import ensure_run_dir
 
     run_dir = ensure_run_dir(ctx.run_dir)
     cancelled = stop.is_set if stop is not None else (lambda: False)
-    return Runner(t, cancelled=cancelled,
-                  lock_for=lambda loc: ballot_lock(run_dir, loc, timeout_ms=LOCK_WAIT_MS, cancelled=cancelled))
+    return Runner(t, cancelled=cancelled, run_dir=run_dir)
 
 
 def _install_stop() -> StopFlag:
@@ -223,7 +226,7 @@ def _describe(loc: BlockLocation, view: mf.ResourceView, now_wall_ms: int) -> di
         return d
     seq = view.seq
     if seq is None:
-        names = sorted(g.pending_names(view))
+        names = sorted(pending_names(view))
         d.update(resource=names[0] if len(names) == 1 else None, state="pending" if view.ballots else "free")
         if view.ballots:
             d["pending"] = names
@@ -299,39 +302,77 @@ def status_cmd(resource, region, config_path, device, offset, as_json):
 # -- acquire / run ---------------------------------------------------------------------------
 
 
-def _loss_action(ctx: Ctx, interval_ms: int, on_loss_command: str | None, remount_ro: str | None) -> LossAction:
+def _loss_action(ctx: Ctx, interval_ms: int, on_loss_command: str | None, remount_ro: str | None,
+                 mountpoint: str | None = None) -> LossAction:
     kinds: list[str] = ["kill"]
-    command, mountpoint = on_loss_command, remount_ro
-    grace = max(1, interval_ms // 2)
+    command, mnt = on_loss_command, remount_ro or mountpoint
+    grace = max(1, interval_ms // 4)
+    remount_timeout, command_timeout = timing.REMOUNT_TIMEOUT_MS_DEFAULT, timing.LOSS_COMMAND_TIMEOUT_MS_DEFAULT
     rc = ctx.res_cfg
     if rc is not None:
         kinds = list(rc.on_loss)
         command = command or rc.loss_command
-        mountpoint = mountpoint or rc.mountpoint
+        mnt = mnt or rc.mountpoint
         grace = rc.kill_grace_ms
+        remount_timeout, command_timeout = rc.remount_timeout_ms, rc.loss_command_timeout_ms
     if command and "command" not in kinds:
         kinds.append("command")
-    if mountpoint and "remount-ro" not in kinds:
+    if remount_ro and "remount-ro" not in kinds:
         kinds.append("remount-ro")
-    return LossAction(kinds=tuple(kinds), command=command, mountpoint=mountpoint, grace_ms=grace)
+    return LossAction(kinds=tuple(kinds), command=command, mountpoint=mnt, kill_mount_users=mnt is not None,
+                      grace_ms=grace, timeout_ms=command_timeout, remount_timeout_ms=remount_timeout)
 
 
-def _acquire(ctx: Ctx, t: Target, resource: str, *, interval_ms: int, wait_s: float, create: bool,
-             stop: StopFlag, allow_fsck=False, stale_self_ok=False):
-    me = _claimant(ctx, t, resource, interval_ms)
-    runner = _runner(ctx, t, stop)
-    declared = ctx.res_cfg is not None
+def _budget(loss: LossAction) -> int:
+    return timing.loss_budget_ms(loss.kinds, kill_grace_ms=loss.grace_ms, remount_timeout_ms=loss.remount_timeout_ms,
+                                 command_timeout_ms=loss.timeout_ms, mountpoint=loss.mountpoint is not None)
+
+
+def _timing(make_loss, interval_ms: int) -> timing.MmpTiming:
+    """The hold's numbers, refused (one line, naming the smallest interval that works: the
+    default kill grace grows with the interval) if the loss action cannot end before another
+    node may take over (timing HD-loss). make_loss(interval_ms) -> the LossAction it gets."""
     try:
-        loc, acq = runner.acquire(
-            me, create=create or declared, peer_info=_peer_info_from_daemon(ctx, t), allow_fsck=allow_fsck,
-            stale_self_ok=stale_self_ok, wait_ms=int(wait_s * 1000),
-            on_wait=lambda r: None,
-        )
-    except Refused:
-        REFUSED.labels(resource).inc()
-        raise
-    ACQUIRED.labels(resource).inc()
-    return runner, me, loc, acq
+        return timing.MmpTiming(interval_ms, _budget(make_loss(interval_ms)))
+    except timing.TimingError as e:
+        if not timing.MMP_INTERVAL_MS_MIN <= interval_ms <= timing.MMP_INTERVAL_MS_MAX:
+            raise OperatorError(f"--interval-ms {e}") from None
+        low, high = interval_ms, timing.MMP_INTERVAL_MS_MAX  # the budget grows slower than the interval
+        if high < timing.min_mmp_interval_ms(_budget(make_loss(high))):
+            raise OperatorError(f"--interval-ms {e}") from None
+        while low + 1 < high:  # bisect for the smallest interval whose own loss action fits
+            mid = (low + high) // 2
+            if mid >= timing.min_mmp_interval_ms(_budget(make_loss(mid))):
+                high = mid
+            else:
+                low = mid
+        raise OperatorError(f"--interval-ms {interval_ms} leaves no room for the loss action"
+                            f" ({_budget(make_loss(interval_ms))} ms with its grace and timeouts, which must end"
+                            f" before another node may take over): use --interval-ms {high} or more, or shorten"
+                            " the loss action's timeouts") from None
+
+
+def _guard(ctx: Ctx, t: Target, runner: Runner, me: Claimant, tm: timing.MmpTiming, *, wait_s: float = 0,
+           create: bool = False, allow_fsck=False, stale_self_ok=False, finish: int | None = None) -> gd.Guard:
+    return gd.Guard(me, t.info, timing=tm, ledger=runner.ledger, rand=runner.rand, now_ms=monotonic_ms(),
+                    wait_ms=int(wait_s * 1000), create=create or ctx.res_cfg is not None,
+                    peer_info=_peer_info_from_daemon(ctx, t), allow_fsck=allow_fsck, stale_self_ok=stale_self_ok,
+                    finish=finish, lock_key=runner.lock_key())
+
+
+def _acquire(ctx: Ctx, t: Target, runner: Runner, guard: gd.Guard, stop: StopFlag):
+    """Drive `guard` to a hold; exits 130 if interrupted, raises the refusal otherwise."""
+    from diskhb.mmp import foreground
+
+    got, lease, denied = foreground.acquire(runner, guard)
+    if got is None:
+        REFUSED.labels(guard.me.resource).inc()
+        if stop.is_set() and denied is not None and "cancelled" in denied.reason:
+            _err(f"diskhb: interrupted; {guard.me.resource} was not acquired")
+            sys.exit(EXIT_INTERRUPTED)
+        raise_denied(denied)
+    ACQUIRED.labels(guard.me.resource).inc()
+    return got, lease
 
 
 def _interval(ctx: Ctx, interval_ms: int | None) -> int:
@@ -343,8 +384,11 @@ def _interval(ctx: Ctx, interval_ms: int | None) -> int:
 
 
 def acquire_options(fn):
+    fn = click.option("--mountpoint", default=None, metavar="PATH",
+                      help="The resource's filesystem: on loss (or if this process freezes or dies) every"
+                           " process using it is killed.")(fn)
     fn = click.option("--remount-ro", default=None, metavar="MOUNTPOINT",
-                      help="On loss, remount this filesystem read-only.")(fn)
+                      help="On loss, also remount this filesystem read-only (kills its users first).")(fn)
     fn = click.option("--on-loss-command", default=None, metavar="CMD",
                       help="On loss, also run this shell command (DISKHB_MMP_* in its environment).")(fn)
     fn = click.option("--create", is_flag=True, help="Bind a new resource name to a free MMP block.")(fn)
@@ -355,18 +399,29 @@ def acquire_options(fn):
     return fn
 
 
-def _holding(ctx, runner, me, loc, acq, interval_ms, stop, loss, child=None, sentinel=None) -> int:
+def _holding(ctx: Ctx, runner: Runner, guard: gd.Guard, stop: StopFlag, loss: LossAction, enforcer, child=None) -> int:
     from diskhb.mmp import foreground
     from diskhb.mmp.local import remove_holder, write_holder
 
-    write_holder(ctx.run_dir, loc, {"pid": os.getpid(), "generation": me.generation, "resource": me.resource,
-                                    "node_id": me.node_id, "epoch": acq.block.epoch})
+    me = guard.me
+    write_holder(ctx.run_dir, guard.loc, {"pid": os.getpid(), "generation": me.generation, "resource": me.resource,
+                                          "node_id": me.node_id, "epoch": guard.epoch})
     try:
-        h = g.Hold(acq, base_interval_ms=interval_ms)
-        return foreground.hold(runner, loc, h, resource=me.resource, stop=stop, loss=loss, child=child,
-                               sentinel=sentinel, say=_err)
+        return foreground.hold(runner, guard, stop=stop, loss=loss, child=child, enforcer=enforcer, say=_err)
     finally:
-        remove_holder(ctx.run_dir, loc, me.generation)
+        remove_holder(ctx.run_dir, guard.loc, me.generation)
+
+
+def _enforcer(loss: LossAction, lease: gd.Lease, *, pgid: int | None, resource: str):
+    """The hold's lease enforcer, if it has something to stop (a command, a mountpoint)."""
+    from diskhb.mmp.sentinel import Enforcer, enforcer_budget_ms
+
+    if pgid is None and loss.mountpoint is None:
+        return None
+    budget = enforcer_budget_ms(loss.mountpoint is not None, "remount-ro" in loss.kinds, loss.remount_timeout_ms)
+    return Enforcer.start(lease.takeover_ms - budget, pgid=pgid, mountpoint=loss.mountpoint,
+                          remount_ro=loss.mountpoint is not None and "remount-ro" in loss.kinds, resource=resource,
+                          remount_timeout_ms=loss.remount_timeout_ms)
 
 
 def _daemon_for(ctx: Ctx, t: Target) -> tuple[str, dict] | None:
@@ -379,7 +434,7 @@ def _daemon_for(ctx: Ctx, t: Target) -> tuple[str, dict] | None:
     return _daemon(ctx, t.path, ctx.node_id)
 
 
-def _ask(sock: str, line: str, timeout_s: float, what: str) -> dict:
+def _ask(sock: str, line, timeout_s: float, what: str) -> dict:
     """One control request; the daemon's refusal becomes ours with its exit code."""
     from diskhb.control import ControlError, request
 
@@ -407,7 +462,7 @@ DAEMON_ACQUIRE_SLACK_S = (2 * mf.INTERVAL_MS_MAX + 1000) / 1000 + 30
 @click.option("--foreground", is_flag=True,
               help="Hold it in this process even when this node's daemon runs.")
 def acquire_cmd(resource, region, config_path, device, offset, node_id, node_name, run_dir, wait_s,
-                interval_ms, create, on_loss_command, remount_ro, foreground):
+                interval_ms, create, on_loss_command, remount_ro, mountpoint, foreground):
     """Acquire RESOURCE: this node's daemon holds it, or this process does in the foreground.
 
     With this node's daemon running (found through its control socket in the run directory),
@@ -427,23 +482,22 @@ def acquire_cmd(resource, region, config_path, device, offset, node_id, node_nam
     try:
         daemon = None if foreground else _daemon_for(ctx, t)
         if daemon is not None:
-            if on_loss_command or remount_ro or interval_ms is not None:
+            if on_loss_command or remount_ro or mountpoint or interval_ms is not None:
                 raise OperatorError("this node's daemon holds resources with the interval and loss action of"
                                     " its config's [[resource]] table; put them there, or add --foreground")
             _acquire_in_daemon(daemon, resource, wait_s=wait_s, create=create)
             return
         stop = _install_stop()
         interval_ms = _interval(ctx, interval_ms)
-        try:
-            runner, me, loc, acq = _acquire(ctx, t, resource, interval_ms=interval_ms, wait_s=wait_s,
-                                            create=create, stop=stop)
-        except Cancelled:
-            _err(f"diskhb: interrupted; {resource} was not acquired")
-            sys.exit(EXIT_INTERRUPTED)
-        _err(f"acquired {resource} on {loc.label}: epoch {acq.block.epoch} ({acq.note}); holding until"
+        loss = _loss_action(ctx, interval_ms, on_loss_command, remount_ro, mountpoint)
+        tm = _timing(lambda i: _loss_action(ctx, i, on_loss_command, remount_ro, mountpoint), interval_ms)
+        runner = _runner(ctx, t, stop)
+        guard = _guard(ctx, t, runner, _claimant(ctx, t, resource, interval_ms), tm, wait_s=wait_s, create=create)
+        got, lease = _acquire(ctx, t, runner, guard, stop)
+        _err(f"acquired {resource} on {got.location}: epoch {got.epoch} ({got.note}); holding until"
              " interrupted or 'diskhb mmp release'")
-        loss = _loss_action(ctx, interval_ms, on_loss_command, remount_ro)
-        sys.exit(_holding(ctx, runner, me, loc, acq, interval_ms, stop, loss))
+        enforcer = _enforcer(loss, lease, pgid=None, resource=resource)
+        sys.exit(_holding(ctx, runner, guard, stop, loss, enforcer))
     finally:
         t.close()
 
@@ -452,7 +506,9 @@ def _acquire_in_daemon(daemon: tuple[str, dict], resource: str, *, wait_s: float
     sock, snap = daemon
     pid = (snap.get("node") or {}).get("pid")
     try:
-        out = _ask(sock, f"mmp-acquire {resource} {int(wait_s * 1000)} {int(create)}",
+        from diskhb.control import Acquire
+
+        out = _ask(sock, Acquire(resource, int(wait_s * 1000), create),
                    wait_s + DAEMON_ACQUIRE_SLACK_S, resource)
     except KeyboardInterrupt:
         # The daemon goes on with the request: say so rather than pretend nothing happened.
@@ -471,13 +527,13 @@ def _acquire_in_daemon(daemon: tuple[str, dict], resource: str, *, wait_s: float
 @node_options
 @acquire_options
 def run_cmd(resource, command, region, config_path, device, offset, node_id, node_name, run_dir, wait_s,
-            interval_ms, create, on_loss_command, remount_ro):
+            interval_ms, create, on_loss_command, remount_ro, mountpoint):
     """Hold RESOURCE while COMMAND runs (like flock(1)); exit with its exit code.
 
     COMMAND runs in its own process group with DISKHB_MMP_RESOURCE and DISKHB_MMP_EPOCH (the
     fencing token) in its environment. If the resource is lost, the group gets SIGTERM (then
-    SIGKILL), the loss action runs and the exit code is 3. A sentinel process kills the
-    group should this guard freeze or die.
+    SIGKILL), the loss action runs and the exit code is 3. A lease enforcer process kills the
+    group (and the users of --mountpoint) should this guard freeze or die.
     """
     from diskhb.mmp import foreground
 
@@ -485,27 +541,30 @@ def run_cmd(resource, command, region, config_path, device, offset, node_id, nod
               run_dir=run_dir, resource=resource, writable=True)
     stop = _install_stop()
     interval_ms = _interval(ctx, interval_ms)
+    def with_kill(i: int) -> LossAction:  # a lost command's group is always killed
+        loss = _loss_action(ctx, i, on_loss_command, remount_ro, mountpoint)
+        return LossAction(kinds=tuple(dict.fromkeys(("kill",) + loss.kinds)), command=loss.command,
+                          mountpoint=loss.mountpoint, kill_mount_users=loss.kill_mount_users, grace_ms=loss.grace_ms,
+                          timeout_ms=loss.timeout_ms, remount_timeout_ms=loss.remount_timeout_ms)
+
+    loss = _loss_action(ctx, interval_ms, on_loss_command, remount_ro, mountpoint)
+    tm = _timing(with_kill, interval_ms)
     t = ctx.open()
     try:
-        try:
-            runner, me, loc, acq = _acquire(ctx, t, resource, interval_ms=interval_ms, wait_s=wait_s,
-                                            create=create, stop=stop)
-        except Cancelled:
-            _err(f"diskhb: interrupted; {resource} was not acquired")
-            sys.exit(EXIT_INTERRUPTED)
-        loss = _loss_action(ctx, interval_ms, on_loss_command, remount_ro)
-        env = {**os.environ, "DISKHB_MMP_RESOURCE": resource, "DISKHB_MMP_EPOCH": str(acq.block.epoch),
+        runner = _runner(ctx, t, stop)
+        me = _claimant(ctx, t, resource, interval_ms)
+        guard = _guard(ctx, t, runner, me, tm, wait_s=wait_s, create=create)
+        got, lease = _acquire(ctx, t, runner, guard, stop)
+        env = {**os.environ, "DISKHB_MMP_RESOURCE": resource, "DISKHB_MMP_EPOCH": str(got.epoch),
                "DISKHB_MMP_HOLDER": f"{me.node_id}:{me.generation:x}"}
-        h = g.Hold(acq, base_interval_ms=interval_ms)
         try:
             child = foreground.spawn(list(command), env)
         except OSError as e:
-            runner.bump(loc, h, final=mf.SEQ_CLEAN)
+            guard.release()
+            runner.drive(guard)
             raise OperatorError(f"cannot run {command[0]!r}: {e.strerror}; {resource} was released") from None
-        from diskhb.mmp.sentinel import Enforcer  # stops the command (and the mount's users) if we freeze or die
-        sentinel = Enforcer.start(foreground.lease_end_ms(h), pgid=child.pid, mountpoint=loss.mountpoint,
-                                  remount_ro=bool(loss.mountpoint) and "remount-ro" in loss.kinds, resource=resource)
-        sys.exit(_holding(ctx, runner, me, loc, acq, interval_ms, stop, loss, child=child, sentinel=sentinel))
+        enforcer = _enforcer(loss, lease, pgid=child.pid, resource=resource)
+        sys.exit(_holding(ctx, runner, guard, stop, loss, enforcer, child=child))
     finally:
         t.close()
 
@@ -533,7 +592,9 @@ def release_cmd(resource, region, config_path, device, offset, node_id, node_nam
         daemon = _daemon_for(ctx, t)
         if daemon is not None and any(h.get("resource") == resource for h in daemon[1].get("mmp", [])):
             # The daemon waits up to its own RELEASE_WAIT_S for the CLEAN write; we outwait it.
-            out = _ask(daemon[0], f"mmp-release {resource}", max(wait_s, RELEASE_WAIT_S) + 5, resource)
+            from diskhb.control import Release
+
+            out = _ask(daemon[0], Release(resource), max(wait_s, RELEASE_WAIT_S) + 5, resource)
             if out.get("outcome") == "lost":
                 raise Refused(f"{resource} was lost while the daemon held it (epoch {out.get('epoch')});"
                               " its loss action ran; nothing to release")
@@ -551,9 +612,9 @@ def release_cmd(resource, region, config_path, device, offset, node_id, node_nam
             _err(f"{resource} is not held (CLEAN, epoch {seq.epoch})")
             return
         if seq.state == "fsck":
-            raise Refused(f"{resource} is marked FSCK by {g.who(seq)}; use 'diskhb mmp clear {resource}'")
+            raise Refused(f"{resource} is marked FSCK by {who(seq)}; use 'diskhb mmp clear {resource}'")
         if seq.holder_id != ctx.node_id:
-            raise Refused(f"{resource} is held by {g.who(seq)}, not by this node (id {ctx.node_id});"
+            raise Refused(f"{resource} is held by {who(seq)}, not by this node (id {ctx.node_id});"
                           " release it there")
         rec = read_holder(ctx.run_dir, loc)
         alive = rec is not None and rec.get("generation") == seq.holder_generation and _pid_alive(rec.get("pid"))
@@ -573,24 +634,11 @@ def release_cmd(resource, region, config_path, device, offset, node_id, node_nam
                           f" {resource} --force' takes it over after the classic wait and releases it")
     finally:
         t.close()
-    # --force: a full acquisition that watches our stale generation like any holder.
+    # --force: a full acquisition that watches our stale generation like any holder, then CLEAN.
     ctx.writable = True
-    t = ctx.open()
-    stop = _install_stop()
-    try:
-        try:
-            runner, me, loc, acq = _acquire(ctx, t, resource, interval_ms=seq.interval_ms, wait_s=0,
-                                            create=False, stop=stop, stale_self_ok=True)
-        except Cancelled:
-            _err(f"diskhb: interrupted; {resource} was not released")
-            sys.exit(EXIT_INTERRUPTED)
-        out = runner.bump(loc, g.Hold(acq, base_interval_ms=seq.interval_ms), final=mf.SEQ_CLEAN)
-        if out is not None:
-            raise Refused(f"{resource}: taken over but could not write CLEAN ({out}); see 'diskhb mmp status'")
-        _err(f"released {resource}: took over the stale generation {seq.holder_generation:#x} (epoch"
-             f" {acq.block.epoch}) and wrote CLEAN")
-    finally:
-        t.close()
+    epoch, _ = _take_and_mark(ctx, resource, mf.SEQ_CLEAN, interval_ms=seq.interval_ms, stale_self_ok=True)
+    _err(f"released {resource}: took over the stale generation {seq.holder_generation:#x} (epoch"
+         f" {epoch}) and wrote CLEAN")
 
 
 def _pid_alive(pid) -> bool:
@@ -605,21 +653,30 @@ def _pid_alive(pid) -> bool:
     return True
 
 
-def _take_and_mark(ctx: Ctx, resource: str, final: int, *, allow_fsck: bool) -> tuple[int, str]:
+def _take_and_mark(ctx: Ctx, resource: str, final: int, *, interval_ms: int = DEFAULT_INTERVAL_MS,
+                   allow_fsck: bool = False, stale_self_ok: bool = False) -> tuple[int, str]:
+    """Acquire RESOURCE through the ballot and at once write `final` (CLEAN or FSCK) over it."""
     t = ctx.open()
     stop = _install_stop()
     try:
-        interval = DEFAULT_INTERVAL_MS
-        try:
-            runner, me, loc, acq = _acquire(ctx, t, resource, interval_ms=interval, wait_s=0, create=False,
-                                            stop=stop, allow_fsck=allow_fsck)
-        except Cancelled:
-            _err("diskhb: interrupted; nothing was marked")
-            sys.exit(EXIT_INTERRUPTED)
-        out = runner.bump(loc, g.Hold(acq, base_interval_ms=interval), final=final)
-        if out is not None:
-            raise Refused(f"{resource}: acquired but could not mark it ({out}); see 'diskhb mmp status'")
-        return acq.block.epoch, loc.label
+        runner = _runner(ctx, t, stop)
+        tm = timing.MmpTiming(interval_ms, 0)  # held for one write: nothing of ours to stop
+        guard = _guard(ctx, t, runner, _claimant(ctx, t, resource, interval_ms), tm, allow_fsck=allow_fsck,
+                       stale_self_ok=stale_self_ok, finish=final)
+        events: list = []
+        runner.drive(guard, on_event=events.append)
+        got = next((e for e in events if isinstance(e, gd.GotIt)), None)
+        gone = next((e for e in events if isinstance(e, gd.Gone)), None)
+        if got is None:
+            denied = next((e for e in events if isinstance(e, gd.Denied)), None)
+            if stop.is_set():
+                _err("diskhb: interrupted; nothing was marked")
+                sys.exit(EXIT_INTERRUPTED)
+            raise_denied(denied)
+        if gone is None or not gone.released:
+            raise Refused(f"{resource}: acquired (epoch {got.epoch}) but could not mark it"
+                          f" ({gone.lost if gone else 'interrupted'}); see 'diskhb mmp status'")
+        return got.epoch, got.location
     finally:
         t.close()
 

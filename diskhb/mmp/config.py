@@ -8,7 +8,12 @@
     loss_command = "/usr/local/sbin/stop-db"
     mountpoint = "/srv/db"      # for remount-ro, and for kill: its users (fuser -km)
     kill_grace_ms = 500         # SIGTERM -> SIGKILL [default: interval / 2]
+    remount_timeout_ms = 1000   # remount-ro must finish within this [default 1000]
+    loss_command_timeout_ms = 30000   # the loss command must finish within this [default 30000]
 
+The whole loss action (kill grace, remount timeout, command timeout) must end before another
+node may take the resource over (diskhb.core.timing, HD-loss): an interval that leaves no room
+for it is refused, naming the smallest interval_ms that works.
 diskhb.config calls parse_resources(tables, where); errors name the file and key.
 """
 
@@ -16,12 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from diskhb.core import timing
 from diskhb.mmp import format as mf
 from diskhb.mmp.loss import KINDS
 
-DEFAULT_INTERVAL_MS = 1000
 RESOURCES_MAX = 256
-_KEYS = {"name", "region", "interval_ms", "on_loss", "loss_command", "mountpoint", "kill_grace_ms"}
+TIMEOUT_MS_MAX = 3_600_000
+_KEYS = {"name", "region", "interval_ms", "on_loss", "loss_command", "mountpoint", "kill_grace_ms",
+         "remount_timeout_ms", "loss_command_timeout_ms"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +40,19 @@ class ResourceConfig:
     loss_command: str | None
     mountpoint: str | None
     kill_grace_ms: int
+    remount_timeout_ms: int = timing.REMOUNT_TIMEOUT_MS_DEFAULT
+    loss_command_timeout_ms: int = timing.LOSS_COMMAND_TIMEOUT_MS_DEFAULT
+
+    @property
+    def loss_budget_ms(self) -> int:
+        return timing.loss_budget_ms(self.on_loss, kill_grace_ms=self.kill_grace_ms,
+                                     remount_timeout_ms=self.remount_timeout_ms,
+                                     command_timeout_ms=self.loss_command_timeout_ms,
+                                     mountpoint=self.mountpoint is not None)
+
+    @property
+    def timing(self) -> timing.MmpTiming:
+        return timing.MmpTiming(self.interval_ms, self.loss_budget_ms)
 
 
 def parse_resources(tables: list, where) -> list[ResourceConfig]:
@@ -54,7 +74,7 @@ def parse_resources(tables: list, where) -> list[ResourceConfig]:
         region = t.get("region")
         if region is not None and not isinstance(region, str):
             raise where.fail(f"{prefix}region", "must be a string (a disk region's path or name)")
-        interval = t.get("interval_ms", DEFAULT_INTERVAL_MS)
+        interval = t.get("interval_ms", timing.MMP_INTERVAL_MS_DEFAULT)
         if isinstance(interval, bool) or not isinstance(interval, int) or \
                 not mf.INTERVAL_MS_MIN <= interval <= mf.INTERVAL_MS_MAX:
             raise where.fail(f"{prefix}interval_ms", f"{interval!r} out of range",
@@ -79,7 +99,19 @@ def parse_resources(tables: list, where) -> list[ResourceConfig]:
         if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= interval:
             raise where.fail(f"{prefix}kill_grace_ms", f"{grace!r} out of range",
                              f"use 0..{interval} (the kill must finish before others may take over)")
-        out.append(ResourceConfig(name, region, interval, tuple(on_loss), cmd, mnt, grace))
+        timeouts = {}
+        for key, default in (("remount_timeout_ms", timing.REMOUNT_TIMEOUT_MS_DEFAULT),
+                             ("loss_command_timeout_ms", timing.LOSS_COMMAND_TIMEOUT_MS_DEFAULT)):
+            v = t.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= TIMEOUT_MS_MAX:
+                raise where.fail(f"{prefix}{key}", f"{v!r} out of range", f"use 1..{TIMEOUT_MS_MAX}")
+            timeouts[key] = v
+        rc = ResourceConfig(name, region, interval, tuple(on_loss), cmd, mnt, grace, **timeouts)
+        try:
+            timing.check_mmp_timing(interval, rc.loss_budget_ms)
+        except timing.TimingError as e:
+            raise where.fail(f"{prefix}interval_ms", str(e)) from None
+        out.append(rc)
     names = [r.name for r in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

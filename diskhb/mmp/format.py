@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import construct as cs
 from crc32c import crc32c
 
+from diskhb.core import timing
 from diskhb.core.types import NODE_ID_MAX, NODE_NAME_BYTES_MAX
 
 STRUCT_BYTES = 512
@@ -57,8 +58,8 @@ SEQ_MAX = 0xE24D4D4F  # running seqs are 1..SEQ_MAX; anything else above is unkn
 
 RESOURCE_NAME_BYTES_MAX = 64
 DEVICE_NAME_BYTES_MAX = 64
-INTERVAL_MS_MIN = 20  # below this Python's scheduling noise is as large as the interval
-INTERVAL_MS_MAX = 300_000  # ext4's ceiling for the adaptive check interval (300 s)
+INTERVAL_MS_MIN = timing.MMP_INTERVAL_MS_MIN
+INTERVAL_MS_MAX = timing.MMP_INTERVAL_MS_MAX
 SLOT_COUNT_MAX = NODE_ID_MAX
 
 

@@ -18,14 +18,10 @@ from __future__ import annotations
 import errno
 import json
 import os
-import time
-from contextlib import contextmanager
 
-from diskhb.errors import OperatorError, Refused
+from diskhb.errors import OperatorError
 from diskhb.runtime import claim_local_name, local_name_holder, net_namespace
-from diskhb.mmp.store import BlockLocation
-
-LOCK_POLL_MS = 20
+from diskhb.mmp.guard import BlockLocation
 
 
 def ensure_run_dir(run_dir: str) -> str:
@@ -69,31 +65,32 @@ def _key(loc: BlockLocation) -> str:
     return f"mmp-{loc.uuid.hex()}-{'dev' if loc.index is None else loc.index}"
 
 
-@contextmanager
-def ballot_lock(run_dir: str, loc: BlockLocation, *, timeout_ms: int, cancelled=lambda: False):
-    # The run dir is in the scope so test clusters (one run dir per simulated node) do not
-    # serialize each other.
-    scope = f"mmp-ballot {os.path.realpath(run_dir)} {_key(loc)}"
-    deadline = time.monotonic() + timeout_ms / 1000
-    while True:
-        try:
-            s = claim_local_name(scope)
-            break
-        except OSError as e:
-            if e.errno != errno.EADDRINUSE:
-                raise OperatorError(f"{loc.label}: cannot take the local ballot lock ({e.strerror})") from None
-        holder = local_name_holder(scope)
-        if holder is not None and holder[1] != os.geteuid():
-            raise OperatorError(f"{loc.label}: the local ballot lock is held by process {holder[0]} of uid"
-                                f" {holder[1]}, not a diskhb process of ours; stop it")
-        if cancelled() or time.monotonic() > deadline:
-            raise Refused(f"{loc.label}: another diskhb process of this node is balloting for this"
-                          f" block (busy for {timeout_ms / 1000:g} s); try again")
-        time.sleep(LOCK_POLL_MS / 1000)
+def lock_scope(run_dir: str) -> str:
+    """The scope of this node's ballot locks (guard.lock_key). The run dir is in it so test
+    clusters (one run dir per simulated node) do not serialize each other."""
+    return f"mmp-ballot {os.path.realpath(run_dir)}"
+
+
+def ballot_lock_key(run_dir: str, loc: BlockLocation) -> str:
+    """The lock name of a block for the processes of this node."""
+    from diskhb.mmp.guard import lock_key
+
+    return lock_key(lock_scope(run_dir), loc)
+
+
+def try_lock(key: str, label: str):
+    """The lock as a bound abstract socket (close it to free it), or None while another diskhb
+    process of ours holds it. A holder of another uid is named, not waited for."""
     try:
-        yield
-    finally:
-        s.close()  # closing frees the name
+        return claim_local_name(key)
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise OperatorError(f"{label}: cannot take the local ballot lock ({e.strerror})") from None
+    holder = local_name_holder(key)
+    if holder is not None and holder[1] != os.geteuid():
+        raise OperatorError(f"{label}: the local ballot lock is held by process {holder[0]} of uid"
+                            f" {holder[1]}, not a diskhb process of ours; stop it")
+    return None
 
 
 def holder_path(run_dir: str, loc: BlockLocation) -> str:

@@ -31,13 +31,15 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
+from diskhb.core import timing
+
 # The /proc scan lives in the enforcer's stdlib-only module (it must start fast, without
 # prometheus_client); re-exported here, where the loss actions use it.
 from diskhb.mmp.sentinel import (  # noqa: F401 - re-exported
     LINKS_PER_PID_MAX, PROC_PIDS_MAX, check_mountpoint, mount_users, remount_ro_argv, run_bounded,
 )
 
-LOSS_COMMAND_TIMEOUT_MS = 30_000
+LOSS_COMMAND_TIMEOUT_MS = timing.LOSS_COMMAND_TIMEOUT_MS_DEFAULT
 KILL_POLL_MS = 10
 
 LOST = Counter("diskhb_mmp_lost_total", "MMP resources lost while held (loss action run)", ["resource"])
@@ -55,7 +57,8 @@ class LossAction:
     pgid: int | None = None
     kill_mount_users: bool = False  # "kill" also stops every user of `mountpoint` (the daemon's kill)
     grace_ms: int = 500
-    timeout_ms: int = LOSS_COMMAND_TIMEOUT_MS
+    timeout_ms: int = LOSS_COMMAND_TIMEOUT_MS  # the command's bound
+    remount_timeout_ms: int = timing.REMOUNT_TIMEOUT_MS_DEFAULT
 
     def validate(self) -> None:
         for k in self.kinds:
@@ -165,7 +168,7 @@ def run_loss_action(action: LossAction, *, resource: str, epoch: int, reason: st
         if bad:
             report.failed.append(f"remount {action.mountpoint} read-only ({bad})")
         else:
-            _run(remount_ro_argv(action.mountpoint), env, action.timeout_ms,
+            _run(remount_ro_argv(action.mountpoint), env, action.remount_timeout_ms,
                  f"remount {action.mountpoint} read-only", report)
     if "command" in action.kinds and action.command:
         _run(["/bin/sh", "-c", action.command], env, action.timeout_ms, f"command {action.command!r}", report)

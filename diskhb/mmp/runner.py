@@ -1,15 +1,13 @@
-"""The thin I/O runner: carries out what diskhb.mmp.guard decides, with real time and I/O.
+"""The CLI's driver of one guard: carries out what diskhb.mmp.guard asks, with real time and I/O.
 
 Rules of this file:
-- No decision is made here. Each guard step is executed (sleep until, read, write) and its
-  result, with the I/O's submission and completion times, handed back to the guard.
-- The one check made here is mechanical: a WriteSeq is issued only if the clock, read right
-  before the write, is not past the step's issue_by_ms (else the guard is told and decides).
-- I/O deadlines: a holder's I/O may never outlive its H1/H2 limits, so every hold I/O gets
-  the time left until the limit as its deadline; a missed deadline wedges the store and the
-  guard calls the resource lost (the loss action then runs before anyone can take over).
-- Name -> block: a committed seq block naming the resource is used directly; a new name is
-  bound by walking the blocks in index order (guard.classify_block explains why that is safe).
+- No decision is made here. Each request is executed (a read, a write, a lock) and its result,
+  with the I/O's submission and completion times, handed back to the guard.
+- The one check made here is mechanical: a write is issued only if the clock, read right before
+  the write syscall, is not past its issue_by_ms (else the result says too_late).
+- Every I/O gets the time left until its deadline_ms (diskhb.mmp.store: a request that misses it
+  wedges the store, and the guard treats it as given up: GD1). The node daemon drives its guards
+  through its own asynchronous executor instead (diskhb.mmp.executor), never this loop.
 """
 
 from __future__ import annotations
@@ -18,14 +16,17 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from diskhb.errors import OperatorError, Refused as RefusedError
+from diskhb.core.timing import write_land_max_ms
+from diskhb.errors import OperatorError
 from diskhb.mmp import format as mf
-from diskhb.mmp import guard as g
-from diskhb.mmp.store import BlockLocation, StoreWedged, Target, io_error, read_seq, read_view
+from diskhb.mmp.guard import BlockLocation, Guard, GuardEvent, IoRequest, IoResult
+from diskhb.mmp.ledger import SectorLedger
+from diskhb.mmp.store import DEFAULT_IO_TIMEOUT_MS, StoreWedged, Target, io_error
 from diskhb.runtime import monotonic_ms, wall_ms
+
+LOOP_MS = 20  # the longest nap between two looks at the guard (and at the caller's stop flag)
 
 
 class Cancelled(Exception):
@@ -41,39 +42,28 @@ class Found:
 class Runner:
     def __init__(self, target: Target, *, clock_ms: Callable[[], int] = monotonic_ms,
                  wall: Callable[[], int] = wall_ms, rand: Callable[[int], int] = secrets.randbelow,
-                 cancelled: Callable[[], bool] = lambda: False,
-                 lock_for: Callable[[BlockLocation], AbstractContextManager] | None = None):
+                 cancelled: Callable[[], bool] = lambda: False, run_dir: str | None = None):
         self.target = target
         self.store = target.store
         self.clock_ms = clock_ms
         self.wall = wall
         self.rand = rand
         self.cancelled = cancelled
-        self.lock_for = lock_for or (lambda loc: nullcontext())
+        self.run_dir = run_dir  # where the node-local ballot locks live (None: no lock: tests)
+        # F1 for a CLI process: its store wedges after a timeout, so nothing more is written.
+        self.ledger = SectorLedger(write_land_max_ms(DEFAULT_IO_TIMEOUT_MS))
         self.ios = 0
+        self._locks: dict[str, object] = {}
 
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _sleep_until(self, at_ms: int) -> None:
-        while True:
-            if self.cancelled():
-                raise Cancelled()
-            left = at_ms - self.clock_ms()
-            if left <= 0:
-                return
-            time.sleep(min(left, 50) / 1000)
-
-    def _io(self, fn):
-        self.ios += 1
-        try:
-            return fn()
-        except OSError as e:
-            raise io_error(self.target.path, e) from None
-
-    # -- reading ---------------------------------------------------------------------------
+    # -- reading (status, release) ----------------------------------------------------------------
 
     def views(self) -> list[tuple[BlockLocation, mf.ResourceView]]:
-        return [(loc, self._io(lambda loc=loc: read_view(self.store, loc))) for loc in self.target.blocks]
+        out = []
+        for loc in self.target.blocks:
+            data = self._io(lambda loc=loc: self.store.read(loc.base, loc.span))
+            out.append((loc, mf.decode_resource(data, sector_size=loc.sector_size, slot_count=loc.slot_count,
+                                                uuid=loc.uuid)))
+        return out
 
     def find(self, name: str) -> Found | None:
         """The block whose committed seq block names `name` (read-only)."""
@@ -82,148 +72,100 @@ class Runner:
                 return Found(loc, view)
         return None
 
-    def names(self) -> list[str]:
-        out = []
-        for _, view in self.views():
-            if view.seq is not None:
-                out.append(view.seq.resource)
-        return out
-
-    # -- acquiring -------------------------------------------------------------------------
-
-    def run_acquisition(self, loc: BlockLocation, me: g.Claimant, *, peer_info: g.PeerInfoFn | None = None,
-                        allow_fsck: bool = False, stale_self_ok: bool = False,
-                        abandoned: tuple[int, int, int, int] | None = None) -> g.Step:
-        m = g.Acquisition(me, uuid=loc.uuid, slot_count=loc.slot_count, sector_size=loc.sector_size,
-                          rand=self.rand, peer_info=peer_info, allow_fsck=allow_fsck,
-                          stale_self_ok=stale_self_ok, abandoned=abandoned)
-        step = m.start(self.clock_ms())
-        while True:
-            m.wall_ms = self.wall()
-            if isinstance(step, g.ReadResource):
-                self._sleep_until(step.at_ms)
-                sub = self.clock_ms()
-                view = self._io(lambda: read_view(self.store, loc))
-                step = m.on_resource(view, sub, self.clock_ms())
-            elif isinstance(step, g.ReadSeq):
-                self._sleep_until(step.at_ms)
-                sub = self.clock_ms()
-                seq, err = self._io(lambda: read_seq(self.store, loc))
-                step = m.on_seq(seq, err, sub, self.clock_ms())
-            elif isinstance(step, g.WriteBallot):
-                data = mf.encode_ballot(step.ballot, loc.sector_size)
-                sub = self.clock_ms()
-                self._io(lambda: self.store.write(loc.ballot_pos(step.ballot.node_id), data))
-                step = m.on_written(sub, self.clock_ms())
-            elif isinstance(step, g.WriteSeq):
-                data = mf.encode_seq_block(step.block)
-                sub = self.clock_ms()
-                if sub > step.issue_by_ms:
-                    step = m.write_too_late(sub)
-                    continue
-                self._io(lambda: self.store.write(loc.base, data))
-                step = m.on_written(sub, self.clock_ms())
-            else:
-                return step
-
-    def acquire(self, me: g.Claimant, *, create: bool = False, peer_info: g.PeerInfoFn | None = None,
-                allow_fsck: bool = False, stale_self_ok: bool = False, wait_ms: int = 0,
-                on_wait: Callable[[g.Refused], None] | None = None) -> tuple[BlockLocation, g.Acquired]:
-        """Acquire `me.resource`, retrying refusals that may clear for up to wait_ms.
-
-        Raises diskhb.errors.Refused (exit 1) or OperatorError (exit 2) with one line.
-        """
-        deadline = self.clock_ms() + max(0, wait_ms)
-        abandoned = None  # our own seq block that an earlier attempt wrote and then gave up
-        while True:
-            out = self._acquire_once(me, create=create, peer_info=peer_info, allow_fsck=allow_fsck,
-                                     stale_self_ok=stale_self_ok, abandoned=abandoned)
-            if isinstance(out, tuple):
-                return out
-            assert isinstance(out, g.Refused)
-            abandoned = out.abandoned or abandoned
-            if not out.retry:
-                raise RefusedError(out.reason)
-            now = self.clock_ms()
-            if now >= deadline:
-                raise RefusedError(out.reason + ("" if wait_ms <= 0 else f" (gave up after {wait_ms / 1000:g} s)"))
-            if on_wait:
-                on_wait(out)
-            self._sleep_until(min(deadline, now + g.POLL_MS_MAX))
-
-    def _acquire_once(self, me: g.Claimant, **kw) -> tuple[BlockLocation, g.Acquired] | g.Refused:
-        name = me.resource
-        views = self.views()
-        for loc, view in views:  # a committed binding is the name's only block
-            if view.seq is not None and view.seq.resource == name:
-                return self._on(loc, me, **kw)
-        if self.target.standalone:
-            loc, view = views[0]
-            bound = g.bound_name(view) if not (view.seq_error or view.ballot_errors) else None
-            raise OperatorError(f"{loc.label}: this block is for resource {bound!r}, not {name!r}")
-        pending = set().union(*(g.pending_names(v) for _, v in views))
-        if not kw.get("create") and name not in pending:
-            known = sorted({v.seq.resource for _, v in views if v.seq is not None})
-            raise OperatorError(f"{self.target.path}: unknown resource {name!r} (known: "
-                                f"{', '.join(known) or 'none'}); check the name, or pass --create to"
-                                " bind it to a free MMP block")
-        for loc, view in views:
-            cls = g.classify_block(view, name)
-            if cls == "other":
-                continue
-            if cls == "corrupt":
-                raise OperatorError(f"{loc.label}: MMP block unreadable ({view.seq_error or view.ballot_errors});"
-                                    f" cannot tell whether it is {name!r}'s; nothing was written;"
-                                    " see 'diskhb mmp status'")
-            out = self._on(loc, me, **kw)
-            if isinstance(out, g.NotOurs):
-                continue
-            return out
-        raise OperatorError(f"{self.target.path}: no free MMP block for {name!r} (all"
-                            f" {len(self.target.blocks)} are bound); reformat with more --mmp-resources")
-
-    def _on(self, loc: BlockLocation, me: g.Claimant, *, create=False, **kw):
-        with self.lock_for(loc):
-            out = self.run_acquisition(loc, me, **kw)
-        if isinstance(out, g.Acquired):
-            return loc, out
-        return out
-
-    # -- holding ---------------------------------------------------------------------------
-
-    def bump(self, loc: BlockLocation, hold: g.Hold, *, final: int | None = None) -> g.Lost | None | str:
-        """One verify-then-write cycle. None: done; Lost: lost; "retry": nothing written, try
-        again soon (a transient read error, or we were too slow to issue the write)."""
-        now = self.clock_ms()
-        why = hold.expired(now)
-        if why:
-            hold.lost = why
-            return g.Lost(why)
-        hold.wall_ms = self.wall()
-        sub = self.clock_ms()
+    def _io(self, fn):
+        self.ios += 1
         try:
-            seq, err = read_seq(self.store, loc, timeout_ms=hold.issue_deadline_ms() - sub)
-        except StoreWedged as e:
-            hold.lost = f"storage hung: {e}"
-            return g.Lost(hold.lost)
-        except OSError:
-            return "retry"  # H1 turns a storage that keeps failing into "lost" in time
-        step = hold.on_verify(seq, err, sub, self.clock_ms(), final=final)
-        if isinstance(step, g.Lost):
-            return step
-        data = mf.encode_seq_block(step.block)
-        sub = self.clock_ms()
-        if sub > step.issue_by_ms:
-            again = hold.write_too_late(sub)
-            return again if isinstance(again, g.Lost) else "retry"
-        try:
-            self.store.write(loc.base, data,
-                             timeout_ms=hold.issued_ms + g.classic_wait_ms(hold.block.interval_ms) - sub)
+            return fn()
         except OSError as e:
-            # We cannot know whether it landed: we can no longer prove we hold it.
-            hold.lost = f"our MMP write failed ({e}); cannot prove we still hold it"
-            return g.Lost(hold.lost)
-        return hold.on_written(sub, self.clock_ms())
+            raise io_error(self.target.path, e) from None
+
+    # -- driving a guard ----------------------------------------------------------------------------
+
+    def lock_key(self):
+        """The guard's lock_key (GD3), or None without a run dir."""
+        if self.run_dir is None:
+            return None
+        from diskhb.mmp.local import ballot_lock_key
+
+        return lambda loc: ballot_lock_key(self.run_dir, loc)
+
+    def drive(self, guard: Guard, *, on_event: Callable[[GuardEvent], None] | None = None,
+              until: Callable[[], bool] | None = None, idle: Callable[[], None] | None = None) -> None:
+        """Run `guard` until it is done (or `until()` says stop). `idle()` runs between looks
+        (the foreground holder polls its command and its stop flag there)."""
+        results: list[IoResult] = []
+        while True:
+            now = self.clock_ms()
+            guard.wall_ms = self.wall()
+            requests = guard.step(now, results)
+            results = []
+            # Events first: a lease shortened by the write about to be issued reaches the
+            # enforcer before that write can land (timing HD-loss, schedule E).
+            for ev in guard.drain():
+                if on_event is not None:
+                    on_event(ev)
+            for req in requests:
+                r = self.execute(req)
+                if r is not None:
+                    results.append(r)
+            if results:
+                continue  # every result goes back to the guard before anyone may stop it
+            if guard.done or (until is not None and until()):
+                return
+            if idle is not None:
+                idle()
+            wake = guard.next_wakeup_ms()
+            left = LOOP_MS if wake is None else max(0, min(LOOP_MS, wake - self.clock_ms()))
+            if left:
+                time.sleep(left / 1000)
+            if self.cancelled() and not guard.holding:
+                guard.release()  # stop trying: the guard ends with a refusal ("cancelled")
+
+    def execute(self, req: IoRequest) -> IoResult | None:
+        """One request, synchronously, within its deadline. None: not answered in time (the
+        guard notices the deadline itself); the store is wedged from then on."""
+        if req.op == "unlock":
+            sock = self._locks.pop(req.lock, None)
+            if sock is not None:
+                sock.close()
+            return None
+        sub = self.clock_ms()
+        if req.op == "lock":
+            from diskhb.mmp.local import try_lock
+
+            sock = try_lock(req.lock, self.target.path)
+            if sock is not None:
+                self._locks[req.lock] = sock
+            return IoResult(req.id, sub, self.clock_ms(), error=None if sock is not None else "busy")
+        timeout = req.deadline_ms - sub
+        if timeout <= 0:
+            return None
+        if req.op == "write" and req.issue_by_ms is not None and sub > req.issue_by_ms:
+            return IoResult(req.id, sub, sub, too_late=True)
+        self.ios += 1
+        try:
+            if req.op == "read":
+                data = self.store.read(req.offset, req.length, timeout_ms=timeout)
+                return IoResult(req.id, sub, self.clock_ms(), data=data)
+            self.store.write(req.offset, req.data, timeout_ms=timeout)
+            return IoResult(req.id, sub, self.clock_ms())
+        except StoreWedged:
+            return None if self.clock_ms() >= req.deadline_ms else \
+                IoResult(req.id, sub, self.clock_ms(), error="the store is wedged by an earlier hung request")
+        except OSError as e:
+            return IoResult(req.id, sub, self.clock_ms(), error=str(io_error(self.target.path, e)))
+
+    def close_locks(self) -> None:
+        for sock in self._locks.values():
+            sock.close()
+        self._locks.clear()
+
+
+def raise_denied(ev) -> None:
+    """A guard's Denied as the CLI's exception (exit 1 refused, 2 bad input)."""
+    from diskhb.errors import Refused
+
+    raise (Refused(ev.reason) if ev.exit_code == 1 else OperatorError(ev.reason))
 
 
 # --------------------------------------------------------------------------------------------

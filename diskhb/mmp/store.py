@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import queue
 import threading
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,7 +24,9 @@ import numpy as np
 
 from diskhb.errors import OperatorError
 from diskhb.mmp import format as mf
-from diskhb.regions.disk.blockio import AlignedBuffer, BlockDevice
+from diskhb.mmp.guard import BlockLocation, TargetInfo
+from diskhb.regions.disk.blockio import FROZEN_SLACK_MS, AlignedBuffer, BlockDevice, IoWorker
+from diskhb.runtime import monotonic_ms
 
 DEFAULT_IO_TIMEOUT_MS = 10_000
 RESOURCE_READ_BYTES_MAX = (1 + mf.SLOT_COUNT_MAX) * 4096  # one resource, largest geometry
@@ -79,7 +80,8 @@ class MemoryStore:
 
 
 class BlockStore:
-    """A device or file through BlockDevice, each request on one worker thread with a deadline."""
+    """A device or file through BlockDevice, each request on an IoWorker with a deadline (for
+    command-line paths; the daemon's MMP I/O goes through diskhb.mmp.executor instead)."""
 
     def __init__(self, dev: BlockDevice, *, io_timeout_ms: int = DEFAULT_IO_TIMEOUT_MS,
                  buffer_bytes: int = 1 << 20):
@@ -89,10 +91,8 @@ class BlockStore:
         self.size_bytes = dev.size_bytes
         self.io_timeout_ms = io_timeout_ms
         self._buf = AlignedBuffer(buffer_bytes)
-        self._requests: queue.Queue = queue.Queue(maxsize=1)
+        self._worker = IoWorker(f"mmp-io:{dev.path}")
         self._wedged: str | None = None
-        self._thread = threading.Thread(target=self._serve, name=f"mmp-io:{dev.path}", daemon=True)
-        self._thread.start()
 
     @classmethod
     def open(cls, path: str, *, writable: bool, sector_size: int | None = None,
@@ -100,31 +100,27 @@ class BlockStore:
         dev = BlockDevice.open(path, writable=writable, sector_size=sector_size)
         return cls(dev, io_timeout_ms=io_timeout_ms)
 
-    def _serve(self) -> None:
-        while True:
-            item = self._requests.get()
-            if item is None:
-                return
-            fn, box, done = item
-            try:
-                box["value"] = fn()
-            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-                box["error"] = e
-            done.set()
-
     def _call(self, fn, timeout_ms: int | None, what: str):
         if self._wedged:
             raise StoreWedged(errno.EIO, self._wedged)
-        box: dict = {}
-        done = threading.Event()
-        self._requests.put_nowait((fn, box, done))
         limit = self.io_timeout_ms if timeout_ms is None else max(0, timeout_ms)
-        if not done.wait(limit / 1000):
-            self._wedged = f"{self.path}: {what} did not complete within {limit} ms (hung device?)"
-            raise StoreWedged(errno.ETIMEDOUT, self._wedged)
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+        start = monotonic_ms()
+        self._worker.submit(fn, tag=None, now_ms=start)
+        got = self._worker.wait(limit)
+        if not got:
+            late = monotonic_ms() - start - limit
+            if late > FROZEN_SLACK_MS:  # we were stopped while waiting: the I/O may be done now
+                got = self._worker.wait(FROZEN_SLACK_MS)
+            if not got:
+                why = (f"this process was stopped for about {late} ms while it waited" if late > FROZEN_SLACK_MS
+                       else "hung device?")
+                self._wedged = f"{self.path}: {what} did not complete within {limit} ms ({why})"
+                raise StoreWedged(errno.ETIMEDOUT, self._wedged)
+        r = got[0]
+        if r.error is not None:
+            cause = r.error.__cause__
+            raise cause if cause is not None and not isinstance(cause, OSError) else r.error
+        return r.value
 
     def _ensure(self, length: int) -> None:
         if length > self._buf.nbytes:
@@ -153,38 +149,14 @@ class BlockStore:
         self._call(run, timeout_ms, f"write of {len(data)} bytes at {offset}")
 
     def close(self) -> None:
+        self._worker.close()
         if self._wedged:
             return  # the stuck request still uses the fd and the buffer: leave them to exit
-        try:
-            self._requests.put_nowait(None)
-        except queue.Full:
-            pass
-        self._thread.join(1.0)
         self.dev.close()
 
 
 # --------------------------------------------------------------------------------------------
 # Locations
-
-
-@dataclass(frozen=True, slots=True)
-class BlockLocation:
-    """One resource: its seq block at `base`, node i's ballot sector at base + i * sector_size."""
-
-    label: str  # for humans: "REGION block K" or "DEVICE@OFFSET"
-    base: int
-    sector_size: int
-    slot_count: int
-    uuid: bytes
-    index: int | None  # block number in a region's MMP area; None for an explicit offset
-
-    @property
-    def span(self) -> int:
-        return (1 + self.slot_count) * self.sector_size
-
-    def ballot_pos(self, node_id: int) -> int:
-        assert 1 <= node_id <= self.slot_count, node_id
-        return self.base + node_id * self.sector_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +171,11 @@ class Target:
 
     def close(self) -> None:
         self.store.close()
+
+    @property
+    def info(self) -> TargetInfo:
+        """What the I/O-free guard needs to know of it."""
+        return TargetInfo(self.path, self.blocks, self.standalone)
 
 
 def read_view(store: SectorStore, loc: BlockLocation, *, timeout_ms: int | None = None) -> mf.ResourceView:

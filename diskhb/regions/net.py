@@ -1,12 +1,15 @@
 """A network heartbeat region: one UDP link (unicast peers, multicast group or broadcast).
 
 Rules of this file:
-- `tick` sends our beat as one authenticated datagram to every destination of the link on a
+- `publish` sends our beat as one authenticated datagram to every destination of the link on a
   non-blocking socket; it never waits and never raises for a send error. A failed send to any
-  destination makes our own I/O on the link unhealthy (OwnIoHealth "write" failed, naming the
-  destination); each destination's error is logged once when it starts and once when it ends.
+  destination is a failed write of ours (IoCompleted, naming the destination); each
+  destination's error is logged once when it starts and once when it ends.
 - `poll` drains at most POLL_PACKETS_MAX datagrams (the rest wait in the socket for the next
-  poll) and returns a Beat for each authenticated, fresh packet of another node (netpath.receiver).
+  poll) and returns a Beat for each authenticated, fresh packet of another node (netpath.receiver),
+  a DuplicateId for our own id under another generation seen advancing, and our sends and
+  receives as IoSubmitted/IoCompleted. A peer heard from a source port other than the one we
+  send it to (the two sides disagree about `port`: a one-way link) is logged once per source.
 - Mistakes the operator can fix (key file, bind address or interface, port in use, bad peer,
   group or broadcast address) raise OperatorError at start(), never later.
 - One region per link: redundant links are several NetRegions, each with its own socket, key
@@ -17,8 +20,7 @@ from __future__ import annotations
 
 import logging
 
-from diskhb.core.region_health import OwnIoHealth
-from diskhb.core.types import Observation
+from diskhb.core.node import IoCompleted, IoSubmitted
 from diskhb.errors import OperatorError
 from diskhb.regions.base import OwnBeat
 from diskhb.regions.signed import SignedRegion
@@ -31,12 +33,13 @@ from netpath.transport import DEFAULT_PORT, DEFAULT_TTL, UdpLink, open_link
 log = logging.getLogger("diskhb.net")
 
 POLL_PACKETS_MAX = 1024  # per poll: a flood delays the rest to the next tick, it never stalls one
+ODD_SOURCES_MAX = 64  # sources with an unexpected port remembered (each logged once)
 
 
 class NetRegion(SignedRegion):
     kind = "net"
 
-    def __init__(self, name: str, *, cluster: str, node_id: int, io_timeout_ms: int, key: str,
+    def __init__(self, name: str, *, cluster: str, node_id: int, key: str,
                  bind: str | None = None, port: int | None = None, peers: list[str] | tuple[str, ...] | None = None,
                  group: str | None = None, broadcast: str | None = None, ttl: int = DEFAULT_TTL,
                  reboot_quiet_ms: int = REBOOT_QUIET_MS):
@@ -56,7 +59,6 @@ class NetRegion(SignedRegion):
         self.broadcast = broadcast
         self.ttl = ttl
         self.reboot_quiet_ms = reboot_quiet_ms
-        self.health = OwnIoHealth(name, io_timeout_ms)
         self.link: UdpLink | None = None
         self.keys: KeyRing | None = None
         self.receiver: Receiver | None = None
@@ -66,6 +68,8 @@ class NetRegion(SignedRegion):
         self.received_bytes_total = 0
         self._dest_errors: dict[str, str | None] = {}
         self._recv_error: str | None = None
+        self._events: list = []  # our sends since the last poll (one per publish)
+        self._odd_sources: set[str] = set()
         self._sent = metrics.PACKETS_SENT.labels(name)
         self._send_errors = metrics.SEND_ERRORS.labels(name)
 
@@ -86,12 +90,16 @@ class NetRegion(SignedRegion):
                                  reboot_quiet_ms=self.reboot_quiet_ms)
         log.info("region %s", self.describe())
 
-    def tick(self, now_ms: int, beat: OwnBeat) -> None:
+    @property
+    def path(self) -> str | None:
+        return self.link.local if self.link else None
+
+    def publish(self, now_ms: int, beat: OwnBeat, wall_ms: int) -> None:
         if self.link is None:
             return
         self.receiver.own_generation = beat.generation
         data = self._encode(beat)
-        self.health.submitted(now_ms, "write")
+        self._events.append(IoSubmitted(self.name, "write", now_ms, beat.seq))
         results = self.link.send(data)
         failed = [(dest, err) for dest, err in results if err]
         for dest, err in results:
@@ -104,33 +112,31 @@ class NetRegion(SignedRegion):
             self._sent.inc(ok_count)
         if failed:
             self._send_errors.inc(len(failed))
-            self.health.completed(now_ms, "write", False, f"send to {failed[0][0]}: {failed[0][1]}")
-        else:
-            self.health.completed(now_ms, "write", True)
+        error = f"send to {failed[0][0]}: {failed[0][1]}" if failed else None
+        self._events.append(IoCompleted(self.name, "write", now_ms, not failed, error, beat.seq, now_ms))
 
-    def poll(self, now_ms: int) -> list[Observation]:
+    def poll(self, now_ms: int) -> list:
+        out, self._events = self._events, []
         if self.link is None:
-            return []
+            return out
         datagrams, error = self.link.recv_batch(POLL_PACKETS_MAX)
-        self._note_recv(now_ms, error)
-        out: list[Observation] = []
+        self._note_recv(error)
+        out.append(IoCompleted(self.name, "read", now_ms, error is None, error, submitted_ms=now_ms))
         for data, source in datagrams:
             self.received_bytes_total += len(data)
-            beat = self.receiver.handle(now_ms, data, source)
-            if beat is not None:
-                out.append(beat)
+            got = self.receiver.handle(now_ms, data, source)
+            if got is not None:
+                out.append(got)
+                self._check_source(source)
         return out
 
-    def stop(self, beat: OwnBeat, timeout_ms: int) -> bool:
-        """Send the final beat once (a datagram send does not wait) and close the socket."""
-        if self.link is None:
-            return False
-        try:
-            results = self.link.send(self._encode(beat))
-            return bool(results) and all(err is None for _, err in results)
-        finally:
+    def close(self, flush_ms: int = 0) -> None:
+        if self.link is not None:
             self.link.close()
             self.link = None
+
+    def counters(self) -> dict[str, int]:
+        return {"read_bytes": self.received_bytes_total, "write_bytes": self.sent_bytes_total}
 
     # -- internals --------------------------------------------------------------------------
 
@@ -150,11 +156,23 @@ class NetRegion(SignedRegion):
         else:
             log.info("region %s: sending to %s works again", self.name, dest)
 
-    def _note_recv(self, now_ms: int, error: str | None) -> None:
+    def _note_recv(self, error: str | None) -> None:
         if error != self._recv_error:
             if error:
                 log.warning("region %s: receive failed: %s", self.name, error)
             else:
                 log.info("region %s: receiving works again", self.name)
             self._recv_error = error
-        self.health.completed(now_ms, "read", error is None, error)
+
+    def _check_source(self, source: str) -> None:
+        """A peer we send to at host:P that sends to us from host:Q (Q != P) has another `port`
+        setting than ours: it hears nothing of ours. Said once per source."""
+        if self.link is None or self.peers is None or source in self.link.labels or source in self._odd_sources:
+            return
+        host = source.rsplit(":", 1)[0]
+        same_host = [d for d in self.link.labels if d.rsplit(":", 1)[0] == host]
+        if same_host and len(self._odd_sources) < ODD_SOURCES_MAX:
+            self._odd_sources.add(source)
+            log.warning("region %s: heartbeats from %s, but we send that peer's to %s: the two sides disagree"
+                        " about the port, so this link works one way only; set the same port on both",
+                        self.name, source, same_host[0])

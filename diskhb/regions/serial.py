@@ -5,13 +5,14 @@ Rules of this file:
   the network (netpath.wire), so a cable carries exactly what a datagram does, view included
   (cut to what the line can carry in about FRAME_TIME_MS).
 - Nothing blocks: the tty is non-blocking; a frame is written as far as the driver takes it and
-  the rest on later ticks/polls. While a frame is still draining no new one is queued (a slow
-  or stuck line never builds a backlog); if it drains later than io_timeout_ms, OwnIoHealth
-  reports our write late.
-- A device that disappears (USB unplug, pty closed: POLLHUP/POLLERR, EIO) makes the region
-  unhealthy ("device lost") and is reopened at the same path with backoff from REOPEN_MS_MIN up
-  to reopen_ms_max; neither tick nor poll ever raises for it. The partial frame that was on the
-  line is dropped; the next delimiter resynchronises.
+  the rest on later publishes/polls. While a frame is still draining no new one is queued (a
+  slow or stuck line never builds a backlog); its write stays in flight (IoSubmitted without
+  IoCompleted), so the core reports our write late after io_timeout_ms.
+- A device that disappears (USB unplug, pty closed: POLLHUP/POLLERR, EIO) is a failed I/O
+  ("device lost"), and the frame that was draining is a failed write too (its completion is
+  reported, so no write stays in flight forever). The device is reopened at the same path with
+  backoff from REOPEN_MS_MIN up to reopen_ms_max, on a helper thread (an open can block in a
+  driver); neither publish nor poll ever raises or waits for it. The next delimiter resynchronises.
 - A missing, unopenable or busy device at start() is an OperatorError. start() claims the device
   on this host (diskhb.runtime.claim_local_name on its real path, kept until stop, across
   reopens; no flock), so two daemons never share a cable.
@@ -27,8 +28,9 @@ import time
 
 import serial
 
-from diskhb.core.region_health import OwnIoHealth
-from diskhb.core.types import Observation
+import threading
+
+from diskhb.core.node import IoCompleted, IoSubmitted
 from diskhb.errors import OperatorError
 from diskhb.regions.base import OwnBeat
 from diskhb.regions.signed import SignedRegion
@@ -59,7 +61,7 @@ def packet_budget(baud: int) -> int:
 class SerialRegion(SignedRegion):
     kind = "serial"
 
-    def __init__(self, name: str, *, cluster: str, node_id: int, io_timeout_ms: int, device: str,
+    def __init__(self, name: str, *, cluster: str, node_id: int, device: str,
                  key: str, baud: int = DEFAULT_BAUD, reboot_quiet_ms: int = REBOOT_QUIET_MS,
                  reopen_ms_max: int = REOPEN_MS_MAX):
         if baud not in BAUDS:
@@ -78,7 +80,7 @@ class SerialRegion(SignedRegion):
         self.reboot_quiet_ms = reboot_quiet_ms
         self.reopen_ms_max = reopen_ms_max
         self.budget_bytes = packet_budget(baud)
-        self.health = OwnIoHealth(name, io_timeout_ms)
+        self.path = device
         self.keys: KeyRing | None = None
         self.receiver: Receiver | None = None
         self.port: serial.Serial | None = None
@@ -90,6 +92,12 @@ class SerialRegion(SignedRegion):
         self.frames_skipped_total = 0  # ticks whose frame was not queued: the previous one still draining
         self._reader = FrameReader()
         self._tx = b""  # the rest of the frame being written
+        self._tx_seq: int | None = None  # the beat it carries
+        self._tx_len = 0
+        self._skipped: OwnBeat | None = None  # the newest beat not queued (a frame was draining)
+        self._events: list = []  # our own I/O since the last poll
+        self._opener: threading.Thread | None = None  # a reopen in progress (never on the loop)
+        self._opened: list = []  # what it got: [port] or [exception]
         self._reopen_at_ms = 0
         self._reopen_wait_ms = REOPEN_MS_MIN
         self._started = False
@@ -124,69 +132,71 @@ class SerialRegion(SignedRegion):
         log.info("region %s: serial %s at %d baud, keys %s (signing %d)", self.name, self.device, self.baud,
                  ",".join(map(str, self.keys.ids)), self.keys.signing_id)
 
-    def tick(self, now_ms: int, beat: OwnBeat) -> None:
+    def publish(self, now_ms: int, beat: OwnBeat, wall_ms: int) -> None:
         if not self._started:
             return
         self.receiver.own_generation = beat.generation
         if self.port is None and not self._try_reopen(now_ms):
-            self.health.completed(now_ms, "write", False, f"{self.device}: {self.lost}")
+            self._events.append(IoCompleted(self.name, "write", now_ms, False, f"{self.device}: {self.lost}", beat.seq))
             return
         if self._tx:
-            self.frames_skipped_total += 1  # still draining: OwnIoHealth ages the write in flight
+            self.frames_skipped_total += 1  # still draining: its write stays in flight
+            self._skipped = beat
         else:
-            self._tx = encode_frame(self._encode(beat))
-            self.health.submitted(now_ms, "write")
+            self._queue(now_ms, beat)
         self._flush(now_ms)
 
-    def poll(self, now_ms: int) -> list[Observation]:
+    def poll(self, now_ms: int) -> list:
+        out, self._events = self._events, []
         if not self._started:
-            return []
+            return out
         if self.port is None:
             self._try_reopen(now_ms)
-            return []
+            out.extend(self._events)
+            self._events = []
+            return out
         data = self._read(now_ms)
-        out: list[Observation] = []
         if data:
             self.received_bytes_total += len(data)
             for item in self._reader.feed(data):  # bounded by READ_BYTES_MAX per poll
                 if isinstance(item, str):
                     self.receiver.reject(item, self.device)
                     continue
-                beat = self.receiver.handle(now_ms, item, self.device)
-                if beat is not None:
-                    out.append(beat)
+                got = self.receiver.handle(now_ms, item, self.device)
+                if got is not None:
+                    out.append(got)
         if self.port is not None and self._tx:
             self._flush(now_ms)
+        out.extend(self._events)
+        self._events = []
         return out
 
-    def stop(self, beat: OwnBeat, timeout_ms: int) -> bool:
-        """Write the final frame, waiting at most timeout_ms for the line to take it; then close."""
-        if not self._started or self.port is None:
-            self._close()
-            self._release_claim()
-            return False
-        deadline = time.monotonic() + timeout_ms / 1000
-        done = False
-        # A frame still draining goes first (it is whole-or-garbage on the line); then the final one.
-        frames = [self._tx, encode_frame(self._encode(beat))] if self._tx else [encode_frame(self._encode(beat))]
-        self._tx = b""
-        try:
-            for frame in frames:
-                rest = frame
-                while rest and time.monotonic() < deadline:
-                    try:
-                        n = os.write(self.port.fileno(), rest)
-                        rest = rest[n:]
-                    except BlockingIOError:
-                        pass
-                    if rest:
-                        select.select([], [self.port.fileno()], [], max(0.0, min(0.01, deadline - time.monotonic())))
-                done = not rest
-        except OSError:
-            done = False
+    def close(self, flush_ms: int = 0) -> None:
+        """Close the line; with flush_ms, first let the draining frame and the newest beat not
+        yet queued (a LEFT, at a clean stop) go out, waiting at most flush_ms."""
+        if self._started and self.port is not None and flush_ms > 0:
+            deadline = time.monotonic() + flush_ms / 1000
+            frames = [self._tx] if self._tx else []
+            if self._skipped is not None:
+                frames.append(encode_frame(self._encode(self._skipped)))
+            self._tx = b""
+            try:
+                for frame in frames:
+                    rest = frame
+                    while rest and time.monotonic() < deadline:
+                        try:
+                            rest = rest[os.write(self.port.fileno(), rest):]
+                        except BlockingIOError:
+                            pass
+                        if rest:
+                            select.select([], [self.port.fileno()], [], max(0.0, min(0.01, deadline - time.monotonic())))
+            except OSError:
+                pass
         self._close()
         self._release_claim()
-        return done
+
+    def counters(self) -> dict[str, int]:
+        return {"read_bytes": self.received_bytes_total, "write_bytes": self.sent_bytes_total}
 
     # -- internals --------------------------------------------------------------------------
 
@@ -199,19 +209,27 @@ class SerialRegion(SignedRegion):
                         seq=beat.seq, mono_ms=beat.mono_ms, flags=beat.flags, name=beat.name, view=beat.view)
         return wire.encode(p, self.keys, budget_bytes=self.budget_bytes)
 
+    def _queue(self, now_ms: int, beat: OwnBeat) -> None:
+        self._tx = encode_frame(self._encode(beat))
+        self._tx_len, self._tx_seq = len(self._tx), beat.seq
+        self._skipped = None
+        self._events.append(IoSubmitted(self.name, "write", now_ms, beat.seq))
+
     def _flush(self, now_ms: int) -> None:
         try:
             n = os.write(self.port.fileno(), self._tx)
         except BlockingIOError:
-            return  # the line is busy: the rest goes out on a later tick/poll
+            return  # the line is busy: the rest goes out on a later publish/poll
         except OSError as e:
             self._lose(now_ms, "write", _reason(e))
             return
         self._tx = self._tx[n:]
         if not self._tx:
             self.sent_total += 1
+            self.sent_bytes_total += self._tx_len
             self._sent.inc()
-            self.health.completed(now_ms, "write", True)
+            self._events.append(IoCompleted(self.name, "write", now_ms, True, None, self._tx_seq, now_ms))
+            self._tx_seq = None
 
     def _read(self, now_ms: int) -> bytes:
         fd = self.port.fileno()
@@ -223,7 +241,7 @@ class SerialRegion(SignedRegion):
                 self._lose(now_ms, "read", "device hung up (unplugged?)")
                 return b""
             if not events:
-                self.health.completed(now_ms, "read", True)
+                self._events.append(IoCompleted(self.name, "read", now_ms, True, submitted_ms=now_ms))
                 return b""
             data = os.read(fd, READ_BYTES_MAX)
         except BlockingIOError:
@@ -231,39 +249,58 @@ class SerialRegion(SignedRegion):
         except OSError as e:
             self._lose(now_ms, "read", _reason(e))
             return b""
-        self.health.completed(now_ms, "read", True)
+        self._events.append(IoCompleted(self.name, "read", now_ms, True, submitted_ms=now_ms))
         return data
 
     def _lose(self, now_ms: int, kind: str, why: str) -> None:
         """The device went away: report, close, and schedule the first reopen."""
         if kind == "write":
             self._send_errors.inc()
-        self.health.completed(now_ms, kind, False, f"{self.device}: {why}")
+        self._events.append(IoCompleted(self.name, kind, now_ms, False, f"{self.device}: {why}",
+                                        self._tx_seq if kind == "write" else None))
+        if self._tx and kind == "read":
+            # The frame that was draining will never complete: its write failed too (else it
+            # would stay in flight for ever and the core would count it late, then too many).
+            self._events.append(IoCompleted(self.name, "write", now_ms, False, f"{self.device}: {why}", self._tx_seq))
         log.error("region %s: serial device %s lost (%s); reopening with backoff up to %d ms",
                   self.name, self.device, why, self.reopen_ms_max)
         self.lost = f"device lost: {why}"
         self._close()
-        self._tx = b""
+        self._tx, self._tx_seq = b"", None
         self._reader.reset()
         self._reopen_wait_ms = REOPEN_MS_MIN
         self._reopen_at_ms = now_ms + REOPEN_MS_MIN
 
     def _try_reopen(self, now_ms: int) -> bool:
-        if now_ms < self._reopen_at_ms:
-            return False
-        try:
-            self.port = self._open()
-        except (OSError, serial.SerialException, ValueError) as e:
-            self.lost = f"device lost, reopen failed: {_reason(e)}"
-            self._reopen_wait_ms = min(2 * self._reopen_wait_ms, self.reopen_ms_max)
-            self._reopen_at_ms = now_ms + self._reopen_wait_ms
-            return False
-        self.lost = None
-        self.reopens_total += 1
-        self._reopens.inc()
-        self._reader.reset()
-        log.warning("region %s: serial device %s reopened", self.name, self.device)
-        return True
+        """Pick up a reopen that finished; start one when its backoff is over. Never blocks: an
+        open (and pyserial's termios setup) runs on a helper thread."""
+        if self._opener is not None:
+            if self._opener.is_alive():
+                return False
+            self._opener = None
+            got = self._opened.pop() if self._opened else RuntimeError("reopen thread ended without a result")
+            if isinstance(got, BaseException):
+                self.lost = f"device lost, reopen failed: {_reason(got)}"
+                self._reopen_wait_ms = min(2 * self._reopen_wait_ms, self.reopen_ms_max)
+                self._reopen_at_ms = now_ms + self._reopen_wait_ms
+                return False
+            self.port = got
+            self.lost = None
+            self.reopens_total += 1
+            self._reopens.inc()
+            self._reader.reset()
+            log.warning("region %s: serial device %s reopened", self.name, self.device)
+            return True
+        if now_ms >= self._reopen_at_ms:
+            def attempt() -> None:
+                try:
+                    self._opened.append(self._open())
+                except (OSError, serial.SerialException, ValueError) as e:
+                    self._opened.append(e)
+
+            self._opener = threading.Thread(target=attempt, name=f"reopen:{self.name}", daemon=True)
+            self._opener.start()
+        return False
 
     def _release_claim(self) -> None:
         if self._claim is not None:

@@ -1,9 +1,10 @@
-"""One contender process of the MMP race test (tests/test_mmp_race.py).
+"""One contender process of the MMP race test (tests/mmp/test_mmp_race.py).
 
-    python tests/mmp_contender.py REGION NODE_ID RESOURCE AUDIT ROUNDS DEADLINE_S SEED INTERVAL_MS \
+    python tests/mmp/mmp_contender.py REGION NODE_ID RESOURCE AUDIT ROUNDS DEADLINE_S SEED INTERVAL_MS \
         [HOLD_MS_MAX CRASH_P]
 
-Loops until it has held RESOURCE ROUNDS times or DEADLINE_S passed: acquire (no wait), and
+Loops until it has held RESOURCE ROUNDS times or DEADLINE_S passed: acquire (no wait; a Guard
+driven by a Runner, tests/mmp/mmp_drive.py), and
 while holding append "<node> <epoch> begin" and, after a random pause, "<node> <epoch> end" to
 AUDIT (O_APPEND: every record lands whole, in the order written on this host), then release
 (CLEAN). Refusals are expected; it pauses a random moment and tries again. Every store
@@ -14,7 +15,7 @@ instance; a win that took more than one round) from refusals of a block already 
 Prints "held N refused M contested C rounds R takeovers T crashes K" and exits 0; exits 4 on
 a refusal that must never happen here (any reason but a live holder, a lost ballot or a
 slow-storage give-up), 5 if a hold was lost or its lease ran out while it acted (only a stall
-of more than a second can do that).
+of more than a second can do that; the loss budget is 0: nothing of ours to stop).
 
 HOLD_MS_MAX > 0: each hold lasts a random 0..HOLD_MS_MAX ms, bumping the seq block every
 interval meanwhile (claimants watch it move and are refused). CRASH_P: the chance that a
@@ -34,20 +35,20 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # mmp_drive
 
 from diskhb.errors import OperatorError, Refused as RefusedError  # noqa: E402
-from diskhb.mmp import format as mf  # noqa: E402
-from diskhb.mmp import guard as g  # noqa: E402
 from diskhb.mmp.runner import Runner  # noqa: E402
 from diskhb.mmp.store import open_region_target  # noqa: E402
-from diskhb.runtime import new_generation  # noqa: E402
+from mmp_drive import acquire, claimant, drive, gone_of, release  # noqa: E402
 
 
-# A live holder (seen held, or changed while watched, or just won by another), ballot rounds
-# lost to other claimants, and the commit window's give-up on a slow disk (a loaded machine).
-# Anything else (a conflict on our own ballot sector, an unreadable block, our write
-# overwritten at once) would mean two writers or a broken block: the test fails on it.
-EXPECTED = re.compile(r"held by |just won by |ballot rounds|no decision after|not safe to hold; storage too slow")
+# A live holder (seen held, or changed while watched), ballot rounds lost to other claimants,
+# and the commit window's give-up on a slow disk (a loaded machine). Anything else (a conflict
+# on our own ballot sector, an unreadable block, our write overwritten at once) would mean two
+# writers or a broken block: the test fails on it. (The old "just won by" refusal is gone: a
+# claimant that lost an instance now watches the winner, CL2, and sees its block appear.)
+EXPECTED = re.compile(r"held by |ballot rounds|no decision after|not safe to hold; storage too slow")
 
 
 class JitteryStore:
@@ -90,13 +91,12 @@ def main() -> int:
     end = time.monotonic() + deadline_s
     try:
         while held < rounds and time.monotonic() < end:
-            me = g.Claimant(node_id=node_id, generation=new_generation(), holder_name=f"c{node_id}",
-                            resource=resource, interval_ms=interval_ms, device="race")
+            me = claimant(node_id, resource, interval_ms, holder_name=f"c{node_id}", device="race")
             store.ballot_writes = 0
             try:
                 # stale_self_ok: our own node's crashed holder is watched and taken over like any
                 # other's (a restarted node would use 'release --force'); never set otherwise.
-                loc, acq = runner.acquire(me, create=True, stale_self_ok=crash_p > 0)
+                h = acquire(runner, me, create=True, stale_self_ok=crash_p > 0)
             except OperatorError as e:  # Refused: someone else holds it or won the ballot
                 if not isinstance(e, RefusedError) or not EXPECTED.search(str(e)):
                     print(f"unexpected refusal: {type(e).__name__}: {e}", file=sys.stderr)
@@ -106,19 +106,18 @@ def main() -> int:
                 time.sleep(rng.random() * 0.005)
                 continue
             extra_rounds += store.ballot_writes > 2  # phase 1 + phase 2 is one uncontested round
-            takeovers += acq.note.startswith("taken over")
-            epoch = acq.block.epoch
-            hold = g.Hold(acq, base_interval_ms=interval_ms)
+            takeovers += h.note.startswith("taken over")
+            epoch = h.epoch
+            hold = h.hold
             os.write(fd, f"{node_id} {epoch} begin {runner.clock_ms()}\n".encode())
             if hold_ms_max:
                 until = runner.clock_ms() + rng.choice((0, rng.randrange(hold_ms_max + 1)))
-                while (now := runner.clock_ms()) < until:
-                    if now >= hold.due_ms():
-                        out = runner.bump(loc, hold)
-                        if isinstance(out, g.Lost):
-                            print(f"lost while holding: {out.reason}", file=sys.stderr)
-                            return 5
-                    time.sleep(max(0, min(until, hold.due_ms()) - runner.clock_ms()) / 1000)
+                # The guard bumps every interval meanwhile; every result is handed back before
+                # we stop driving it (mmp_drive.drive), so hold.issued_ms is our last write's.
+                gone = gone_of(drive(runner, h.guard, until=lambda: runner.clock_ms() >= until))
+                if gone is not None:
+                    print(f"lost while holding: {gone.lost}", file=sys.stderr)
+                    return 5
             else:
                 time.sleep(rng.choice((0, 0, rng.random() * 0.003)))
             crash = rng.random() < crash_p
@@ -131,11 +130,8 @@ def main() -> int:
                 crashes += 1
                 held += 1
                 continue
-            for _ in range(10):  # "retry" means nothing was written: a transient, bounded
-                out = runner.bump(loc, hold, final=mf.SEQ_CLEAN)
-                if out != "retry":
-                    break
-            if out is not None:
+            out = release(h)
+            if out is None or not out.released:
                 print(f"release failed: {out}", file=sys.stderr)
                 return 3
             held += 1

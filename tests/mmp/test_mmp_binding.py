@@ -1,8 +1,9 @@
 """Name binding under a race: claimants of different names --create'ing into one fresh region.
 
-guard.py: a never-used block is bound to a name by instance 1 of its ballot; blocks are
-walked in index order and skipped only once their binding is decided and is another name,
-so one name is never bound to two blocks. Here threads (each its own Runner and node id)
+diskhb/mmp/binding.py NB1-NB3: a never-used block is bound to a name by instance 1 of its
+ballot; blocks are walked in index order (diskhb.mmp.guard.Guard) and skipped only once their
+binding is decided and is another name, so one name is never bound to two blocks. Here threads
+(each its own Runner driving a Guard, and node id)
 race to bind and hold names on a shared in-memory disk (diskhb.mmp.store.MemoryStore,
 sector-atomic) with random pauses before every I/O, over many fresh regions. Checked: each
 name ends on exactly one block, different names on different blocks, every holder of a name
@@ -17,11 +18,11 @@ import time
 
 import pytest
 
-from diskhb.errors import OperatorError
-from diskhb.mmp import format as mf
-from diskhb.mmp import guard as g
+from diskhb.mmp.guard import BlockLocation
 from diskhb.mmp.runner import Runner
-from diskhb.mmp.store import BlockLocation, MemoryStore, Target
+from diskhb.mmp.store import MemoryStore, Target
+
+from mmp_drive import acquire, claimant as make_claimant, release
 
 S = 512
 SLOTS = 4
@@ -67,12 +68,13 @@ def trial(seed: int, names: list[str]) -> list[tuple[str, int, int]]:
         try:
             for _ in range(2):
                 time.sleep(rng.random() * 0.003)
-                me = g.Claimant(node_id, rng.randrange(1, 2**63), f"n{node_id}", name, 20, "mem")
-                loc, acq = runner.acquire(me, create=True, wait_ms=10_000)
-                got.append((name, loc.index, acq.block.epoch))
+                me = make_claimant(node_id, name, 20, generation=rng.randrange(1, 2**63), device="mem")
+                held = acquire(runner, me, create=True, wait_ms=10_000)
+                got.append((name, held.loc.index, held.epoch))
                 time.sleep(rng.random() * 0.002)
-                assert runner.bump(loc, g.Hold(acq, base_interval_ms=20), final=mf.SEQ_CLEAN) is None
-        except (OperatorError, AssertionError) as e:
+                gone = release(held)
+                assert gone is not None and gone.released, gone
+        except Exception as e:  # noqa: BLE001 - refusals (OperatorError), failed asserts: handed to the test
             errors.append(e)
 
     threads = [threading.Thread(target=claimant, args=(i + 1, n), daemon=True) for i, n in enumerate(names)]

@@ -1,6 +1,6 @@
 """At most one holder, ever: contender processes racing for one MMP resource, and a frozen holder.
 
-Each contender (tests/mmp_contender.py, a real process with its own node id) loops: acquire,
+Each contender (tests/mmp/mmp_contender.py, a real process with its own node id) loops: acquire,
 append "<node> <epoch> begin" / "... end" to a shared audit file while holding, release. The
 audit must read as a strict alternation begin/end of the same holder, epochs strictly growing
 (the fencing token) and every one used once. Store I/O gets random pauses, holds and retries
@@ -27,7 +27,8 @@ import time
 import pytest
 
 from cluster import DISKHB, ROOT, diskhb, wait_until
-from diskhb.mmp import guard as g
+from diskhb.core.timing import classic_wait_ms
+from diskhb.mmp.steps import identity
 from diskhb.mmp.store import read_seq, open_region_target
 
 CONTENDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mmp_contender.py")
@@ -59,7 +60,7 @@ def check_audit(path: str) -> tuple[int, dict[int, int]]:
         else:
             assert what in ("end", "crash") and holder == (node, epoch), f"record {i}: {node} {epoch} {what} while {holder}"
             if what == "crash":
-                not_before_ms = int(rec[3]) + g.classic_wait_ms(int(rec[4]))
+                not_before_ms = int(rec[3]) + classic_wait_ms(int(rec[4]))
             holder = None
             per_node[node] = per_node.get(node, 0) + 1
     assert holder is None, f"audit ends inside a hold: {holder}"
@@ -149,7 +150,9 @@ def test_racing_cli_guards_never_hold_together(region, disk_tmp_path):
     try:
         for n in (1, 2, 3):
             loop = "; ".join(
-                [f"{' '.join(DISKHB)} mmp run db --region {region} --node-id {n} --create --interval-ms 100"
+                # --interval-ms 200: 100 is refused now (with its kill grace, interval / 4, the loss
+                # action would not end before a takeover: timing.check_mmp_timing); 200 works.
+                [f"{' '.join(DISKHB)} mmp run db --region {region} --node-id {n} --create --interval-ms 200"
                  f" --wait 60 -- bash -c 'N={n}; {script}' || exit 9"] * rounds)
             procs.append(subprocess.Popen(["bash", "-c", loop], cwd=ROOT, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True, start_new_session=True))
@@ -207,7 +210,7 @@ class BlockWatcher:
             while not self._stop.is_set():
                 sub = time.monotonic()
                 seq, err = read_seq(self.target.store, self.loc, timeout_ms=2000)
-                self.samples.append((sub, time.monotonic(), g.identity(seq), err))
+                self.samples.append((sub, time.monotonic(), identity(seq), err))
                 if self.child is not None and self.child_gone_s is None and _gone_or_zombie(self.child):
                     self.child_gone_s = time.monotonic()
                 time.sleep(self.STEP_S)
@@ -273,9 +276,18 @@ def test_a_frozen_holder_is_taken_over_and_learns_it_before_writing_again(region
     interval_ms = 500
     loss_file = os.path.join(disk_tmp_path, "lost")
     pid_file = os.path.join(disk_tmp_path, "child.pid")
-    common = ["db", "--region", region, "--node-id", "1", "--create", "--interval-ms", str(interval_ms),
-              "--run-dir", os.path.join(disk_tmp_path, "run"), "--on-loss-command",
-              f"echo $DISKHB_MMP_EPOCH $DISKHB_MMP_REASON > {loss_file}.tmp; mv {loss_file}.tmp {loss_file}"]
+    # The loss action (kill, then the command) must now end before anyone may take over
+    # (timing.py HD-loss): with --on-loss-command its default 30 s timeout would need an interval
+    # of 30 s, so node 1 takes its settings from a [[resource]] table with short ones instead
+    # (budget 100 + 100 + 250 = 450 ms < the 500 ms interval).
+    cfg = os.path.join(disk_tmp_path, "node1.toml")
+    with open(cfg, "w") as f:
+        f.write(f'[node]\nname = "n1"\nid = 1\nrun_dir = "{os.path.join(disk_tmp_path, "run")}"\n'
+                f'[[resource]]\nname = "db"\ninterval_ms = {interval_ms}\non_loss = ["kill", "command"]\n'
+                f'loss_command = "echo $DISKHB_MMP_EPOCH $DISKHB_MMP_REASON > {loss_file}.tmp;'
+                f' mv {loss_file}.tmp {loss_file}"\nkill_grace_ms = 100\nloss_command_timeout_ms = 250\n'
+                f'[[region]]\ntype = "disk"\npath = "{region}"\n')
+    common = ["db", "--config", cfg]
     if how == "run":
         argv = ["mmp", "run", *common, "--", "sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"]
     else:
@@ -306,8 +318,8 @@ def test_a_frozen_holder_is_taken_over_and_learns_it_before_writing_again(region
         guard.send_signal(signal.SIGCONT)
         out, err = guard.communicate(timeout=20)
         assert guard.returncode == 3, (guard.returncode, err)
-        # On waking, H1 tells it first (it could not bump in time), before any read or write.
-        assert "LOST" in err and ("could not bump" in err or "taken over by" in err), err
+        # On waking, HD-loss tells it first (it could not renew in time), before any read or write.
+        assert "LOST" in err and ("could not renew" in err or "taken over by" in err), err
         wait_until(lambda: os.path.exists(loss_file), 5, "the loss command's file")
         assert open(loss_file).read().split()[0] == str(mine["epoch"])
         time.sleep(1.0)  # keep sampling well after the old guard is gone
@@ -335,7 +347,7 @@ def test_a_frozen_holder_is_taken_over_and_learns_it_before_writing_again(region
 
 
 def test_a_short_freeze_inside_the_lease_keeps_the_resource_and_the_command(region, disk_tmp_path):
-    """The negative control: a stop shorter than H1 (interval + 1 s) is harmless. The guard
+    """The negative control: a stop shorter than HD-issue (interval + 1 s) is harmless. The guard
     resumes bumping, its command survives (the sentinel's lease is longer still), and a
     claimant that started watching during the freeze is refused: the block moved."""
     interval_ms = 500
@@ -400,7 +412,7 @@ def test_a_sigkilled_guard_takes_its_whole_command_group_along(region, disk_tmp_
                       "--run-dir", os.path.join(disk_tmp_path, "run2"), "--", "true"],
             cwd=ROOT, capture_output=True, text=True, timeout=30)
         assert taker.returncode == 0, taker.stderr
-        assert time.monotonic() - t0 >= g.classic_wait_ms(interval_ms) / 1000 - 0.1
+        assert time.monotonic() - t0 >= classic_wait_ms(interval_ms) / 1000 - 0.1
         b = block(region)
         assert b["state"] == "clean" and b["epoch"] == mine["epoch"] + 1, b
     finally:

@@ -1,6 +1,7 @@
 """The MMP guard and Disk Paxos under a virtual clock: random I/O latencies, pauses, crashes.
 
-Each simulated node runs the real I/O-free machines (guard.Acquisition, guard.Hold) against
+Each simulated node runs the real I/O-free machines (diskhb.mmp.acquisition.Acquisition,
+diskhb.mmp.hold.Hold) against
 one simulated disk. Reads sample the disk at a random moment between submission and
 completion; writes land at a random moment between issue and completion. Any actor can be
 paused for a random time at every point where a real process could be stopped (before any
@@ -8,7 +9,8 @@ I/O, between the clock check and... nothing: a WriteSeq is issued at the instant
 check passed, as the runner does). Actors also crash (never to return) and restart with a
 new generation.
 
-While it believes it holds and its lease is valid (guard.Hold.expired() is None), a holder
+While it believes it holds and its lease is valid (Hold.expired() is None: HD-loss, with a loss
+budget of 0, so it acts until the very moment a claimant may take over), a holder
 "acts" (what its consumer would do: write data). The invariant is the prime rule:
   acts, ordered by time, never go back to an older epoch (no two writers at once),
   and each epoch was acquired by exactly one (node, generation).
@@ -21,8 +23,11 @@ import random
 
 import pytest
 
+from diskhb.core.timing import MmpTiming, mmp_ceiling_ms
 from diskhb.mmp import format as mf
-from diskhb.mmp import guard as g
+from diskhb.mmp.acquisition import Acquisition
+from diskhb.mmp.hold import Hold
+from diskhb.mmp.steps import Acquired, Claimant, Lost, ReadResource, ReadSeq, WriteBallot, WriteSeq
 
 S = 512
 
@@ -50,6 +55,7 @@ class Sim:
         self.now = 0
         self.acts: list[tuple[int, int, int, int]] = []  # (time, epoch, node, generation)
         self.acquired: dict[int, tuple[int, int]] = {}  # epoch -> (node, generation)
+        self.writing: dict[int, int] = {}  # id(actor) -> its writes in flight ("write_async")
         self.stats = {"acquired": 0, "refused": 0, "lost": 0, "crashed": 0, "released": 0}
 
     def push(self, t, fn):
@@ -75,7 +81,8 @@ class Sim:
             return
         t = self.now
         kind = req[0]
-        if kind in ("now", "sleep") and self.rng.random() < self.crash_p:
+        # F4: a process with a write in flight cannot exit; it crashes only between its writes.
+        if kind in ("now", "sleep") and not self.writing.get(id(gen)) and self.rng.random() < self.crash_p:
             self.stats["crashed"] += 1  # the actor is gone; its in-flight I/O still completes
             factory, left = self.restart.pop(id(gen), (None, 0))
             if factory is not None and left > 0:
@@ -101,6 +108,21 @@ class Sim:
                 self.disk.data[off: off + len(data)] = data
             self.push(t + a, land)
             self.push(t + a + b, lambda: self.step(gen, (t, t + a + b)))
+        elif kind == "write_async":  # the actor goes on at once; `box` gets (issue, completion)
+            _, off, data = req
+            a, b = self.lat(), self.lat()
+            box: dict = {}
+            self.writing[id(gen)] = self.writing.get(id(gen), 0) + 1
+
+            def land_async():
+                self.disk.data[off: off + len(data)] = data
+
+            def done():
+                box["done"] = (t, t + a + b)
+                self.writing[id(gen)] -= 1
+            self.push(t + a, land_async)
+            self.push(t + a + b, done)
+            self.push(t, lambda: self.step(gen, box))
         elif kind == "act":
             self.acts.append((t, req[1], req[2], req[3]))
             self.push(t, lambda: self.step(gen, None))
@@ -117,44 +139,48 @@ class Sim:
 UUID = b"\x5a" * 16
 
 
-def acquire(sim: Sim, me: g.Claimant, stale_ok: bool):
-    m = g.Acquisition(me, uuid=UUID, slot_count=sim.slots, sector_size=S, rand=sim.rng.randrange,
+def acquire(sim: Sim, me: Claimant, stale_ok: bool):
+    m = Acquisition(me, uuid=UUID, slot_count=sim.slots, sector_size=S, rand=sim.rng.randrange,
                       stale_self_ok=stale_ok)
     now = yield ("now",)
     step = m.start(now)
     span = (1 + sim.slots) * S
     while True:
-        if isinstance(step, g.ReadResource):
+        if isinstance(step, ReadResource):
             yield ("sleep", step.at_ms)
             data, sub, comp = yield ("read", 0, span)
             view = mf.decode_resource(data, sector_size=S, slot_count=sim.slots, uuid=UUID)
             step = m.on_resource(view, sub, comp)
-        elif isinstance(step, g.ReadSeq):
+        elif isinstance(step, ReadSeq):
             yield ("sleep", step.at_ms)
             data, sub, comp = yield ("read", 0, S)
             seq, err = mf.decode_seq_sector(data, UUID)
             step = m.on_seq(seq, err, sub, comp)
-        elif isinstance(step, g.WriteBallot):
+        elif isinstance(step, WriteBallot):
             sub, comp = yield ("write", step.ballot.node_id * S, mf.encode_ballot(step.ballot, S))
             step = m.on_written(sub, comp)
-        elif isinstance(step, g.WriteSeq):
+        elif isinstance(step, WriteSeq):
             now = yield ("now",)  # a pause point; the write goes out at this very instant
             if now > step.issue_by_ms:
                 step = m.write_too_late(now)
                 continue
+            m.committing(now)
             sub, comp = yield ("write", 0, mf.encode_seq_block(step.block))
             step = m.on_written(sub, comp)
         else:
             return step
 
 
-def node(sim: Sim, node_id: int, *, interval_ms: int, rounds: int, stale_ok: bool = False):
+def node(sim: Sim, node_id: int, *, interval_ms: int, rounds: int, stale_ok: bool = False,
+         act_while_writing: bool = False):
+    """`act_while_writing`: the holder goes on acting while its bump is in flight (as a consumer
+    of a real hold does), for as long as its lease (HD-loss, counting that write) holds."""
     for _ in range(rounds):
         gen = sim.rng.randrange(1, 2**63)
-        me = g.Claimant(node_id, gen, f"n{node_id}", "res", interval_ms)
+        me = Claimant(node_id, gen, f"n{node_id}", "res", interval_ms, mmp_ceiling_ms(interval_ms))
         yield ("sleep", sim.now + sim.rng.randint(0, interval_ms // 2))
         out = yield from acquire(sim, me, stale_ok)
-        if not isinstance(out, g.Acquired):
+        if not isinstance(out, Acquired):
             sim.stats["refused"] += 1
             continue
         sim.stats["acquired"] += 1
@@ -164,7 +190,7 @@ def node(sim: Sim, node_id: int, *, interval_ms: int, rounds: int, stale_ok: boo
         assert e not in sim.acquired, f"epoch {e} acquired twice: {sim.acquired[e]} and {(node_id, gen)}"
         assert all(e > k for k in sim.acquired), "epochs must grow"
         sim.acquired[e] = (node_id, gen)
-        hold = g.Hold(out, base_interval_ms=interval_ms)
+        hold = Hold(out, timing=MmpTiming(interval_ms, 0))
         until = sim.now + sim.rng.randint(0, 8 * interval_ms)
         lost = False
         while True:
@@ -180,16 +206,30 @@ def node(sim: Sim, node_id: int, *, interval_ms: int, rounds: int, stale_ok: boo
             data, sub, comp = yield ("read", 0, S)
             seq, err = mf.decode_seq_sector(data, UUID)
             step = hold.on_verify(seq, err, sub, comp, final=final)
-            if isinstance(step, g.Lost):
+            if isinstance(step, Lost):
                 lost = True
                 break
             now = yield ("now",)
             if now > step.issue_by_ms:
-                if isinstance(hold.write_too_late(now), g.Lost):
+                if isinstance(hold.write_too_late(now), Lost):
                     lost = True
                     break
                 continue
-            sub, comp = yield ("write", 0, mf.encode_seq_block(step.block))
+            hold.issuing(now)
+            if act_while_writing:
+                box = yield ("write_async", 0, mf.encode_seq_block(step.block))
+                while "done" not in box:
+                    now = yield ("now",)
+                    if not lost and hold.expired(now):
+                        lost = True  # no more acts; the write still completes before we go on
+                    if not lost and final is None:  # a release: we stopped acting before its CLEAN
+                        yield ("act", e, node_id, gen)
+                    yield ("sleep", now + max(1, interval_ms // 20))
+                if lost:
+                    break
+                sub, comp = box["done"]
+            else:
+                sub, comp = yield ("write", 0, mf.encode_seq_block(step.block))
             if hold.on_written(sub, comp) is not None:
                 lost = True
                 break
@@ -220,7 +260,7 @@ def test_racing_contenders_with_latency_pauses_and_crashes(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_slow_storage_is_still_safe(seed):
-    """Latency far above the interval and the commit window: rules H1/H2 and the commit
+    """Latency far above the interval and the commit window: rules HD-issue/HD-loss and the commit
     window give up the resource, but never let two epochs act at once."""
     sim = Sim(100 + seed, slots=3, lat_ms=(0, 700), pause_p=0.03, pause_ms=3000, crash_p=0.0)
     for node_id in range(1, 4):
@@ -251,3 +291,18 @@ def test_pure_ballot_race_decides_one_winner_per_epoch(seed):
     sim.run(300_000)
     check_acts(sim)
     assert sim.stats["acquired"] >= 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_holders_acting_while_their_bump_is_in_flight_stay_safe(seed):
+    """Slow storage whose I/O cycles vary, so the adaptive interval grows and shrinks (HD-adapt),
+    and holders that act while a bump is in flight: the lease must count a pending write that
+    advertises a shorter interval from its issue on (HD-loss, schedule E)."""
+    sim = Sim(500 + seed, slots=3, lat_ms=(0, 120), pause_p=0.02, pause_ms=1500, crash_p=0.0005,
+              stall_p=0.02, stall_ms=1500)
+    for node_id in range(1, 4):
+        sim.spawn(lambda node_id=node_id: node(sim, node_id, interval_ms=100, rounds=120, stale_ok=True,
+                                               act_while_writing=True), 0)
+    sim.run(400_000)
+    check_acts(sim)
+    assert sim.stats["acquired"] >= 10, sim.stats

@@ -1,5 +1,7 @@
 """The FSCK sentinel and unreadable blocks at the guard and runner level, on a real region file
-(O_DIRECT I/O through diskhb.mmp.store), without the CLI (tests/test_mmp_cli.py covers that).
+(O_DIRECT I/O through diskhb.mmp.store): a Guard (diskhb.mmp.guard) driven by a Runner
+(tests/mmp/mmp_drive.py), or the I/O-free Acquisition; without the CLI (tests/integration/
+test_mmp_cli.py covers that).
 
 What must hold: an FSCK block is claimed by nobody (only the `clear` path, allow_fsck, takes
 it over, through the ballot, at the next epoch); a block that cannot be read as valid (bad
@@ -21,12 +23,17 @@ import pytest
 from crc32c import crc32c
 
 from cluster import diskhb
+from diskhb.core.timing import classic_wait_ms, mmp_ceiling_ms
 from diskhb.errors import OperatorError, Refused as RefusedError
 from diskhb.mmp import format as mf
-from diskhb.mmp import guard as g
+from diskhb.mmp import guard as gd
+from diskhb.mmp.acquisition import COMMIT_CHECKS_MAX, Acquisition
 from diskhb.mmp.runner import Runner
+from diskhb.mmp.steps import Claimant, ReadResource, ReadSeq, Refusal, WriteBallot, WriteSeq
 from diskhb.mmp.store import open_region_target
 from diskhb.runtime import new_generation
+
+from mmp_drive import Held, acquire, bump, drive, gone_of, release
 
 INTERVAL_MS = 20  # classic wait 2 x 20 + 1000 = 1.04 s: watches end quickly
 
@@ -48,14 +55,21 @@ def runner(region):
         t.close()
 
 
-def claimant(node_id: int, resource: str = "db") -> g.Claimant:
-    return g.Claimant(node_id=node_id, generation=new_generation(), holder_name=f"n{node_id}",
-                      resource=resource, interval_ms=INTERVAL_MS, device="test")
+def claimant(node_id: int, resource: str = "db") -> Claimant:
+    return Claimant(node_id=node_id, generation=new_generation(), holder_name=f"n{node_id}",
+                    resource=resource, interval_ms=INTERVAL_MS, ceiling_ms=mmp_ceiling_ms(INTERVAL_MS),
+                    device="test")
 
 
-def take(runner: Runner, node_id: int, **kw):
-    loc, acq = runner.acquire(claimant(node_id), create=True, **kw)
-    return loc, acq, g.Hold(acq, base_interval_ms=INTERVAL_MS)
+def take(runner: Runner, node_id: int, **kw) -> Held:
+    """Acquire db for node `node_id` (a Guard holding it; nothing of ours to stop: loss budget 0)."""
+    return acquire(runner, claimant(node_id), create=True, **kw)
+
+
+def asks_nothing_more(held: Held) -> bool:
+    """A guard that has ended writes nothing, not even a release."""
+    held.guard.release()
+    return held.guard.done and held.guard.step(held.runner.clock_ms()) == []
 
 
 def digest(path: str) -> str:
@@ -92,53 +106,55 @@ def resealed(sector: bytes, **fields) -> bytes:
 
 
 def test_fsck_refuses_every_claimant_until_allow_fsck_takes_it_at_the_next_epoch(region, runner):
-    loc, acq, h = take(runner, 1)
-    assert runner.bump(loc, h, final=mf.SEQ_FSCK) is None
+    held = take(runner, 1, finish=mf.SEQ_FSCK)  # as 'mmp fsck' does: acquire, then at once FSCK
+    gone = next(e for e in held.events if isinstance(e, gd.Gone))
+    assert gone.released and gone.final == mf.SEQ_FSCK and gone.lost is None, gone
     seq, err = runner.find("db").view.seq, None
-    assert err is None and seq.state == "fsck" and seq.epoch == acq.block.epoch and seq.holder_id == 1
+    assert err is None and seq.state == "fsck" and seq.epoch == held.epoch and seq.holder_id == 1
     before = digest(region)
     for node_id in (2, 1):  # another node, and the marking node itself under a new generation
         with pytest.raises(RefusedError, match="marked FSCK by n1.*mmp clear db"):
-            runner.acquire(claimant(node_id))
+            acquire(runner, claimant(node_id))
     # FSCK may clear (retry): a waiting claimant keeps asking, but only for as long as it was told.
     t0 = time.monotonic()
     with pytest.raises(RefusedError, match=r"FSCK.*gave up after 0.3 s"):
-        runner.acquire(claimant(2), wait_ms=300)
+        acquire(runner, claimant(2), wait_ms=300)
     assert 0.3 <= time.monotonic() - t0 < 5
     assert digest(region) == before, "a refusal of an FSCK block wrote something"
     # The clear path: through the ballot, at the next epoch, never by rewriting the sentinel in place.
-    loc2, acq2, h2 = take(runner, 2, allow_fsck=True)
-    assert loc2 == loc and acq2.block.epoch == acq.block.epoch + 1 and acq2.note == "fsck"
-    assert runner.bump(loc2, h2, final=mf.SEQ_CLEAN) is None
+    held2 = take(runner, 2, allow_fsck=True)
+    assert held2.loc == held.loc and held2.epoch == held.epoch + 1 and held2.note == "fsck"
+    assert release(held2).released
     assert runner.find("db").view.seq.state == "clean"
 
 
 def test_fsck_appearing_during_a_watch_is_refused_as_fsck_without_a_write():
-    """Guard level: node 2 watches node 1's held block; node 1 marks it FSCK meanwhile."""
+    """Acquisition level: node 2 watches node 1's held block; node 1 marks it FSCK meanwhile."""
     uuid = b"\x11" * 16
     held = mf.SeqBlock(seq=77, epoch=4, holder_id=1, holder_generation=0xA1, holder_name="n1", resource="db",
                        device="d", interval_ms=INTERVAL_MS, wall_ms=0, uuid=uuid, slot_count=4, sector_size=512)
     fsck = replace(held, seq=mf.SEQ_FSCK)
-    m = g.Acquisition(claimant(2), uuid=uuid, slot_count=4, sector_size=512, rand=lambda n: 0)
+    m = Acquisition(claimant(2), uuid=uuid, slot_count=4, sector_size=512, rand=lambda n: 0)
     steps = [m.start(0)]
     steps.append(m.on_resource(mf.ResourceView(held, None, {}, {}), 0, 1))
-    assert isinstance(steps[-1], g.ReadSeq)  # watching
+    assert isinstance(steps[-1], ReadSeq)  # watching
     steps.append(m.on_seq(fsck, None, 300, 301))
-    assert isinstance(steps[-1], g.ReadResource)  # changed: look at everything again
+    assert isinstance(steps[-1], ReadResource)  # changed: look at everything again
     steps.append(m.on_resource(mf.ResourceView(fsck, None, {}, {}), 302, 303))
     out = steps[-1]
-    assert isinstance(out, g.Refused) and out.retry and "marked FSCK by n1" in out.reason, out
-    assert not any(isinstance(s, (g.WriteBallot, g.WriteSeq)) for s in steps)
+    assert isinstance(out, Refusal) and out.retry and "marked FSCK by n1" in out.reason, out
+    assert not any(isinstance(s, (WriteBallot, WriteSeq)) for s in steps)
 
 
 def test_a_holder_that_finds_fsck_written_by_another_stops_without_writing(region, runner):
-    loc, acq, h = take(runner, 1)
-    theirs = replace(h.block, seq=mf.SEQ_FSCK, holder_id=2, holder_generation=0xB2, holder_name="n2")
-    runner.store.write(loc.base, mf.encode_seq_block(theirs))
+    held = take(runner, 1)
+    theirs = replace(held.block, seq=mf.SEQ_FSCK, holder_id=2, holder_generation=0xB2, holder_name="n2")
+    runner.store.write(held.loc.base, mf.encode_seq_block(theirs))
     before = digest(region)
-    out = runner.bump(loc, h)
-    assert isinstance(out, g.Lost) and "marked FSCK by n2 (node 2" in out.reason, out
-    assert isinstance(runner.bump(loc, h, final=mf.SEQ_CLEAN), g.Lost)  # not even a release
+    out = bump(held)
+    assert out is not None and "marked FSCK by n2 (node 2" in out.lost, out
+    assert not out.released and not out.unknown_write
+    assert asks_nothing_more(held)  # not even a release
     assert digest(region) == before
 
 
@@ -167,57 +183,59 @@ ERRORS = {"crc": "checksum mismatch", "unknown-seq": "unknown seq", "other-uuid"
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("state", ["held", "clean"])
 def test_an_unreadable_block_is_refused_and_nothing_is_written(region, runner, kind, state):
-    loc, acq, h = take(runner, 1)
+    held = take(runner, 1)
     if state == "clean":
-        assert runner.bump(loc, h, final=mf.SEQ_CLEAN) is None
-    corrupt(kind, region, runner, loc)
+        assert release(held).released
+    corrupt(kind, region, runner, held.loc)
     before = digest(region)
     for node_id, create in ((2, False), (2, True), (4, True)):
         with pytest.raises(OperatorError) as e:
-            runner.acquire(claimant(node_id), create=create, wait_ms=200)
+            acquire(runner, claimant(node_id), create=create, wait_ms=200)
         msg = str(e.value)
         assert "nothing was written" in msg and "\n" not in msg, msg
         if kind == "ballot":
-            assert ERRORS[kind] in msg and e.value.exit_code == 1, msg
+            # Exit 2 now (it was 1): the guard maps a refusal that no retry can clear (corrupt
+            # data, bad input) to exit 2 and keeps 1 for refusals that may clear (guard.Denied).
+            assert ERRORS[kind] in msg and e.value.exit_code == 2, msg
         else:  # the seq block names nothing: cannot tell it is db's block, no name may bind elsewhere
             assert "unreadable" in msg and ERRORS[kind] in msg and e.value.exit_code == 2, msg
     with pytest.raises(OperatorError, match="nothing was written"):
-        runner.acquire(claimant(2, resource="web"), create=True)
+        acquire(runner, claimant(2, resource="web"), create=True)
     assert digest(region) == before
 
 
 @pytest.mark.parametrize("kind", ["crc", "unknown-seq", "other-uuid"])
 def test_a_holder_that_finds_its_block_unreadable_stops_without_writing(region, runner, kind):
-    loc, acq, h = take(runner, 1)
-    assert runner.bump(loc, h) is None
-    corrupt(kind, region, runner, loc)
+    held = take(runner, 1)
+    assert bump(held) is None
+    corrupt(kind, region, runner, held.loc)
     before = digest(region)
-    out = runner.bump(loc, h)
-    assert isinstance(out, g.Lost) and "unreadable" in out.reason and ERRORS[kind] in out.reason, out
-    assert isinstance(runner.bump(loc, h, final=mf.SEQ_CLEAN), g.Lost)
+    out = bump(held)
+    assert out is not None and "unreadable" in out.lost and ERRORS[kind] in out.lost, out
+    assert asks_nothing_more(held)
     assert digest(region) == before
 
 
 def test_a_holder_does_not_read_ballots_so_a_corrupt_ballot_does_not_stop_it(region, runner):
     """Only claimants read ballot sectors; the holder's verify is its seq block alone."""
-    loc, acq, h = take(runner, 1)
-    corrupt("ballot", region, runner, loc)
+    held = take(runner, 1)
+    corrupt("ballot", region, runner, held.loc)
     for _ in range(3):
-        assert runner.bump(loc, h) is None
-    assert runner.bump(loc, h, final=mf.SEQ_CLEAN) is None
+        assert bump(held) is None
+    assert release(held).released
 
 
 def test_a_block_that_turns_unreadable_while_a_claimant_watches_is_refused(region, runner):
     """Node 1 holds and stops bumping (frozen); node 2 watches it; the seq block goes bad
     during the watch: node 2 must give up at once, not count the corrupt block as 'unchanged'
     or as 'changed' and claim over it."""
-    loc, acq, h = take(runner, 1)
+    held = take(runner, 1)
     t = open_region_target(region, writable=True)
     box: dict = {}
 
     def claim() -> None:
         try:
-            box["out"] = Runner(t).acquire(claimant(2))
+            box["out"] = acquire(Runner(t), claimant(2))
         except BaseException as e:  # noqa: BLE001 - handed to the test thread
             box["error"] = e
 
@@ -226,17 +244,19 @@ def test_a_block_that_turns_unreadable_while_a_claimant_watches_is_refused(regio
         th.start()
         time.sleep(0.3)  # inside the 1.04 s classic wait
         assert th.is_alive(), box
-        corrupt("crc", region, runner, loc)
+        corrupt("crc", region, runner, held.loc)
         before = digest(region)
         th.join(10)
         assert not th.is_alive(), "the claimant did not finish"
     finally:
         th.join(10)
         t.close()
-    assert isinstance(box.get("error"), RefusedError), box
+    # An OperatorError with exit 2 now (it was a Refused, exit 1): a corrupt block is not a
+    # refusal that may clear by waiting (guard.Denied).
+    assert isinstance(box.get("error"), OperatorError) and box["error"].exit_code == 2, box
     assert "unreadable" in str(box["error"]) and "nothing was written" in str(box["error"])
     assert digest(region) == before
-    assert runner.store.read(loc.ballot_pos(2), loc.sector_size) == bytes(loc.sector_size)  # no ballot either
+    assert runner.store.read(held.loc.ballot_pos(2), held.loc.sector_size) == bytes(held.loc.sector_size)  # no ballot
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,20 +266,20 @@ def test_a_block_that_turns_unreadable_while_a_claimant_watches_is_refused(regio
 def test_a_wiped_seq_block_stops_its_holder_and_never_takes_the_epoch_back(region, runner):
     epochs = []
     for node_id in (1, 2, 3):
-        loc, acq, h = take(runner, node_id)
-        epochs.append(acq.block.epoch)
-        assert runner.bump(loc, h, final=mf.SEQ_CLEAN) is None
+        held = take(runner, node_id)
+        epochs.append(held.epoch)
+        assert release(held).released
     assert epochs == [1, 2, 3]
-    loc, acq, h = take(runner, 4)
-    assert acq.block.epoch == 4
-    poke(region, loc.base, bytes(loc.sector_size))  # wiped (a stray mkfs, dd)
-    out = runner.bump(loc, h)
-    assert isinstance(out, g.Lost) and "wiped" in out.reason, out
+    held = take(runner, 4)
+    assert held.epoch == 4
+    poke(region, held.loc.base, bytes(held.loc.sector_size))  # wiped (a stray mkfs, dd)
+    out = bump(held)
+    assert out is not None and "wiped" in out.lost, out
     # The name is bound by the ballots (instance >= 2 carries it); the next epoch is 5, not 1:
     # consumers fencing on the epoch must never see one go back.
-    loc2, acq2, h2 = take(runner, 2)
-    assert loc2 == loc and acq2.block.epoch == 5, acq2.block
-    assert runner.bump(loc2, h2, final=mf.SEQ_CLEAN) is None
+    held2 = take(runner, 2)
+    assert held2.loc == held.loc and held2.epoch == 5, held2.block
+    assert release(held2).released
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,28 +292,28 @@ def test_a_claimant_on_storage_too_slow_to_commit_gives_up_without_writing_its_s
     issue: the commit check can never pass. The acquisition must end with a retryable
     refusal after a bounded number of checks, never write the seq block, never spin."""
     uuid = b"\x11" * 16
-    m = g.Acquisition(claimant(2), uuid=uuid, slot_count=4, sector_size=512, rand=lambda n: 0)
+    m = Acquisition(claimant(2), uuid=uuid, slot_count=4, sector_size=512, rand=lambda n: 0)
     ballots: dict = {}
     t = 0
     step = m.start(t)
     for n in range(200):
-        if isinstance(step, g.ReadResource):
+        if isinstance(step, ReadResource):
             t = max(t, step.at_ms)
             sub, t = t, t + (600 if slow == "reads" else 1)
             step = m.on_resource(mf.ResourceView(None, None, dict(ballots), {}), sub, t)
-        elif isinstance(step, g.WriteBallot):
+        elif isinstance(step, WriteBallot):
             ballots[step.ballot.node_id] = step.ballot
             sub, t = t, t + 1
             step = m.on_written(sub, t)
-        elif isinstance(step, g.WriteSeq):
+        elif isinstance(step, WriteSeq):
             assert slow == "write-issue", "a seq write on a check read slower than the commit window"
             t = step.issue_by_ms + 1  # the runner's clock check before the write syscall fails
             step = m.write_too_late(t)
         else:
             break
-    assert isinstance(step, g.Refused), f"no end after {n} steps: {step}"
-    assert step.retry and "storage too slow" in step.reason and str(g.COMMIT_CHECKS_MAX) in step.reason, step
-    assert m.slow_commits == g.COMMIT_CHECKS_MAX
+    assert isinstance(step, Refusal), f"no end after {n} steps: {step}"
+    assert step.retry and "storage too slow" in step.reason and str(COMMIT_CHECKS_MAX) in step.reason, step
+    assert m.slow_commits == COMMIT_CHECKS_MAX
 
 
 class SlowSeqWrites:
@@ -316,34 +336,35 @@ class SlowSeqWrites:
 def test_a_claimant_whose_seq_write_was_too_slow_claims_over_its_own_write_when_it_retries(region, runner):
     """The commit write took 600 ms (> the 500 ms window): that claim is given up, but the
     block now names this very process. Retrying (--wait) must claim over it at the next
-    epoch at once; it used to refuse for good: 'already held by this very process'."""
+    epoch at once (CL4: no ballot went past its epoch); it used to refuse for good: 'already
+    held by this very process'."""
     runner.store = SlowSeqWrites(runner, 0.6, count=1)
-    waits = []
+    waits: list[Refusal] = []
     t0 = time.monotonic()
-    loc, acq = runner.acquire(claimant(1), create=True, wait_ms=5000, on_wait=waits.append)
+    held = acquire(runner, claimant(1), create=True, wait_ms=5000, on_refusal=waits)
     took_s = time.monotonic() - t0
-    assert len(waits) == 1 and "not safe to hold" in waits[0].reason and waits[0].abandoned, waits
-    assert acq.block.epoch == 2 and acq.note == "over our own abandoned write", acq
+    assert len(waits) == 1 and "not safe to hold" in waits[0].reason and waits[0].stale_own, waits
+    assert held.guard.stale_own == {waits[0].stale_own}  # carried to the retry (GD4)
+    assert held.epoch == 2 and held.note == "over our own abandoned write", held.got
     assert took_s < 0.6 + 0.25 + 0.9, took_s  # the slow write, one poll pause, no classic wait (1.04 s)
-    h = g.Hold(acq, base_interval_ms=INTERVAL_MS)
-    assert runner.bump(loc, h, final=mf.SEQ_CLEAN) is None
+    assert release(held).released
 
 
 def test_an_abandoned_write_without_a_retry_is_taken_over_by_others_only_after_the_classic_wait(region, runner):
     runner.store = SlowSeqWrites(runner, 0.6, count=1)
     with pytest.raises(RefusedError, match="not safe to hold"):
-        runner.acquire(claimant(1), create=True)
+        acquire(runner, claimant(1), create=True)
     runner.store = runner.store.store
     left = runner.find("db").view.seq
     assert left.state == "held" and left.holder_id == 1 and left.epoch == 1  # nobody bumps it
     t0 = time.monotonic()
-    loc, acq = runner.acquire(claimant(2), wait_ms=5000)
-    assert time.monotonic() - t0 >= g.classic_wait_ms(INTERVAL_MS) / 1000
-    assert acq.block.epoch == 2 and acq.note.startswith("taken over from n1"), acq
+    held = acquire(runner, claimant(2), wait_ms=5000)
+    assert time.monotonic() - t0 >= classic_wait_ms(INTERVAL_MS) / 1000
+    assert held.epoch == 2 and held.note.startswith("taken over from n1"), held.got
 
 
 def test_only_the_exact_abandoned_block_is_claimed_over_at_once():
-    """Guard level: `abandoned` names one identity. Our node's block under another
+    """Acquisition level: `stale_own` names identities. Our node's block under another
     generation, or our abandoned block bumped since (it cannot be: nobody holds it), is not it."""
     uuid = b"\x11" * 16
     me = claimant(1)
@@ -351,22 +372,24 @@ def test_only_the_exact_abandoned_block_is_claimed_over_at_once():
                        resource="db", device="d", interval_ms=INTERVAL_MS, wall_ms=0, uuid=uuid, slot_count=4,
                        sector_size=512)
 
-    def first_step(seq, abandoned):
-        m = g.Acquisition(me, uuid=uuid, slot_count=4, sector_size=512, rand=lambda n: 0, abandoned=abandoned)
+    def first_step(seq, stale_own):
+        m = Acquisition(me, uuid=uuid, slot_count=4, sector_size=512, rand=lambda n: 0,
+                        stale_own=frozenset({stale_own}))
         m.start(0)
         return m.on_resource(mf.ResourceView(seq, None, {}, {}), 0, 1)
 
-    assert isinstance(first_step(ours, ours.identity), g.WriteBallot)
+    assert isinstance(first_step(ours, ours.identity), WriteBallot)
     moved = replace(ours, seq=10)
     out = first_step(moved, ours.identity)
-    assert isinstance(out, g.Refused) and "this very process" in out.reason
+    assert isinstance(out, Refusal) and "this very process" in out.reason
     other_gen = replace(ours, holder_generation=me.generation + 1)
     out = first_step(other_gen, ours.identity)
-    assert isinstance(out, g.Refused) and "earlier generation" in out.reason
+    assert isinstance(out, Refusal) and "earlier generation" in out.reason
 
 
 # --------------------------------------------------------------------------------------------
-# guard.py's "what remains" (4.): a write held in the I/O stack lands after a takeover
+# A write held in the I/O stack lands after a takeover (timing.py F1: no software can stop a
+# write already queued in the kernel; HD-loss makes its holder stop first)
 
 
 class HeldWrite:
@@ -390,42 +413,39 @@ class HeldWrite:
         return getattr(self.dev, name)
 
 
-def hold_until_lost(runner: Runner, loc, h: g.Hold, box: dict, limit_s: float) -> None:
+def hold_until_lost(held: Held, box: dict, limit_s: float) -> None:
+    """Drive the guard (bumps every interval) until it ends; when and why."""
     end = time.monotonic() + limit_s
     try:
-        while time.monotonic() < end:
-            if runner.clock_ms() >= h.due_ms() or h.expired(runner.clock_ms()):
-                out = runner.bump(loc, h)
-                if isinstance(out, g.Lost):
-                    box["lost_s"], box["reason"] = time.monotonic(), out.reason
-                    return
-            time.sleep(0.002)
+        events = drive(held.runner, held.guard, until=lambda: time.monotonic() >= end, limit_s=limit_s + 5)
+        if held.guard.done:
+            box["lost_s"] = time.monotonic()
+            box["gone"] = gone_of(events)
     except BaseException as e:  # noqa: BLE001 - handed to the test thread
         box["error"] = e
 
 
 def test_a_write_landing_after_a_takeover_is_seen_by_both_and_the_epoch_never_goes_back(region, runner):
-    """Node 1's bump hangs in the I/O stack for 2.5 s. Its store's deadline (the H2 limit)
-    tells node 1 it lost no later than node 2 may take over; node 2 takes over by the
-    classic wait; node 1's write then lands on top of node 2's block (no software on a plain
-    disk can stop that: guard.py, 4.), and node 2 sees it at its next verify, within one
-    interval, and stops. The epochs tell a fencing consumer which holder is stale, and the
-    next claimant goes past both: the epoch never goes back."""
-    loc, acq1, h1 = take(runner, 1)
-    held = runner.store.dev = HeldWrite(runner.store.dev, loc.base, 2.5)
+    """Node 1's bump hangs in the I/O stack for 2.5 s. Its deadline (HD-loss: the earliest
+    takeover minus its loss budget, here 0) tells node 1 it lost no later than node 2 may take
+    over; node 2 takes over by the classic wait; node 1's write then lands on top of node 2's
+    block (F1), and node 2 sees it at its next verify, within one interval, and stops. The
+    epochs tell a fencing consumer which holder is stale, and the next claimant goes past
+    both: the epoch never goes back."""
+    held1 = take(runner, 1)
+    hung = runner.store.dev = HeldWrite(runner.store.dev, held1.loc.base, 2.5)
     t2 = open_region_target(region, writable=True)
     r2 = Runner(t2)
     one: dict = {}
     two: dict = {}
-    th1 = threading.Thread(target=hold_until_lost, args=(runner, loc, h1, one, 6), daemon=True)
+    th1 = threading.Thread(target=hold_until_lost, args=(held1, one, 6), daemon=True)
     th2 = None
     try:
         th1.start()
-        _, acq2 = r2.acquire(claimant(2), wait_ms=5000)
+        held2 = acquire(r2, claimant(2), wait_ms=5000)
         took_s = time.monotonic()
-        assert acq2.block.epoch == acq1.block.epoch + 1 and acq2.note.startswith("taken over from n1"), acq2
-        h2 = g.Hold(acq2, base_interval_ms=INTERVAL_MS)
-        th2 = threading.Thread(target=hold_until_lost, args=(r2, loc, h2, two, 6), daemon=True)
+        assert held2.epoch == held1.epoch + 1 and held2.note.startswith("taken over from n1"), held2.got
+        th2 = threading.Thread(target=hold_until_lost, args=(held2, two, 6), daemon=True)
         th2.start()
         th1.join(10)
         th2.join(10)
@@ -436,24 +456,27 @@ def test_a_write_landing_after_a_takeover_is_seen_by_both_and_the_epoch_never_go
             th2.join(10)
         t2.close()
         wait_s = time.monotonic() + 5
-        while held.landed_s is None and time.monotonic() < wait_s:
+        while hung.landed_s is None and time.monotonic() < wait_s:
             time.sleep(0.05)
-        if held.landed_s is not None:
+        if hung.landed_s is not None:
             runner.store._wedged = None  # the held write is done: let the fixture really close the store
     assert "error" not in one and "error" not in two, (one, two)
-    # Node 1 knew before (or as) node 2 could take over: its loss action runs first.
-    assert "did not complete within" in one["reason"], one
+    # Node 1 knew before (or as) node 2 could take over: its loss action runs first. (The
+    # guard's own words now: its bump was not answered by its deadline, GD1.)
+    g1 = one["gone"]
+    assert g1 is not None and "not answered within" in g1.lost and g1.unknown_write, g1
     assert one["lost_s"] <= took_s + 0.2, (one["lost_s"] - took_s)  # the same instant, give or take scheduling
     # The held write landed after the takeover and node 2 saw it within about one interval.
-    assert held.landed_s is not None and held.landed_s > took_s
-    assert "taken over by n1 (node 1" in two["reason"] and f"epoch {acq1.block.epoch}" in two["reason"], two
-    assert two["lost_s"] - held.landed_s < (INTERVAL_MS + 200) / 1000, two["lost_s"] - held.landed_s
+    assert hung.landed_s is not None and hung.landed_s > took_s
+    g2 = two["gone"]
+    assert "taken over by n1 (node 1" in g2.lost and f"epoch {held1.epoch}" in g2.lost, g2
+    assert two["lost_s"] - hung.landed_s < (INTERVAL_MS + 200) / 1000, two["lost_s"] - hung.landed_s
     # On disk: node 1's stale block (its older epoch). Node 1's store is wedged for good.
     r3 = open_region_target(region, writable=True)
     try:
         stale = Runner(r3).find("db").view.seq
-        assert stale.holder_id == 1 and stale.epoch == acq1.block.epoch, stale
-        loc3, acq3 = Runner(r3).acquire(claimant(3), wait_ms=5000)
-        assert acq3.block.epoch == acq2.block.epoch + 1, (acq3.block.epoch, acq2.block.epoch)
+        assert stale.holder_id == 1 and stale.epoch == held1.epoch, stale
+        held3 = acquire(Runner(r3), claimant(3), wait_ms=5000)
+        assert held3.epoch == held2.epoch + 1, (held3.epoch, held2.epoch)
     finally:
         r3.close()

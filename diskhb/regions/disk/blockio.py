@@ -319,13 +319,16 @@ class IoWorker:
     apart, so a hung read never hides a write completion.
     """
 
-    def __init__(self, name: str, max_in_flight: int = 1, *, clock_ms: Callable[[], int] = monotonic_ms):
+    def __init__(self, name: str, max_in_flight: int = 1, *, clock_ms: Callable[[], int] = monotonic_ms,
+                 notify: threading.Event | None = None):
         if not 1 <= max_in_flight <= WORKER_IN_FLIGHT_MAX:
             raise ValueError(f"max_in_flight must be in 1..{WORKER_IN_FLIGHT_MAX}, not {max_in_flight}")
         self.name = name
         self.max_in_flight = max_in_flight
         self.clock_ms = clock_ms
+        self.notify = notify  # set at every completion (a loop that sleeps until something happens)
         self._lock = threading.Lock()
+        self._completed = threading.Condition(self._lock)
         self._requests: queue.SimpleQueue = queue.SimpleQueue()  # bounded by the slot count
         self._results: list[IoResult] = []  # bounded by the slot count; drained by poll
         self._running: dict[int, tuple[Any, int]] = {}  # request id -> (tag, submitted_ms), oldest first
@@ -356,6 +359,13 @@ class IoWorker:
             self._held -= len(out)
         return out
 
+    def wait(self, timeout_ms: int) -> list[IoResult]:
+        """Block up to timeout_ms for a completion, then poll (for callers that may block: tools
+        and command-line paths, never the daemon's loop)."""
+        with self._lock:
+            self._completed.wait_for(lambda: bool(self._results), max(0, timeout_ms) / 1000)
+        return self.poll()
+
     def in_flight(self) -> tuple[Any, int] | None:
         """(tag, submitted_ms) of the oldest request not yet completed, or None."""
         with self._lock:
@@ -384,6 +394,9 @@ class IoWorker:
             with self._lock:
                 del self._running[rid]
                 self._results.append(result)
+                self._completed.notify_all()
+            if self.notify is not None:
+                self.notify.set()
 
     def close(self, timeout_s: float = WORKER_CLOSE_WAIT_S) -> bool:
         """Refuse new work and stop the threads; True when all stopped.
@@ -401,3 +414,37 @@ class IoWorker:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
+
+
+FROZEN_SLACK_MS = 200  # a wait that returns this much later than asked: our process was stopped
+
+
+def bounded_call(fn: Callable[[], Any], timeout_ms: int, what: str, *, clock_ms: Callable[[], int] = monotonic_ms):
+    """Run blocking I/O with a deadline, for command-line paths (a hung device must not hang
+    them): an IoWorker of one request. Raises OperatorError when the deadline passes, naming a
+    process freeze rather than the device when the wait itself came back late."""
+    worker = IoWorker(f"call:{what}", clock_ms=clock_ms)
+    start = clock_ms()
+    worker.submit(fn, tag=None, now_ms=start)
+    try:
+        got = worker.wait(timeout_ms)
+        if not got:
+            late = clock_ms() - start - timeout_ms
+            if late > FROZEN_SLACK_MS:
+                got = worker.wait(FROZEN_SLACK_MS)  # the I/O thread was stopped with us: let it finish
+                if got:
+                    return _value(got[0])
+                raise OperatorError(f"{what}: I/O did not complete within {timeout_ms / 1000:g} s: this process was"
+                                    f" stopped for about {late} ms while it waited, and the I/O has not completed since")
+            raise OperatorError(f"{what}: I/O did not complete within {timeout_ms / 1000:g} s (hung device?)")
+        return _value(got[0])
+    finally:
+        worker.close()
+
+
+def _value(r: IoResult):
+    if r.error is not None:
+        if r.error.__cause__ is not None and not isinstance(r.error.__cause__, OSError):
+            raise r.error.__cause__
+        raise r.error
+    return r.value

@@ -28,6 +28,7 @@ import construct as cs
 import numpy as np
 from crc32c import crc32c
 
+from diskhb.core import timing
 from diskhb.core.types import GENERATION_NONE, NODE_ID_MAX, NODE_NAME_BYTES_MAX, SlotFlag
 
 FORMAT_VERSION = 1
@@ -45,17 +46,15 @@ SLOTS_MIN = 1
 SLOTS_MAX = NODE_ID_MAX  # >= 2000 as required; one sector each
 MMP_RESOURCES_MAX = 256
 
-# Timing limits: a cluster must beat at least every 10 s and may not beat faster than 20 ms
-# (Python's tick and the disk's latency make less meaningless). dead_ms > 2*interval_ms, as
-# Heartbeat's deadtime rule, so one late beat never kills a node.
-INTERVAL_MS_MIN, INTERVAL_MS_MAX = 20, 10_000
-DEAD_MS_MAX = 600_000
-IO_TIMEOUT_MS_MIN = 10
+# Timing limits and defaults: diskhb.core.timing (one place for every duration).
+INTERVAL_MS_MIN, INTERVAL_MS_MAX = timing.HEARTBEAT_INTERVAL_MS_MIN, timing.HEARTBEAT_INTERVAL_MS_MAX
+DEAD_MS_MAX = timing.DEAD_MS_MAX
+IO_TIMEOUT_MS_MIN = timing.IO_TIMEOUT_MS_MIN
 
 DEFAULT_SLOTS = 64
 DEFAULT_MMP_RESOURCES = 8
-DEFAULT_INTERVAL_MS = 200
-DEFAULT_DEAD_MS = 2000
+DEFAULT_INTERVAL_MS = timing.HEARTBEAT_INTERVAL_MS_DEFAULT
+DEFAULT_DEAD_MS = timing.HEARTBEAT_DEAD_MS_DEFAULT
 
 
 class FormatError(ValueError):
@@ -226,23 +225,13 @@ class Superblock:
 
 
 def check_timing(interval_ms: int, dead_ms: int, io_timeout_ms: int) -> None:
-    if not INTERVAL_MS_MIN <= interval_ms <= INTERVAL_MS_MAX:
-        raise FormatError(f"interval {interval_ms} ms not in {INTERVAL_MS_MIN}..{INTERVAL_MS_MAX}")
-    if not 2 * interval_ms < dead_ms <= DEAD_MS_MAX:
-        raise FormatError(
-            f"dead time {dead_ms} ms must exceed 2 x interval ({2 * interval_ms} ms)"
-            f" and be at most {DEAD_MS_MAX} ms"
-        )
-    if not IO_TIMEOUT_MS_MIN <= io_timeout_ms < dead_ms:
-        raise FormatError(
-            f"I/O timeout {io_timeout_ms} ms must be in {IO_TIMEOUT_MS_MIN}..{dead_ms - 1} ms"
-            " (below the dead time, so a hung write is noticed before peers declare us dead)"
-        )
+    try:
+        timing.check_heartbeat_timing(interval_ms, dead_ms, io_timeout_ms)
+    except timing.TimingError as e:
+        raise FormatError(str(e)) from None
 
 
-def default_io_timeout_ms(interval_ms: int, dead_ms: int) -> int:
-    """Half the dead time: our own late write is flagged well before peers would call us dead."""
-    return max(IO_TIMEOUT_MS_MIN, dead_ms // 2)
+default_io_timeout_ms = timing.default_io_timeout_ms
 
 
 def _align(value: int, to: int) -> int:

@@ -1,59 +1,39 @@
 """A shared-disk heartbeat region: our slot written every tick, every peer's slot read in one I/O.
 
 Rules of this file:
-- The daemon's tick never waits for the disk: reads and writes run on two IoWorkers (one each,
+- The daemon's loop never waits for the disk: reads and writes run on two IoWorkers (one each,
   so a hung read never hides a write completion) with at most one request in flight per worker.
-  A request still in flight at the next tick is simply not repeated; OwnIoHealth turns its age
-  into "own write late" and the daemon reports it.
+  A request still in flight at the next beat is simply not repeated; the core turns its age into
+  "own write late" (every submission and completion goes out of poll() as IoSubmitted/IoCompleted;
+  so the events between two polls are bounded by the two workers' one request each).
 - One read per tick. A slot area of at most FULL_READ_BYTES_MAX is read whole; a larger one is
   read over the used range [lowest written .. highest written, and ours], and whole every
   RESCAN_MS so a node that joins with a higher id is found within that time. Only slots whose bytes changed since the previous read are decoded
   and reported: an unchanged slot is, for the liveness core, no news.
 - Validate after reading: a slot failing checksum/magic/uuid is reported as BadSample (a missed
-  beat). Our own slot is read back every tick too; another generation in it means another
-  daemon writes with our id: `slot_conflict` says so and the daemon stops at once.
+  beat). Our own slot is read back every beat too and goes to the core as OwnSlotRead (another
+  generation in it means another daemon writes with our id: the core stops at once, N3).
 """
 
 from __future__ import annotations
 
 import errno
-import threading
 from typing import Callable
 
 import numpy as np
 from crc32c import crc32c
 
-from diskhb.core.region_health import OwnIoHealth
-from diskhb.core.types import BadSample, BeatBatch, Observation, SlotFlag
+from diskhb.core.node import IoCompleted, IoSubmitted, OwnSlotRead
+from diskhb.core.types import BadSample, BeatBatch
 from diskhb.errors import OperatorError
 from diskhb.regions.base import OwnBeat, Region
 from diskhb.regions.disk import format as fmt
-from diskhb.regions.disk.blockio import AlignedBuffer, BlockDevice, IoWorker
+from diskhb.regions.disk.blockio import AlignedBuffer, BlockDevice, IoWorker, bounded_call
 
 RESCAN_MS = 1000
 FULL_READ_BYTES_MAX = 256 * 1024  # a slot area this small is read whole every tick (64 x 4 KiB)
 SUPERBLOCK_READ_BYTES = 4096  # covers the superblock on 512 and 4096-byte sectors alike
 START_IO_TIMEOUT_MS = 10_000  # start-up reads happen before the region's own timeout is known
-
-
-def bounded_call(fn: Callable, timeout_ms: int, what: str):
-    """Run blocking I/O for a command-line tool with a deadline (a hung device must not hang us)."""
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = e
-
-    t = threading.Thread(target=run, name=f"io:{what}", daemon=True)
-    t.start()
-    t.join(timeout_ms / 1000)
-    if t.is_alive():
-        raise OperatorError(f"{what}: I/O did not complete within {timeout_ms / 1000:g} s (hung device?)")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 def io_error(path: str, e: OSError) -> OperatorError:
@@ -106,9 +86,11 @@ def open_region(path: str, *, writable: bool, timeout_ms: int = START_IO_TIMEOUT
 
 class DiskRegion(Region):
     kind = "disk"
+    owns_slot = True
 
     def __init__(self, name: str, path: str, *, node_id: int, node_name: str,
-                 clock_ms: Callable[[], int]):
+                 clock_ms: Callable[[], int], notify=None):
+        self.notify = notify  # a threading.Event set at every completion (wakes the daemon's loop)
         self.name = name
         self.path = path
         self.node_id = node_id
@@ -116,15 +98,13 @@ class DiskRegion(Region):
         self.clock_ms = clock_ms
         self.dev: BlockDevice | None = None
         self.sb: fmt.Superblock | None = None
-        self.health = OwnIoHealth(name, fmt.DEFAULT_DEAD_MS // 2)
-        self.slot_conflict: str | None = None
         self.reads_total = 0
         self.read_bytes_total = 0
         self.writes_total = 0
         self.write_bytes_total = 0
-        self.read_latency_ms: list[int] = []  # drained by the daemon into histograms (bounded)
-        self.write_latency_ms: list[int] = []
-        self.last_written: tuple[int, int] | None = None  # (generation, seq) of our last write
+        self._read_latency_ms: list[int] = []  # drained into histograms (bounded)
+        self._write_latency_ms: list[int] = []
+        self._events: list = []  # IoSubmitted/IoCompleted/OwnSlotRead since the last poll (bounded)
         self._prev: np.ndarray | None = None  # previous bytes of every slot (rows), for diffing
         self._lo = self._hi = node_id
         self._last_full_ms = -RESCAN_MS
@@ -140,7 +120,6 @@ class DiskRegion(Region):
                 f"{self.path}: node id {self.node_id} is beyond the region's {sb.slot_count} slots;"
                 f" use an id in 1..{sb.slot_count} or reformat with more --slots"
             )
-        self.health = OwnIoHealth(self.name, sb.io_timeout_ms)
         s = sb.sector_size
         self._read_buf = AlignedBuffer(sb.slot_count * s)
         self._write_buf = AlignedBuffer(s)
@@ -148,84 +127,81 @@ class DiskRegion(Region):
         self._template_key: tuple[int, int] | None = None
         self._prev = np.zeros((sb.slot_count, s), dtype=np.uint8)
         self._seen = np.zeros(sb.slot_count, dtype=bool)  # slot reported at least once
-        self._reader = IoWorker(f"{self.name}:read", clock_ms=self.clock_ms)
-        self._writer = IoWorker(f"{self.name}:write", clock_ms=self.clock_ms)
+        self._reader = IoWorker(f"{self.name}:read", clock_ms=self.clock_ms, notify=self.notify)
+        self._writer = IoWorker(f"{self.name}:write", clock_ms=self.clock_ms, notify=self.notify)
 
-    def stop(self, beat: OwnBeat, timeout_ms: int) -> bool:
-        """Write the final beat (the caller sets LEFT), waiting at most timeout_ms in all.
-
-        True only when the write carrying this beat's (generation, seq) completed without error.
-        """
+    def close(self, flush_ms: int = 0) -> None:
         if self.dev is None:
-            return False
-        deadline = self.clock_ms() + timeout_ms
-        final = (beat.generation, beat.seq)
-        done = False
-        if self.slot_conflict is None:
-            submitted = False
-            while self.clock_ms() < deadline:
-                self._drain_writes()
-                if self._writer.in_flight() is None and self._submit_write(self.clock_ms(), beat):
-                    submitted = True
-                    break
-                _pause_ms(2)
-            while submitted and not done and self.clock_ms() < deadline:
-                for r in self._drain_writes():
-                    if r.tag == final:
-                        done = r.ok
-                        submitted = r.ok
-                if not done:
-                    _pause_ms(2)
+            return
         self._reader.close()
         self._writer.close()
         if self._writer.in_flight() is None and self._reader.in_flight() is None:
             self.dev.close()  # a hung request still uses the fd: leave it to process exit
         self.dev = None
-        return done
 
-    # -- per tick ----------------------------------------------------------------------------
+    # -- per beat ----------------------------------------------------------------------------
 
-    def tick(self, now_ms: int, beat: OwnBeat) -> None:
-        assert self.dev is not None and self.sb is not None
-        if self.slot_conflict is not None:
-            return  # never write into a slot another daemon owns
+    def publish(self, now_ms: int, beat: OwnBeat, wall_ms: int) -> None:
+        if self.dev is None:
+            return
         if self._writer.in_flight() is None:
-            self._submit_write(now_ms, beat)
+            self._submit_write(now_ms, beat, wall_ms)
         if self._reader.in_flight() is None:
             self._submit_read(now_ms)
 
-    def poll(self, now_ms: int) -> list[Observation]:
+    def request_own_slot(self, now_ms: int) -> None:
+        """A read of our own sector alone (the start-up claim, slot_claim)."""
+        if self.dev is None or self._reader.in_flight() is not None:
+            return
+        sb, s = self.sb, self.sb.sector_size
+        pos, dev, buf = sb.slot_pos(self.node_id), self.dev, self._read_buf
+        if self._reader.submit(lambda: dev.read_into(buf, pos, s), tag=("own",), now_ms=now_ms):
+            self._events.append(IoSubmitted(self.name, "read", now_ms))
+
+    def poll(self, now_ms: int) -> list:
         self._drain_writes()
-        out: list[Observation] = []
+        out, self._events = self._events, []
         for r in self._reader.poll():
-            self.health.completed(r.completed_ms, "read", r.ok, _errname(r.error))
+            out.append(IoCompleted(self.name, "read", r.completed_ms, r.ok, _errname(r.error),
+                                   submitted_ms=r.submitted_ms))
             if not r.ok:
                 continue
             self.reads_total += 1
-            self.read_latency_ms.append(r.completed_ms - r.submitted_ms)
-            del self.read_latency_ms[:-256]
+            self._read_latency_ms.append(r.completed_ms - r.submitted_ms)
+            del self._read_latency_ms[:-256]
+            if r.tag == ("own",):
+                self.read_bytes_total += self.sb.sector_size
+                out.append(self._own_slot_alone())
+                continue
             lo, hi = r.tag
             self.read_bytes_total += (hi - lo + 1) * self.sb.sector_size
             # Reads and writes run on separate workers: only a read that started after one of
-            # our writes had completed can judge what our slot must hold.
+            # our writes had completed can judge what our slot must hold (node core N3).
             judge_own = self._first_write_done_ms is not None and r.submitted_ms > self._first_write_done_ms
             out.extend(self._decode(lo, hi, judge_own, r.submitted_ms))
         return out
 
+    def counters(self) -> dict[str, int]:
+        return {"read_bytes": self.read_bytes_total, "write_bytes": self.write_bytes_total,
+                "reads": self.reads_total, "writes": self.writes_total}
+
+    def latencies_ms(self) -> tuple[list[int], list[int]]:
+        w, r = self._write_latency_ms, self._read_latency_ms
+        self._write_latency_ms, self._read_latency_ms = [], []
+        return w, r
+
     # -- internals ---------------------------------------------------------------------------
 
-    def _submit_write(self, now_ms: int, beat: OwnBeat) -> bool:
-        self._fill_slot(beat)
+    def _submit_write(self, now_ms: int, beat: OwnBeat, wall_ms: int) -> None:
+        self._drain_writes()  # a completed write not polled yet still holds the worker's slot
+        self._fill_slot(beat, wall_ms)
         sb = self.sb
         pos = sb.slot_pos(self.node_id)
         dev, buf, s = self.dev, self._write_buf, sb.sector_size
-        if self._writer.submit(lambda: dev.write_from(buf, pos, s), tag=(beat.generation, beat.seq),
-                               now_ms=now_ms):
-            self.health.submitted(now_ms, "write")
-            return True
-        return False
+        if self._writer.submit(lambda: dev.write_from(buf, pos, s), tag=beat.seq, now_ms=now_ms):
+            self._events.append(IoSubmitted(self.name, "write", now_ms, beat.seq))
 
-    def _fill_slot(self, beat: OwnBeat) -> None:
+    def _fill_slot(self, beat: OwnBeat, wall_ms: int) -> None:
         """Put our slot into the write buffer (only called while no write is in flight).
 
         construct builds (and validates, and round-trips) the slot whenever generation or flags
@@ -236,34 +212,34 @@ class DiskRegion(Region):
         if self._template_key != (beat.generation, beat.flags):
             slot = fmt.Slot(
                 node_id=self.node_id, flags=beat.flags, generation=beat.generation, seq=beat.seq,
-                mono_ms=beat.mono_ms, wall_ms=beat.wall_ms, region_uuid=sb.uuid,
+                mono_ms=beat.mono_ms, wall_ms=wall_ms, region_uuid=sb.uuid,
                 name=self.node_name, interval_ms=sb.interval_ms,
             )
             self._write_buf.view[:s] = np.frombuffer(fmt.encode_slot(slot, s), dtype=np.uint8)
             self._template_key = (beat.generation, beat.flags)
         else:
-            assert 0 <= beat.seq < 2**64 and beat.mono_ms >= 0 and beat.wall_ms >= 0
+            if not (0 <= beat.seq < 2**64 and beat.mono_ms >= 0 and wall_ms >= 0):
+                raise ValueError(f"slot fields out of range: seq {beat.seq} mono {beat.mono_ms} wall {wall_ms}")
             rec = self._write_rec
-            rec["seq"], rec["mono_ms"], rec["wall_ms"] = beat.seq, beat.mono_ms, beat.wall_ms
+            rec["seq"], rec["mono_ms"], rec["wall_ms"] = beat.seq, beat.mono_ms, wall_ms
             rec["crc"] = crc32c(self._write_buf.mem[: fmt.CRC_OFFSET])
         rec = self._write_rec
-        assert (int(rec["magic"]), int(rec["node_id"]), int(rec["generation"]), int(rec["seq"])) == (
-            fmt.SLOT_MAGIC, self.node_id, beat.generation, beat.seq)
-        assert crc32c(self._write_buf.mem[: fmt.CRC_OFFSET]) == int(rec["crc"])
+        if (int(rec["magic"]), int(rec["node_id"]), int(rec["generation"]), int(rec["seq"])) != (
+                fmt.SLOT_MAGIC, self.node_id, beat.generation, beat.seq) or \
+                crc32c(self._write_buf.mem[: fmt.CRC_OFFSET]) != int(rec["crc"]):
+            raise ValueError("the slot about to be written does not decode to our beat")
 
-    def _drain_writes(self):
-        results = self._writer.poll()
-        for r in results:
-            self.health.completed(r.completed_ms, "write", r.ok, _errname(r.error))
+    def _drain_writes(self) -> None:
+        for r in self._writer.poll():
+            self._events.append(IoCompleted(self.name, "write", r.completed_ms, r.ok, _errname(r.error), r.tag,
+                                            submitted_ms=r.submitted_ms))
             if r.ok:
                 self.writes_total += 1
                 self.write_bytes_total += self.sb.sector_size
-                self.last_written = r.tag
                 if self._first_write_done_ms is None:
                     self._first_write_done_ms = r.completed_ms
-                self.write_latency_ms.append(r.completed_ms - r.submitted_ms)
-                del self.write_latency_ms[:-256]
-        return results
+                self._write_latency_ms.append(r.completed_ms - r.submitted_ms)
+                del self._write_latency_ms[:-256]
 
     def _submit_read(self, now_ms: int) -> None:
         sb = self.sb
@@ -276,9 +252,20 @@ class DiskRegion(Region):
         pos, length = sb.slot_pos(lo), (hi - lo + 1) * s
         dev, buf = self.dev, self._read_buf
         if self._reader.submit(lambda: dev.read_into(buf, pos, length), tag=(lo, hi), now_ms=now_ms):
-            self.health.submitted(now_ms, "read")
+            self._events.append(IoSubmitted(self.name, "read", now_ms))
 
-    def _decode(self, lo: int, hi: int, judge_own: bool, seen_ms: int) -> list[Observation]:
+    def _own_slot_alone(self) -> OwnSlotRead:
+        s = self.sb.sector_size
+        try:
+            slot = fmt.decode_slot(self._read_buf.view[:s].tobytes(), expect_node_id=self.node_id,
+                                   region_uuid=self.sb.uuid)
+        except fmt.SlotEmpty:
+            return OwnSlotRead(self.name, None, None, 0, "", True, False)
+        except fmt.FormatError:
+            return OwnSlotRead(self.name, None, None, 0, "", False, False)
+        return OwnSlotRead(self.name, slot.generation, slot.seq, slot.flags, slot.name, True, False)
+
+    def _decode(self, lo: int, hi: int, judge_own: bool, seen_ms: int) -> list:
         sb, s = self.sb, self.sb.sector_size
         count = hi - lo + 1
         rows = self._read_buf.view[: count * s].reshape(count, s)
@@ -296,57 +283,23 @@ class DiskRegion(Region):
             return []
         ids = idx.astype(np.int64) + lo
         res = fmt.scan_slot_rows(rows[idx], ids, sb.uuid)
-        out: list[Observation] = []
+        out: list = []
         for node_id, reason in res.bad:
             if node_id != self.node_id:
                 out.append(BadSample(node_id, self.name, reason))
         ids, gens, seqs = res.node_ids.tolist(), res.generations.tolist(), res.seqs.tolist()
         flags, names = res.flags.tolist(), res.names
-        if self.node_id in ids:  # our own slot is checked here, never reported
+        if self.node_id in ids:  # our own slot goes to the core as OwnSlotRead, never as a peer's beat
             k = ids.index(self.node_id)
-            if judge_own:
-                self._check_own_slot(gens[k], seqs[k], names[k])
+            out.append(OwnSlotRead(self.name, gens[k], seqs[k], flags[k], names[k], True, judge_own))
             for col in (ids, gens, seqs, flags, names):
                 del col[k]
         if ids:
             out.append(BeatBatch(self.name, ids, gens, seqs, flags, names, seen_ms))
         return out
 
-    def _check_own_slot(self, generation: int, seq: int, name: str) -> None:
-        """Read-back check: our slot may only ever hold our generation once we wrote it."""
-        if generation != self.last_written[0]:
-            self.slot_conflict = (
-                f"slot {self.node_id} on {self.path} now holds generation {generation:#x}"
-                f" of node {name!r}: another daemon is running with node id {self.node_id}"
-            )
-
-    def read_own_slot(self) -> fmt.Slot | None | str:
-        """Blocking read of our own slot for the start-up claim check (bounded)."""
-        sb, s = self.sb, self.sb.sector_size
-        buf = AlignedBuffer(s)
-        pos = sb.slot_pos(self.node_id)
-        try:
-            bounded_call(lambda: self.dev.read_into(buf, pos, s), sb.io_timeout_ms, self.path)
-        except OSError as e:
-            raise io_error(self.path, e) from None
-        try:
-            return fmt.decode_slot(buf.view[:s].tobytes(), expect_node_id=self.node_id,
-                                   region_uuid=sb.uuid)
-        except fmt.SlotEmpty:
-            return None
-        except fmt.FormatError as e:
-            return str(e)
-
-
-def _pause_ms(ms: int) -> None:
-    threading.Event().wait(ms / 1000)
-
 
 def _errname(e: OSError | None) -> str | None:
     if e is None:
         return None
     return errno.errorcode.get(e.errno or 0, str(e))
-
-
-def left_flags(flags: int) -> int:
-    return (flags | SlotFlag.LEFT) & ~SlotFlag.ACTIVE

@@ -1,0 +1,812 @@
+"""The node core: everything a diskhb daemon decides, in one object free of I/O.
+
+The daemon's loop is: gather observations (region samples, our own I/O's submissions and
+completions, MMP I/O results, control requests, the clock) -> NodeCore.step(now_ms, obs) ->
+carry out the actions it returns. The whole-cluster simulator (tools.sim) drives the same class.
+It composes the rule files of diskhb.core (liveness, region_health, slot_claim, timing) and the
+MMP guards (diskhb.mmp.guard); the rules of its own are these:
+
+  N1 LIFECYCLE (Phase, transitions in _PHASES): CLAIMING -> RUNNING -> LEAVING -> PUBLISHING_LEFT
+     -> STOPPED; any -> FAILED on a safety stop. A node beats only while RUNNING or LEAVING.
+  N2 CLAIM: before its first beat a node claims its slot on every disk region (slot_claim): it
+     reads its own slot until every region says FREE; IN_USE, or no verdict within
+     dead_ms + CLAIM_SLACK_INTERVALS intervals, refuses to start (exit 1).
+  N3 CONFLICT: a read of our own slot, submitted after one of our writes to it completed, that
+     shows another generation means another daemon writes with our node id: safety stop (exit 3)
+     without another write. The same for our node id under another generation seen advancing on
+     a link (another daemon, or someone replaying our old traffic: either way we cannot tell our
+     beats from theirs, and peers cannot either).
+  N4 DISK_LOST: set in our beats while any disk region of ours is failing (own I/O late or
+     failed, region_health IO1-IO3): our writes may be landing late (the read-only notice).
+  N5 LEAVE: on a stop request the node keeps beating (LEAVING) while every guard releases (or
+     stops trying); then, and only if no resource ended lost or unconfirmed, no write of ours of
+     unknown outcome was ever given up on (ledger LG3: it may still land), and no disk region is
+     failing, it publishes LEFT: first on every disk region, then, once all of those writes
+     completed, on the links. LEFT says "this incarnation releases nothing more and writes
+     nothing more": peers take its resources over at once (fast path FP3). Otherwise it stops
+     without LEFT (peers judge it by silence, and watch its blocks). A node that stopped with a
+     hold ended lost or unconfirmed exits 3.
+  N6 TIME: the core's clock never goes back; a sample is dated by its read's submission, but
+     never before what the core was last told (a slow read finishing late must not turn time
+     back). A step more than timing.stall_report_ms after the previous one means our own process
+     was stalled: reported once, and guards are told (their timeouts then blame the stall, not
+     the device).
+  N7 LINKS: a link region on which no peer has been heard for dead_ms, while peers exist (heard
+     on some region), is deaf (a wrong port, a one-way firewall): reported once when it starts and
+     when it ends.
+  N8 LIMITS: HELD_MAX guards, one guard per resource name, every wait bounded (claim, leave).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from diskhb.core import timing
+from diskhb.core.liveness import Liveness
+from diskhb.core.region_health import OwnIoHealth, RegionHealthChanged
+from diskhb.core.slot_claim import ClaimVerdict, SlotClaim, SlotSample
+from diskhb.core.types import GENERATION_NONE, BadSample, Beat, BeatBatch, NodeState, SlotFlag
+from diskhb.mmp import guard as gd
+from diskhb.mmp.fast_path import PeerInfo
+from diskhb.mmp.ledger import SectorLedger
+from diskhb.mmp.steps import Claimant
+
+HELD_MAX = 64  # resources one daemon holds (and acquisitions it runs) at once
+CLAIM_SLACK_INTERVALS = 4
+LEAVE_MS_MAX = 120_000  # a leave that has not finished by then stops without LEFT
+PUBLISH_LEFT_IO_TIMEOUTS = 1  # the LEFT write on a disk region gets one io timeout
+
+
+# -- specs (what the daemon read at start) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSpec:
+    name: str
+    kind: str  # "disk" | "net" | "serial"
+    owns_slot: bool  # a disk region: our slot there is claimed before we beat (N2)
+    path: str | None = None  # for status
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    name: str
+    target: gd.TargetInfo  # the MMP blocks of the disk region it lives on
+    timing: timing.MmpTiming
+    declared: bool = True  # from a [[resource]] table: bound to a free block without --create
+    mountpoint: str | None = None  # for the lease enforcer
+    remount_ro: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    node_id: int
+    name: str
+    generation: int
+    cluster: str
+    interval_ms: int
+    dead_ms: int
+    io_timeout_ms: int
+    regions: tuple[RegionSpec, ...]
+    resources: Mapping[str, ResourceSpec] = field(default_factory=dict)
+    default_target: gd.TargetInfo | None = None  # where an undeclared resource lives (first disk region)
+    default_timing: timing.MmpTiming | None = None
+    lock_scope: str | None = None  # the node-local ballot lock's scope (None: no lock; simulation)
+
+
+# -- observations (in) -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IoSubmitted:
+    """One of our own heartbeat I/Os started on a region (tag: the beat's seq for writes)."""
+    region: str
+    kind: str  # "write" | "read"
+    at_ms: int
+    tag: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IoCompleted:
+    region: str
+    kind: str
+    at_ms: int
+    ok: bool
+    error: str | None = None
+    tag: int | None = None
+    submitted_ms: int | None = None  # reads: when the data was sampled at the earliest
+
+
+@dataclass(frozen=True, slots=True)
+class OwnSlotRead:
+    """Our own slot as a read saw it. `after_write`: the read was submitted after one of our
+    writes to it had completed (only such a read can judge what the slot must hold, N3)."""
+    region: str
+    generation: int | None  # None: never written
+    seq: int | None
+    flags: int
+    name: str
+    valid: bool
+    after_write: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateId:
+    """A packet under our own node id but another generation, authenticated and fresh."""
+    region: str
+    generation: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegionFault:
+    """A region driver raised: the region counts as failing; the daemon goes on (never the tick)."""
+    region: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class MmpIoDone:
+    result: gd.IoResult
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireRequest:
+    request_id: int
+    resource: str
+    wait_ms: int
+    create: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRequest:
+    request_id: int
+    resource: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LossDone:
+    resource: str
+    epoch: int
+    report: str
+    ok: bool
+
+
+NodeObservation = (Beat | BadSample | BeatBatch | IoSubmitted | IoCompleted | OwnSlotRead | DuplicateId
+                   | RegionFault | MmpIoDone | AcquireRequest | ReleaseRequest | StopRequest | LossDone)
+
+
+# -- actions (out) -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OwnBeat:
+    """What this node publishes on every region at each beat (the same numbers everywhere)."""
+    node_id: int
+    name: str
+    generation: int  # random per daemon start, never 0
+    seq: int  # +1 per beat; the same seq goes out on every region
+    flags: int  # SlotFlag bits
+    mono_ms: int  # the writer's monotonic clock (readers only compare it with itself)
+    view: dict[str, tuple[int, ...]] = field(default_factory=dict)  # region -> ids seen alive (links)
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    region: str
+    beat: OwnBeat
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOwnSlot:
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class MmpIo:
+    request: gd.IoRequest
+
+
+@dataclass(frozen=True, slots=True)
+class RunLoss:
+    resource: str
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Enforce:
+    """The resource's lease enforcer: start (first lease), renew, or done (released cleanly)."""
+    resource: str
+    what: str  # "start" | "renew" | "done"
+    deadline_ms: int = 0  # when it must fire unless renewed: takeover - its own budget (the daemon subtracts)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    request_id: int
+    answer: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    code: int
+    reason: str
+
+
+Action = Publish | ReadOwnSlot | MmpIo | RunLoss | Enforce | Reply | Exit
+
+
+# -- events (for logs and metrics; the daemon's reporter words them) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A line worth logging: level is a logging level name."""
+    level: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class BeatDue:
+    lateness_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stalled:
+    gap_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hearing:
+    """N7: a link region started or stopped hearing peers."""
+    region: str
+    receiving: bool
+    silent_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class MmpEvent:
+    resource: str
+    what: str  # acquired | refused | lost | released | unconfirmed
+    epoch: int = 0
+    text: str = ""
+
+
+class Phase(enum.Enum):
+    CLAIMING = "claiming"
+    RUNNING = "running"
+    LEAVING = "leaving"
+    PUBLISHING_LEFT = "publishing_left"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+# N1: the phases each phase may move to.
+_PHASES: dict[Phase, frozenset[Phase]] = {
+    Phase.CLAIMING: frozenset({Phase.RUNNING, Phase.STOPPED, Phase.FAILED}),
+    Phase.RUNNING: frozenset({Phase.LEAVING, Phase.FAILED}),
+    Phase.LEAVING: frozenset({Phase.PUBLISHING_LEFT, Phase.STOPPED, Phase.FAILED}),
+    Phase.PUBLISHING_LEFT: frozenset({Phase.STOPPED, Phase.FAILED}),
+    Phase.STOPPED: frozenset(),
+    Phase.FAILED: frozenset(),
+}
+
+
+@dataclass(slots=True)
+class _Held:
+    """One guard and what the core knows of it."""
+    guard: gd.Guard
+    spec: ResourceSpec
+    acquire_reply: int | None = None  # the acquire request waiting for the outcome
+    release_replies: list[int] = field(default_factory=list)
+    state: str = "acquiring"  # acquiring | held | releasing | released | lost | refused
+    epoch: int = 0
+    location: str = ""
+    takeover_ms: int = 0
+    loss_deadline_ms: int = 0
+    enforced: bool = False
+    loss_running: bool = False
+
+
+class NodeCore:
+    def __init__(self, spec: NodeSpec, *, now_ms: int, rand: Callable[[int], int]):
+        self.spec = spec
+        self.rand = rand
+        self.phase = Phase.CLAIMING
+        self.seq = 0
+        self.flags = int(SlotFlag.ACTIVE)
+        self.exit_code: int | None = None
+        self.liveness = Liveness(self_id=spec.node_id, interval_ms=spec.interval_ms, dead_ms=spec.dead_ms)
+        self.health = {r.name: OwnIoHealth(r.name, spec.io_timeout_ms) for r in spec.regions}
+        self.kind = {r.name: r.kind for r in spec.regions}
+        self.ledger = SectorLedger(timing.write_land_max_ms(spec.io_timeout_ms))
+        self.claims = {r.name: SlotClaim(spec.dead_ms) for r in spec.regions if r.owns_slot}
+        self.claim_verdicts: dict[str, ClaimVerdict] = {r: ClaimVerdict.WAIT for r in self.claims}
+        self.claim_deadline_ms = now_ms + spec.dead_ms + CLAIM_SLACK_INTERVALS * spec.interval_ms
+        self.held: dict[str, _Held] = {}
+        self.tainted: str | None = None  # N5: why LEFT may never be published
+        self.conflict: str | None = None
+        self.failing: set[str] = set()  # regions whose failing was reported
+        self.deaf: set[str] = set()  # N7
+        self.heard_ms: dict[str, int] = {r.name: now_ms for r in spec.regions if r.kind != "disk"}
+        self.left_seq: int | None = None
+        self.left_done: dict[str, bool | None] = {}  # disk region -> LEFT write ok (None: pending)
+        self.left_deadline_ms = 0
+        self.leave_deadline_ms = 0
+        self.events: list = []
+        self.next_beat_ms = now_ms
+        self._core_ms = now_ms
+        self._last_step_ms = now_ms
+        self._ids = 0
+        self._owner: dict[int, str] = {}  # MMP request id -> resource
+        self._guard_results: dict[str, list[gd.IoResult]] = {}
+        self.stats = {"beats": 0, "mmp_requests": 0}
+        self.wall_ms = 0
+
+    # -- the one entry point -----------------------------------------------------------------------
+
+    def step(self, now_ms: int, observations=(), *, wall_ms: int = 0) -> list[Action]:
+        """wall_ms: the wall clock, written into MMP blocks for humans (never decides anything)."""
+        assert now_ms >= self._last_step_ms, f"time went back: {self._last_step_ms} -> {now_ms} ms"
+        self.wall_ms = wall_ms
+        actions: list[Action] = []
+        gap = now_ms - self._last_step_ms
+        if gap >= timing.stall_report_ms(self.spec.interval_ms):  # N6
+            self.events.append(Stalled(gap))
+            self.events.append(Note("warning", f"this daemon was stalled for {gap} ms (stopped, frozen"
+                                               " or starved of CPU); judging by what it sees now"))
+        self._last_step_ms = now_ms
+        for obs in observations:
+            self._observe(now_ms, obs, actions)
+        if self.phase is Phase.CLAIMING:
+            self._claiming(now_ms, actions)
+        elif self.phase in (Phase.RUNNING, Phase.LEAVING):
+            self._guards(now_ms, actions)
+            if self.phase is Phase.LEAVING:
+                self._leaving(now_ms, actions)
+            if self.phase in (Phase.RUNNING, Phase.LEAVING) and now_ms >= self.next_beat_ms:
+                self._beat(now_ms, actions)
+        elif self.phase is Phase.PUBLISHING_LEFT:
+            self._publishing_left(now_ms, actions)
+        elif self.phase is Phase.FAILED:
+            self._failing(now_ms, actions)
+        self._core_ms = max(self._core_ms, now_ms)
+        return actions
+
+    def next_wakeup_ms(self) -> int:
+        """When step() must run again even if nothing is observed."""
+        far = self._last_step_ms + LEAVE_MS_MAX
+        t = [self.next_beat_ms if self.phase in (Phase.CLAIMING, Phase.RUNNING, Phase.LEAVING) else far]
+        for h in self.held.values():
+            w = h.guard.next_wakeup_ms()
+            if w is not None:
+                t.append(w)
+        if self.phase is Phase.PUBLISHING_LEFT:
+            t.append(self.left_deadline_ms)
+        return min(t)
+
+    def drain_events(self) -> list:
+        out, self.events = self.events, []
+        return out
+
+    # -- observations ------------------------------------------------------------------------------
+
+    def _observe(self, now_ms: int, obs, actions: list[Action]) -> None:
+        if isinstance(obs, (Beat, BadSample, BeatBatch)):
+            seen = getattr(obs, "seen_ms", None)
+            t = max(now_ms if seen is None else min(seen, now_ms), self._core_ms)
+            self.liveness.observe(t, obs)
+            self._core_ms = t
+            if obs.region in self.heard_ms and not isinstance(obs, BadSample):
+                self.heard_ms[obs.region] = now_ms
+            return
+        if isinstance(obs, IoSubmitted):
+            self.health[obs.region].submitted(obs.at_ms, obs.kind)
+            return
+        if isinstance(obs, IoCompleted):
+            self.health[obs.region].completed(obs.at_ms, obs.kind, obs.ok, obs.error)
+            if obs.kind == "write" and self.left_seq is not None and obs.tag == self.left_seq \
+                    and obs.region in self.left_done:
+                self.left_done[obs.region] = obs.ok
+            return
+        if isinstance(obs, OwnSlotRead):
+            self._own_slot(now_ms, obs)
+            return
+        if isinstance(obs, DuplicateId):
+            self._safety_stop(f"region {obs.region}: another daemon beats with our node id"
+                              f" {self.spec.node_id} (generation {obs.generation:#x}); we stop: two nodes"
+                              " under one id make both their heartbeats lies")
+            return
+        if isinstance(obs, RegionFault):
+            h = self.health[obs.region]
+            h.completed(now_ms, "read", False, f"internal error: {obs.error}")
+            self.events.append(Note("error", f"region {obs.region}: internal error, the region counts as"
+                                             f" failing: {obs.error}"))
+            return
+        if isinstance(obs, MmpIoDone):
+            owner = self._owner.pop(obs.result.id, None)
+            if owner is not None:
+                self._guard_results.setdefault(owner, []).append(obs.result)
+            return
+        if isinstance(obs, AcquireRequest):
+            self._acquire(now_ms, obs, actions)
+            return
+        if isinstance(obs, ReleaseRequest):
+            self._release(now_ms, obs, actions)
+            return
+        if isinstance(obs, StopRequest):
+            if self.phase is Phase.CLAIMING:
+                self._move(Phase.STOPPED)
+                self._exit(actions, 0, "stopped before the first beat")
+            elif self.phase is Phase.RUNNING:
+                self._move(Phase.LEAVING)
+                self.leave_deadline_ms = now_ms + LEAVE_MS_MAX
+                for h in self.held.values():
+                    h.guard.release()
+            return
+        if isinstance(obs, LossDone):
+            h = self.held.get(obs.resource)
+            if h is not None and h.epoch == obs.epoch:
+                h.loss_running = False
+                if h.enforced:
+                    actions.append(Enforce(obs.resource, "done"))
+                    h.enforced = False
+                del self.held[obs.resource]
+            return
+        raise TypeError(f"unknown observation {obs!r}")
+
+    def _own_slot(self, now_ms: int, obs: OwnSlotRead) -> None:
+        if self.phase is Phase.CLAIMING:
+            claim = self.claims.get(obs.region)
+            if claim is None or self.claim_verdicts[obs.region] is not ClaimVerdict.WAIT:
+                return
+            sample = SlotSample(obs.generation, obs.seq, obs.flags, obs.name, valid=obs.valid)
+            verdict = claim.observe(now_ms, sample)
+            self.claim_verdicts[obs.region] = verdict
+            if verdict is ClaimVerdict.IN_USE:
+                self._move(Phase.STOPPED)
+                self.exit_code = 1
+                self.events.append(Note("error", f"region {obs.region}: slot {self.spec.node_id} is in live use:"
+                                                 f" {claim.reason}; stop the other daemon or give this node"
+                                                 " another id"))
+            return
+        if obs.after_write and obs.valid and obs.generation not in (None, self.spec.generation):  # N3
+            self._safety_stop(f"slot {self.spec.node_id} on region {obs.region} now holds generation"
+                              f" {obs.generation:#x} of node {obs.name!r}: another daemon is running with"
+                              f" node id {self.spec.node_id}")
+
+    # -- claiming (N2) -----------------------------------------------------------------------------
+
+    def _claiming(self, now_ms: int, actions: list[Action]) -> None:
+        if self.exit_code is not None:
+            self._exit(actions, self.exit_code, "slot in use")
+            return
+        waiting = [r for r, v in self.claim_verdicts.items() if v is ClaimVerdict.WAIT]
+        if not waiting:
+            self._move(Phase.RUNNING)
+            self.next_beat_ms = now_ms
+            self._beat(now_ms, actions)
+            return
+        if now_ms > self.claim_deadline_ms:
+            self._move(Phase.STOPPED)
+            self.events.append(Note("error", f"region {waiting[0]}: could not confirm slot {self.spec.node_id}"
+                                             " is free in time"))
+            self._exit(actions, 1, "slot claim timed out")
+            return
+        if now_ms >= self.next_beat_ms:
+            self.next_beat_ms = now_ms + self.spec.interval_ms
+            actions.extend(ReadOwnSlot(r) for r in waiting)
+
+    # -- beating -----------------------------------------------------------------------------------
+
+    def _beat(self, now_ms: int, actions: list[Action]) -> None:
+        self.events.append(BeatDue(max(0, now_ms - self.next_beat_ms)))
+        self._tick_health(now_ms)
+        self.seq += 1
+        self.stats["beats"] += 1
+        beat = self._own_beat(now_ms)
+        if self.conflict is None:
+            actions.extend(Publish(r.name, beat) for r in self.spec.regions)
+        sampled = {name: h.sampled_ms for name, h in self.health.items() if h.sampled_ms is not None}
+        self.events.extend(self.liveness.tick(now_ms, sampled))
+        self._tick_links(now_ms)
+        self.next_beat_ms += self.spec.interval_ms
+        if self.next_beat_ms <= now_ms:  # we fell more than a beat behind: skip, do not burst
+            self.next_beat_ms = now_ms + self.spec.interval_ms
+
+    def _own_beat(self, now_ms: int) -> OwnBeat:
+        view = self.liveness.alive_by_region() if any(k != "disk" for k in self.kind.values()) else {}
+        return OwnBeat(self.spec.node_id, self.spec.name, self.spec.generation, self.seq, int(self.flags),
+                       now_ms, view)
+
+    def _tick_health(self, now_ms: int) -> None:
+        disk_lost = False
+        for name, h in self.health.items():
+            for ev in h.tick(now_ms):
+                self.events.append(ev)
+            if h.failing and name not in self.failing:
+                self.failing.add(name)
+                self.events.append(Note("error", f"region {name} unhealthy: {h.reason}"))
+            elif not h.failing and name in self.failing:
+                self.failing.discard(name)
+            if self.kind[name] == "disk" and h.failing:  # N4
+                disk_lost = True
+        self.flags = (self.flags | SlotFlag.DISK_LOST) if disk_lost else (self.flags & ~SlotFlag.DISK_LOST)
+
+    def _tick_links(self, now_ms: int) -> None:
+        """N7."""
+        peers_exist = any(v.state is NodeState.ALIVE for v in self.liveness.nodes())
+        for name, heard in self.heard_ms.items():
+            deaf = peers_exist and now_ms - heard >= self.spec.dead_ms
+            if deaf and name not in self.deaf:
+                self.deaf.add(name)
+                self.events.append(Hearing(name, False, now_ms - heard))
+            elif not deaf and name in self.deaf:
+                self.deaf.discard(name)
+                self.events.append(Hearing(name, True, 0))
+
+    # -- MMP guards --------------------------------------------------------------------------------
+
+    def peer_info(self, node_id: int) -> PeerInfo:
+        """What liveness knows of a node, for the fast paths (diskhb.mmp.fast_path)."""
+        nv = self.liveness.node(node_id)
+        if nv is None:
+            return PeerInfo(NodeState.UNKNOWN)
+        return PeerInfo(nv.state, generation=nv.generation)
+
+    def _next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def _acquire(self, now_ms: int, req: AcquireRequest, actions: list[Action]) -> None:
+        def refuse(text: str, code: int = 1) -> None:
+            actions.append(Reply(req.request_id, {"ok": False, "exit": code, "error": text}))
+
+        if self.phase is not Phase.RUNNING:
+            refuse("the daemon is starting" if self.phase is Phase.CLAIMING else "the daemon is stopping")
+            return
+        h = self.held.get(req.resource)
+        if h is not None:
+            if h.state == "held":
+                actions.append(Reply(req.request_id, {"ok": True, "resource": req.resource, "epoch": h.epoch,
+                                                      "location": h.location, "note": "already held by this daemon"}))
+            else:
+                refuse(f"resource {req.resource!r} is {h.state} in this daemon; try again")
+            return
+        if len(self.held) >= HELD_MAX:
+            refuse(f"this daemon already holds or acquires {HELD_MAX} resources")
+            return
+        spec = self.spec.resources.get(req.resource)
+        if spec is None:
+            if self.spec.default_target is None:
+                refuse("this daemon has no disk region; MMP blocks live on disk regions", 2)
+                return
+            spec = ResourceSpec(req.resource, self.spec.default_target, self.spec.default_timing, declared=False)
+        if not 1 <= self.spec.node_id <= spec.target.blocks[0].slot_count:
+            refuse(f"{spec.target.path}: node id {self.spec.node_id} is beyond its"
+                   f" {spec.target.blocks[0].slot_count} ballot slots", 2)
+            return
+        me = Claimant(self.spec.node_id, self.spec.generation, self.spec.name, req.resource,
+                      spec.timing.interval_ms, spec.timing.ceiling_ms,
+                      device=spec.target.path.rsplit("/", 1)[-1][:32])
+        lock_key = None
+        if self.spec.lock_scope is not None:
+            scope = self.spec.lock_scope
+            lock_key = lambda loc: gd.lock_key(scope, loc)  # noqa: E731
+        guard = gd.Guard(me, spec.target, timing=spec.timing, ledger=self.ledger, rand=self.rand, now_ms=now_ms,
+                         wait_ms=req.wait_ms, create=req.create or spec.declared, peer_info=self.peer_info,
+                         lock_key=lock_key, next_id=self._next_id)
+        self.held[req.resource] = _Held(guard, spec, acquire_reply=req.request_id)
+
+    def _release(self, now_ms: int, req: ReleaseRequest, actions: list[Action]) -> None:
+        h = self.held.get(req.resource)
+        if h is None or h.state not in ("held", "releasing", "acquiring"):
+            actions.append(Reply(req.request_id, {"ok": False, "exit": 2,
+                                                  "error": f"resource {req.resource!r} is not held by this daemon"}))
+            return
+        h.release_replies.append(req.request_id)
+        h.guard.release()
+
+    def _guards(self, now_ms: int, actions: list[Action]) -> None:
+        for name, h in list(self.held.items()):
+            g = h.guard
+            g.wall_ms = self.wall_ms
+            results = self._guard_results.pop(name, [])
+            if g.done and not results:
+                continue
+            requests = g.step(now_ms, results)
+            for ev in g.drain():  # first: a lease shortened by a write reaches the enforcer before it
+                self._guard_event(now_ms, h, ev, actions)
+            for req in requests:
+                if req.op in ("read", "write", "lock"):
+                    self._owner[req.id] = name
+                self.stats["mmp_requests"] += 1
+                actions.append(MmpIo(req))
+            if self.ledger.unknown(now_ms) and self.tainted is None:
+                self.tainted = "a write of ours to an MMP block was given up on (outcome unknown)"
+
+    def _guard_event(self, now_ms: int, h: _Held, ev, actions: list[Action]) -> None:
+        name = h.spec.name
+        if isinstance(ev, gd.GotIt):
+            h.state, h.epoch, h.location = "held", ev.epoch, ev.location
+            self.events.append(MmpEvent(name, "acquired", ev.epoch, f"on {ev.location} ({ev.note or 'ballot won'})"))
+            if h.acquire_reply is not None:
+                actions.append(Reply(h.acquire_reply, {"ok": True, "resource": name, "epoch": ev.epoch,
+                                                        "location": ev.location, "note": ev.note}))
+                h.acquire_reply = None
+        elif isinstance(ev, gd.Lease):
+            h.takeover_ms, h.loss_deadline_ms = ev.takeover_ms, ev.loss_deadline_ms
+            actions.append(Enforce(name, "renew" if h.enforced else "start", ev.takeover_ms))
+            h.enforced = True
+        elif isinstance(ev, gd.Denied):
+            self.events.append(MmpEvent(name, "refused", 0, ev.reason))
+            for rid in [h.acquire_reply, *h.release_replies]:
+                if rid is not None:
+                    actions.append(Reply(rid, {"ok": False, "exit": ev.exit_code, "error": ev.reason}))
+            del self.held[name]
+        elif isinstance(ev, gd.Gone):
+            if ev.released:
+                h.state = "released"
+                self.events.append(MmpEvent(name, "released", ev.epoch, f"on {h.location}"))
+                if h.enforced:
+                    actions.append(Enforce(name, "done"))
+                    h.enforced = False
+                for rid in h.release_replies:
+                    actions.append(Reply(rid, {"ok": True, "resource": name, "epoch": ev.epoch, "outcome": "released"}))
+                del self.held[name]
+            else:
+                h.state = "lost"
+                self.tainted = self.tainted or f"MMP resource {name!r} ended lost or unconfirmed: {ev.lost}"
+                self.events.append(MmpEvent(name, "lost", ev.epoch, ev.lost or ""))
+                for rid in h.release_replies:
+                    actions.append(Reply(rid, {"ok": True, "resource": name, "epoch": ev.epoch, "outcome": "lost",
+                                               "error": ev.lost}))
+                h.release_replies.clear()
+                h.loss_running = True
+                actions.append(RunLoss(name, ev.epoch, ev.lost or "lost"))
+        elif isinstance(ev, gd.Acquiring):
+            pass
+
+    # -- leaving (N5) ------------------------------------------------------------------------------
+
+    def _leaving(self, now_ms: int, actions: list[Action]) -> None:
+        if self.held and now_ms < self.leave_deadline_ms:
+            return  # every guard is releasing; loss actions still running keep us here too
+        if self.held:
+            self.tainted = self.tainted or "a resource did not finish releasing in time"
+        failing = [n for n, h in self.health.items() if self.kind[n] == "disk" and h.failing]
+        why_not = self.tainted or (f"disk region {failing[0]} is failing: a write of ours may still land"
+                                   if failing else None)
+        if why_not is not None:
+            self.events.append(Note("critical" if self.tainted else "error", f"not publishing LEFT: {why_not}"))
+            self._move(Phase.STOPPED)
+            self._exit(actions, 3 if self.tainted else 0, "stopped without LEFT")
+            return
+        self._move(Phase.PUBLISHING_LEFT)
+        self.flags = (self.flags | SlotFlag.LEFT) & ~SlotFlag.ACTIVE
+        self.seq += 1
+        self.left_seq = self.seq
+        beat = self._own_beat(now_ms)
+        disks = [r.name for r in self.spec.regions if r.kind == "disk"]
+        self.left_done = {r: None for r in disks}
+        self.left_deadline_ms = now_ms + PUBLISH_LEFT_IO_TIMEOUTS * self.spec.io_timeout_ms
+        self._left_beat = beat
+        actions.extend(Publish(r, beat) for r in disks)
+        self._publishing_left(now_ms, actions)
+
+    def _publishing_left(self, now_ms: int, actions: list[Action]) -> None:
+        pending = [r for r, ok in self.left_done.items() if ok is None]
+        failed = [r for r, ok in self.left_done.items() if ok is False]
+        if pending and now_ms < self.left_deadline_ms and not failed:
+            # A disk writer still busy with an earlier beat does not take the LEFT one: offer it again.
+            actions.extend(Publish(r, self._left_beat) for r in pending)
+            return
+        links = [r.name for r in self.spec.regions if r.kind != "disk"]
+        if pending or failed:
+            what = (failed or pending)[0]
+            self.events.append(Note("error", f"region {what}: could not write the left flag; not publishing"
+                                             " LEFT on the other regions (peers will judge us by silence)"))
+        else:
+            for r in self.left_done:
+                self.events.append(Note("info", f"region {r}: left cleanly"))
+            actions.extend(Publish(r, self._left_beat) for r in links)
+        self._move(Phase.STOPPED)
+        self._exit(actions, 0, "left cleanly" if not (pending or failed) else "stopped without LEFT")
+
+    # -- safety stop -------------------------------------------------------------------------------
+
+    def _safety_stop(self, why: str) -> None:
+        if self.phase in (Phase.FAILED, Phase.STOPPED):
+            return
+        self.conflict = why
+        self.events.append(Note("critical", f"STOPPING: {why}"))
+        self._move(Phase.FAILED)
+        for h in self.held.values():
+            h.guard.release()
+
+    def _failing(self, now_ms: int, actions: list[Action]) -> None:
+        """A safety stop: holds end (released if they still can; a loss runs its action); no beat
+        is published any more; exit 3 once every loss action has finished."""
+        self._guards(now_ms, actions)
+        if any(h.loss_running or not h.guard.done for h in self.held.values()):
+            return
+        if self.exit_code is None:
+            self._exit(actions, 3, self.conflict or "safety stop")
+
+    def fatal(self, why: str) -> list[Action]:
+        """An error the daemon cannot go on from: every held resource is lost at once (its loss
+        action runs), then exit 3."""
+        actions: list[Action] = []
+        self.events.append(Note("critical", f"fatal error: {why}"))
+        self.tainted = self.tainted or why
+        for name, h in list(self.held.items()):
+            if h.state == "held" or h.state == "releasing":
+                h.state, h.loss_running = "lost", True
+                actions.append(RunLoss(name, h.epoch, f"the daemon stops on a fatal error: {why}"))
+        self.conflict = why
+        self.phase = Phase.FAILED
+        return actions
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _move(self, to: Phase) -> None:
+        if to not in _PHASES[self.phase]:
+            raise AssertionError(f"node phase {self.phase.value} -> {to.value} is not a transition")
+        self.phase = to
+
+    def _exit(self, actions: list[Action], code: int, reason: str) -> None:
+        self.exit_code = code
+        actions.append(Exit(code, reason))
+
+    # -- views -------------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """The node's view for `diskhb status` and metrics (built on the daemon's loop thread)."""
+        nodes = []
+        for nv in self.liveness.nodes():
+            nodes.append({
+                "id": nv.node_id, "name": nv.name, "state": nv.state.value, "seq": nv.seq,
+                "generation": nv.generation, "age_s": round(nv.age_ms / 1000, 3),
+                "flags": SlotFlag.names(nv.flags),
+                "regions": {r: {"state": rv.state.value, "seq": rv.seq, "age_s": round(rv.age_ms / 1000, 3),
+                                "bad_samples": rv.bad_samples} for r, rv in nv.regions.items()},
+            })
+        nodes.append({
+            "id": self.spec.node_id, "name": self.spec.name, "state": "alive", "seq": self.seq,
+            "generation": self.spec.generation, "age_s": 0.0, "flags": SlotFlag.names(self.flags), "self": True,
+            "regions": {n: {"state": "alive" if h.healthy else "unhealthy", "seq": self.seq, "age_s": 0.0,
+                            "bad_samples": 0} for n, h in self.health.items()},
+        })
+        nodes.sort(key=lambda n: n["id"])
+        return {
+            "source": "daemon",
+            "cluster": self.spec.cluster,
+            "phase": self.phase.value,
+            "node": {"id": self.spec.node_id, "name": self.spec.name, "generation": self.spec.generation},
+            "interval_ms": self.spec.interval_ms,
+            "dead_ms": self.spec.dead_ms,
+            "regions": [{"name": r.name, "type": r.kind, "path": r.path, "healthy": self.health[r.name].healthy,
+                         "reason": self.health[r.name].reason,
+                         **({"receiving": r.name not in self.deaf} if r.kind != "disk" else {})}
+                        for r in self.spec.regions],
+            "nodes": nodes,
+            "mmp": [{"resource": n, "path": h.spec.target.path, "block": _block_index(h), "epoch": h.epoch,
+                     "state": h.state, "takeover_ms": h.takeover_ms} for n, h in sorted(self.held.items())
+                    if h.state != "acquiring"],
+        }
+
+
+def _block_index(h: _Held) -> int | None:
+    loc = h.guard.loc
+    return None if loc is None else loc.index
+
+
+__all__ = ["NodeCore", "NodeSpec", "RegionSpec", "ResourceSpec", "GENERATION_NONE"]

@@ -1,0 +1,66 @@
+"""MMP fast paths: when what a running daemon knows of the holder's node lets a claimant skip the
+classic watch, and which way. I/O-free; the node core hands in liveness as data (PeerInfo).
+
+Rules:
+  FP1 alive, and the block carries the generation that node's daemon beats with: the daemon
+      itself holds it and bumps it every interval -> REFUSE at once (watching would only confirm).
+  FP2 alive under another generation: some other process of that node holds it (an `mmp run`,
+      or an earlier incarnation); the node's liveness says nothing about it -> CLASSIC_WAIT.
+  FP3 left cleanly with the same generation: a daemon releases its resources before it
+      publishes LEFT and then writes nothing more -> TAKE_OVER. Another generation -> CLASSIC_WAIT.
+  FP4 dead and confirmed fenced: no process of that node can write -> TAKE_OVER.
+  FP5 dead without a fence, unknown (no fresh evidence), or no daemon view: CLASSIC_WAIT (a
+      partitioned node looks dead on every heartbeat region yet may still write this disk).
+  FP6 when a ballot shows a later epoch proposed than the block's (a claim in progress, or a
+      holder whose own block was overwritten by a late landing), the block may not be the
+      holder's at all: neither REFUSE nor TAKE_OVER on the block's holder -> CLASSIC_WAIT, with
+      the watch the acquisition derives from the ballots (CL2).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from diskhb.core.types import NodeState
+
+
+class Verdict(enum.Enum):
+    REFUSE = "refuse"  # the holder is alive: refuse at once
+    TAKE_OVER = "take-over"  # the holder cannot write any more: skip the classic watch
+    CLASSIC_WAIT = "classic-wait"  # we know nothing decisive: watch the seq block
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """What a daemon knows of the node named as holder in the block."""
+
+    state: NodeState  # alive / left / dead / unknown (diskhb.core.liveness, any region)
+    generation: int = 0  # that node's current daemon generation (0: unknown)
+    fenced: bool = False  # its death was confirmed by a fence (I/O fenced or reset)
+
+
+PeerInfoFn = Callable[[int], "PeerInfo | None"]
+
+
+def fast_path(holder_id: int, holder_generation: int, info: PeerInfo | None, *,
+              later_epoch_proposed: bool = False) -> tuple[Verdict, str]:
+    if later_epoch_proposed:  # FP6
+        return Verdict.CLASSIC_WAIT, "a later epoch was proposed in the ballots"
+    if info is None:  # FP5
+        return Verdict.CLASSIC_WAIT, "no daemon view of the holder"
+    same = info.generation != 0 and info.generation == holder_generation
+    if info.state is NodeState.ALIVE:  # FP1, FP2
+        if same:
+            return Verdict.REFUSE, "its daemon is alive"
+        return Verdict.CLASSIC_WAIT, "its node is alive, but under another generation"
+    if info.state is NodeState.LEFT:  # FP3
+        if same:
+            return Verdict.TAKE_OVER, "its daemon left cleanly"
+        return Verdict.CLASSIC_WAIT, "its node left, but under another generation"
+    if info.state is NodeState.DEAD and info.fenced:  # FP4
+        return Verdict.TAKE_OVER, "its node is dead and fenced"
+    if info.state is NodeState.DEAD:  # FP5
+        return Verdict.CLASSIC_WAIT, "its node is dead but not fenced"
+    return Verdict.CLASSIC_WAIT, "its node's state is unknown"

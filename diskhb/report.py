@@ -1,0 +1,83 @@
+"""Words and numbers for what the node core decided: its events as log lines and metrics.
+
+The core says what happened (diskhb.core.node and the rule files it composes); this file only
+chooses the level, the wording and the counter. Logging goes through the daemon's bounded queue
+(a blocked log never stalls the loop).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from diskhb import metrics as m
+from diskhb.core.liveness import NodeRestarted, NodeStateChanged, RegionNodeChanged
+from diskhb.core.node import BeatDue, Hearing, MmpEvent, Note, Stalled
+from diskhb.core.region_health import RegionHealthChanged
+from diskhb.core.types import NodeState
+from diskhb.mmp.loss import ACQUIRED, REFUSED, log_loudly
+
+log = logging.getLogger("diskhb")
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
+           "critical": logging.CRITICAL}
+
+
+class Reporter:
+    def __init__(self, regions: int):
+        self.regions = regions  # with one region, a per-region change says nothing the overall one does not
+
+    def report(self, ev) -> None:
+        if isinstance(ev, NodeStateChanged):
+            level = {NodeState.DEAD: logging.ERROR, NodeState.ALIVE: logging.INFO}.get(ev.new, logging.WARNING)
+            log.log(level, "node %s (id %d): %s -> %s on %s (age %.2f s): %s", ev.name or "?", ev.node_id,
+                    ev.old.value, ev.new.value, ev.region, ev.age_ms / 1000, ev.reason)
+            m.NODE_TRANSITIONS.labels(ev.name or str(ev.node_id), ev.new.value).inc()
+        elif isinstance(ev, RegionNodeChanged):
+            if self.regions == 1:
+                return
+            m.REGION_NODE_TRANSITIONS.labels(ev.name or str(ev.node_id), ev.region, ev.new.value).inc()
+            # Losing a node on one region is worth a warning (a link or path may be failing); the
+            # node itself is dead only when the overall change says so, on its own line.
+            level = logging.WARNING if ev.new is NodeState.DEAD else logging.INFO
+            log.log(level, "node %s (id %d) on region %s: %s -> %s (age %.2f s)", ev.name or "?", ev.node_id,
+                    ev.region, ev.old.value, ev.new.value, ev.age_ms / 1000)
+        elif isinstance(ev, NodeRestarted):
+            log.warning("node %s (id %d) restarted on %s: generation %#x -> %#x", ev.name or "?", ev.node_id,
+                        ev.region, ev.old_generation, ev.new_generation)
+            m.NODE_RESTARTS.labels(ev.name or str(ev.node_id)).inc()
+        elif isinstance(ev, RegionHealthChanged):
+            m.REGION_HEALTHY.labels(ev.region).set(1 if ev.healthy else 0)
+            if ev.healthy:
+                log.info("region %s: own I/O healthy", ev.region)
+        elif isinstance(ev, BeatDue):
+            m.TICK_LATENESS.observe(ev.lateness_ms / 1000)
+            m.TICKS.inc()
+        elif isinstance(ev, Stalled):
+            m.SELF_STALLS.inc()
+            m.SELF_STALL_SECONDS.set(ev.gap_ms / 1000)
+        elif isinstance(ev, MmpEvent):
+            self._mmp(ev)
+        elif isinstance(ev, Hearing):
+            m.REGION_RECEIVING.labels(ev.region).set(1 if ev.receiving else 0)
+            if ev.receiving:
+                log.info("region %s: hearing peers again", ev.region)
+            else:
+                log.error("region %s: no heartbeat from any peer for %d ms while peers are alive on other regions"
+                          " (wrong port or address, or a one-way firewall?)", ev.region, ev.silent_ms)
+        elif isinstance(ev, Note):
+            log.log(_LEVELS[ev.level], "%s", ev.text)
+        else:
+            log.debug("event %r", ev)
+
+    @staticmethod
+    def _mmp(ev: MmpEvent) -> None:
+        if ev.what == "acquired":
+            ACQUIRED.labels(ev.resource).inc()
+            log.info("MMP resource %r acquired: epoch %d %s", ev.resource, ev.epoch, ev.text)
+        elif ev.what == "refused":
+            REFUSED.labels(ev.resource).inc()
+            log.info("MMP resource %r not acquired: %s", ev.resource, ev.text)
+        elif ev.what == "released":
+            log.info("MMP resource %r released (epoch %d) %s", ev.resource, ev.epoch, ev.text)
+        elif ev.what == "lost":
+            log_loudly(f"MMP resource {ev.resource!r} LOST (epoch {ev.epoch}): {ev.text}; running its loss action")
