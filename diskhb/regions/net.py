@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 
 from diskhb.core.node import IoCompleted, IoSubmitted
+from diskhb.core.types import Beat
 from diskhb.errors import OperatorError
 from diskhb.regions.base import OwnBeat
 from diskhb.regions.signed import SignedRegion
@@ -127,7 +128,8 @@ class NetRegion(SignedRegion):
             got = self.receiver.handle(now_ms, data, source)
             if got is not None:
                 out.append(got)
-                self._check_source(source)
+                if isinstance(got, Beat):
+                    self._check_source(source)
         return out
 
     def close(self, flush_ms: int = 0) -> None:

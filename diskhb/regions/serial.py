@@ -194,6 +194,10 @@ class SerialRegion(SignedRegion):
                 pass
         self._close()
         self._release_claim()
+        self._started = False  # inert from now on: no reopen, no publish (the claim is released)
+        for got in self._opened:  # a reopen that finished but was never picked up
+            _close_port(got)
+        self._opened.clear()
 
     def counters(self) -> dict[str, int]:
         return {"read_bytes": self.received_bytes_total, "write_bytes": self.sent_bytes_total}
@@ -266,7 +270,7 @@ class SerialRegion(SignedRegion):
                   self.name, self.device, why, self.reopen_ms_max)
         self.lost = f"device lost: {why}"
         self._close()
-        self._tx, self._tx_seq = b"", None
+        self._tx, self._tx_seq, self._skipped = b"", None, None
         self._reader.reset()
         self._reopen_wait_ms = REOPEN_MS_MIN
         self._reopen_at_ms = now_ms + REOPEN_MS_MIN
@@ -294,9 +298,14 @@ class SerialRegion(SignedRegion):
         if now_ms >= self._reopen_at_ms:
             def attempt() -> None:
                 try:
-                    self._opened.append(self._open())
+                    port = self._open()
                 except (OSError, serial.SerialException, ValueError) as e:
                     self._opened.append(e)
+                    return
+                if not self._started:  # closed while we were blocked in the driver: nobody wants it
+                    _close_port(port)
+                    return
+                self._opened.append(port)
 
             self._opener = threading.Thread(target=attempt, name=f"reopen:{self.name}", daemon=True)
             self._opener.start()
@@ -314,6 +323,15 @@ class SerialRegion(SignedRegion):
             except Exception:  # noqa: BLE001 - closing a vanished device may fail; it is closed either way
                 pass
             self.port = None
+
+
+def _close_port(port) -> None:
+    if isinstance(port, BaseException):
+        return
+    try:
+        port.close()
+    except Exception:  # noqa: BLE001 - closing a port we never used
+        pass
 
 
 def _reason(e: BaseException) -> str:

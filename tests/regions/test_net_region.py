@@ -2,6 +2,10 @@
 
 Every socket is closed in a fixture finaliser; waits are bounded polls. Beats use a virtual
 `now_ms`; only datagram delivery uses real (bounded) waiting.
+
+A region reports its own I/O as IoSubmitted/IoCompleted out of poll(); the node core feeds them
+to an OwnIoHealth (diskhb.core.region_health). These tests do the same (`polled`, `feed`): the
+health they assert on is built only from what poll() returned.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 
 import pytest
 from prometheus_client import REGISTRY
 
+from diskhb.core.node import DuplicateId, IoCompleted, IoSubmitted
+from diskhb.core.region_health import OwnIoHealth
 from diskhb.core.types import Beat, SlotFlag
 from diskhb.errors import OperatorError
 from diskhb.regions import net as net_mod
@@ -28,6 +35,36 @@ from netpath.keys import format_key_line, generate_key_file, load_key_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WAIT_S = 5.0
+IO_TIMEOUT_MS = 500
+_HEALTH: "weakref.WeakKeyDictionary[NetRegion, OwnIoHealth]" = weakref.WeakKeyDictionary()
+
+
+def health(region: NetRegion, io_timeout_ms: int = IO_TIMEOUT_MS) -> OwnIoHealth:
+    """The OwnIoHealth the node core keeps for `region` (made on first use)."""
+    if region not in _HEALTH:
+        _HEALTH[region] = OwnIoHealth(region.name, io_timeout_ms)
+    return _HEALTH[region]
+
+
+def feed(h: OwnIoHealth, obs: list) -> list:
+    """What the node core does with a region's observations: our own I/O goes into its
+    OwnIoHealth; the rest (samples, DuplicateId) is returned, in order."""
+    rest = []
+    for o in obs:
+        if isinstance(o, IoSubmitted):
+            assert o.region == h.region, o
+            h.submitted(o.at_ms, o.kind)
+        elif isinstance(o, IoCompleted):
+            assert o.region == h.region, o
+            h.completed(o.at_ms, o.kind, o.ok, o.error)
+        else:
+            rest.append(o)
+    return rest
+
+
+def polled(region: NetRegion, now_ms: int) -> list:
+    """region.poll(now_ms) with its own I/O fed to its health: the samples it returned."""
+    return feed(health(region), region.poll(now_ms))
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -49,18 +86,18 @@ def regions():
     """Start NetRegions through this; all are stopped/closed at the end, even on failure."""
     made: list[NetRegion] = []
 
-    def make(name: str, node_id: int, **kw) -> NetRegion:
-        kw.setdefault("io_timeout_ms", 500)
+    def make(name: str, node_id: int, io_timeout_ms: int = IO_TIMEOUT_MS, **kw) -> NetRegion:
         r = NetRegion(name, cluster="test-cluster", node_id=node_id, **kw)
         made.append(r)
+        health(r, io_timeout_ms)
         r.start(0)
         return r
 
-    yield make
-    for r in made:
-        if r.link is not None:
-            r.link.close()
-            r.link = None
+    try:
+        yield make
+    finally:
+        for r in made:
+            r.close()
 
 
 class Sender:
@@ -73,14 +110,15 @@ class Sender:
         self.seq += 1
         self.mono += 200
         return OwnBeat(self.node_id, f"node{self.node_id}", self.generation, self.seq, int(flags), self.mono,
-                       0, view or {})
+                       view or {})
 
 
 def poll_until(region: NetRegion, now_ms: int, want: int, timeout_s: float = WAIT_S) -> list:
+    """Poll until `want` samples came (own I/O fed to the region's health on the way)."""
     got: list = []
     deadline = time.monotonic() + timeout_s
     while len(got) < want and time.monotonic() < deadline:
-        got += region.poll(now_ms)
+        got += polled(region, now_ms)
         if len(got) < want:
             time.sleep(0.002)
     return got
@@ -90,8 +128,8 @@ def exchange(a: NetRegion, sa: Sender, b: NetRegion, sb: Sender, rounds: int = 3
     seen_a, seen_b = [], []
     for i in range(rounds):
         now = now0 + 200 * (i + 1)
-        a.tick(now, sa.beat())
-        b.tick(now, sb.beat())
+        a.publish(now, sa.beat(), now)
+        b.publish(now, sb.beat(), now)
         seen_b += poll_until(b, now, 1)
         seen_a += poll_until(a, now, 1)
     return seen_a, seen_b
@@ -106,12 +144,12 @@ def test_unicast_pair_on_two_loopback_addresses_same_port(regions, key):
     a = regions("lan-u4", 1, bind="127.0.0.1", port=port, peers=["127.0.0.2"], key=key)
     b = regions("lan-u4", 2, bind="127.0.0.2", port=port, peers=["127.0.0.1"], key=key)
     sa, sb = Sender(1, 0xA1), Sender(2, 0xB2)
-    assert not a.health.healthy and a.health.reason == "not yet written"
+    assert not health(a).healthy and health(a).reason == "not yet written"
     seen_a, seen_b = exchange(a, sa, b, sb, rounds=4)
     assert [x.seq for x in seen_b] == [1, 2, 3, 4] and [x.seq for x in seen_a] == [1, 2, 3, 4]
     assert seen_b[0] == Beat(node_id=1, region="lan-u4", generation=0xA1, seq=1, flags=1, name="node1")
-    a.health.tick(1000)
-    assert a.health.healthy
+    health(a).tick(1000)
+    assert health(a).healthy
     assert a.sent_total == 4 and b.receiver.accepted_total == 4
     assert sum(a.rejected.values()) == 0 and sum(b.rejected.values()) == 0
 
@@ -120,7 +158,7 @@ def test_views_are_carried_and_exposed(regions, key):
     pa, pb = free_udp_port(), free_udp_port()
     a = regions("lan-view", 1, bind="127.0.0.1", port=pa, peers=[f"127.0.0.1:{pb}"], key=key)
     b = regions("lan-view", 2, bind="127.0.0.1", port=pb, peers=[f"127.0.0.1:{pa}"], key=key)
-    a.tick(10, Sender(1, 5).beat(view={"disk:/dev/sdb": (2, 3), "lan-view": (2,)}))
+    a.publish(10, Sender(1, 5).beat(view={"disk:/dev/sdb": (2, 3), "lan-view": (2,)}), 10)
     assert poll_until(b, 10, 1)
     assert b.views == {1: {"disk:/dev/sdb": (2, 3), "lan-view": (2,)}}
 
@@ -169,18 +207,19 @@ for _ in range(200):  # bounded: link-local addresses leave duplicate address de
     if out.count("fe80::") >= 2 and "tentative" not in out:
         break
     time.sleep(0.05)
+from diskhb.core.types import Beat
 from diskhb.regions.net import NetRegion
 from diskhb.regions.base import OwnBeat
 key, port = sys.argv[1], int(sys.argv[2])
-a = NetRegion("m6", cluster="c", node_id=1, io_timeout_ms=500, bind="hb0", port=port, group="ff02::1:77", key=key)
-b = NetRegion("m6", cluster="c", node_id=2, io_timeout_ms=500, bind="hb1", port=port, group="ff02::1:77", key=key)
+a = NetRegion("m6", cluster="c", node_id=1, bind="hb0", port=port, group="ff02::1:77", key=key)
+b = NetRegion("m6", cluster="c", node_id=2, bind="hb1", port=port, group="ff02::1:77", key=key)
 a.start(0); b.start(0)
 got = []
 for i in range(1, 4):
-    a.tick(i, OwnBeat(1, "a", 7, i, 1, 1000 + 200 * i, 0, {}))
+    a.publish(i, OwnBeat(1, "a", 7, i, 1, 1000 + 200 * i, {}), 0)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        new = b.poll(i)
+        new = [x for x in b.poll(i) if isinstance(x, Beat)]
         got += [x.seq for x in new]
         if new:
             break
@@ -217,7 +256,7 @@ def test_every_bad_packet_is_dropped_and_counted_by_reason(regions, key, tmp_pat
         sa = Sender(1, 0xAAAA)
         recorded = []
         for i in range(1, 4):
-            a.tick(i * 200, sa.beat())
+            a.publish(i * 200, sa.beat(), i * 200)
             assert len(poll_until(b, i * 200, 1)) == 1
             tap.settimeout(WAIT_S)
             recorded.append(tap.recvfrom(2048)[0])
@@ -253,14 +292,14 @@ def test_every_bad_packet_is_dropped_and_counted_by_reason(regions, key, tmp_pat
                 total += 1
         deadline = time.monotonic() + WAIT_S
         while sum(b.rejected.values()) < total and time.monotonic() < deadline:
-            assert b.poll(1000) == []  # nothing injected is ever believed
+            assert polled(b, 1000) == []  # nothing injected is ever believed
             time.sleep(0.002)
         for reason, datas in injected.items():
             assert b.rejected[reason] == len(datas), (reason, b.rejected)
             assert rejected_metric(name, reason) - before[reason] == len(datas), reason
         assert b.receiver.guard.current(1) == (0xAAAA, 3)
         # and the real sender is still believed afterwards
-        a.tick(900, sa.beat())
+        a.publish(900, sa.beat(), 900)
         assert [x.seq for x in poll_until(b, 900, 1)] == [4]
     finally:
         tap.close()
@@ -305,13 +344,13 @@ def test_key_rotation_with_two_ids_end_to_end(regions, tmp_path):
     assert len(seen_a) == 3 and len(seen_b) == 3  # steps 1 and 2 talk both ways
     deadline = time.monotonic() + WAIT_S
     while c.rejected["key_id"] < 3 and time.monotonic() < deadline:
-        assert c.poll(700) == []
+        assert polled(c, 700) == []
         time.sleep(0.002)
     assert c.rejected["key_id"] == 3  # a node already on the new key alone refuses key 1
     with open(step1, "w") as f:  # A moves to step 2 and reloads without a restart
         f.write(format_key_line(2, k2) + format_key_line(1, k1))
     a.reload_keys()
-    a.tick(900, sa.beat())
+    a.publish(900, sa.beat(), 900)
     assert [x.node_id for x in poll_until(c, 900, 1)] == [1]
     assert [x.seq for x in poll_until(b, 900, 1)] == [4]
     os.chmod(step1, 0o644)
@@ -328,9 +367,10 @@ def test_send_errors_make_the_link_unhealthy_and_are_logged_once(regions, key, c
     sa = Sender(1, 1)
     caplog.set_level(logging.INFO, logger="diskhb.net")
     for i in range(1, 6):
-        a.tick(i * 200, sa.beat())  # never raises
-    a.health.tick(1000)
-    assert not a.health.healthy and "127.255.255.255:9" in a.health.reason and "EACCES" in a.health.reason
+        a.publish(i * 200, sa.beat(), i * 200)  # never raises
+    polled(a, 1000)
+    health(a).tick(1000)
+    assert not health(a).healthy and "127.255.255.255:9" in health(a).reason and "EACCES" in health(a).reason
     assert len(poll_until(b, 1000, 5)) == 5  # the good destination still got every beat
     warnings = [r for r in caplog.records if "cannot send" in r.getMessage()]
     assert len(warnings) == 1
@@ -339,24 +379,93 @@ def test_send_errors_make_the_link_unhealthy_and_are_logged_once(regions, key, c
     a.link.destinations, a.link.labels = a.link.destinations[:1], a.link.labels[:1]
     a._dest_errors["127.255.255.255:9"] = "x"
     a._note_dest("127.255.255.255:9", None)
-    a.tick(1200, sa.beat())
-    a.health.tick(1200)
-    assert a.health.healthy
+    a.publish(1200, sa.beat(), 1200)
+    polled(a, 1200)
+    health(a).tick(1200)
+    assert health(a).healthy
     assert any("works again" in r.getMessage() for r in caplog.records)
 
 
 def test_stop_sends_the_final_beat_and_closes(regions, key):
+    """The LEFT beat is an ordinary publish decided by the node core; close() then closes."""
     pa, pb = free_udp_port(), free_udp_port()
     a = regions("lan-stop", 1, bind="127.0.0.1", port=pa, peers=[f"127.0.0.1:{pb}"], key=key)
     b = regions("lan-stop", 2, bind="127.0.0.1", port=pb, peers=[f"127.0.0.1:{pa}"], key=key)
     sa = Sender(1, 1)
-    a.tick(200, sa.beat())
+    a.publish(200, sa.beat(), 200)
     assert poll_until(b, 200, 1)
-    assert a.stop(sa.beat(flags=SlotFlag.LEFT), 100) is True
+    polled(a, 200)
+    a.publish(400, sa.beat(flags=SlotFlag.LEFT), 400)
+    a.close(100)
     got = poll_until(b, 400, 1)
     assert got and got[0].flags & SlotFlag.LEFT and got[0].seq == 2
-    assert a.link is None and a.stop(sa.beat(), 100) is False
-    assert a.poll(500) == [] and a.tick(500, sa.beat()) is None  # after stop: inert, never raises
+    assert a.link is None
+    # The LEFT's own send happened before close: it is still reported (once), and it worked.
+    assert a.poll(450) == [IoSubmitted("lan-stop", "write", 400, 2),
+                           IoCompleted("lan-stop", "write", 400, True, None, 2, 400)]
+    a.close(100)  # twice: nothing to do, never raises
+    assert a.poll(500) == [] and a.publish(500, sa.beat(), 500) is None  # after close: inert, never raises
+    assert a.poll(600) == []  # the publish after close did nothing, not even a failed send
+    assert poll_until(b, 600, 1, timeout_s=0.2) == []  # and nothing went out
+
+
+def test_a_one_way_link_is_logged_once_naming_the_source(regions, key, caplog):
+    """A and B disagree about the port: B sends to A's port, A sends B's to a port B does not
+    listen on. A hears B (from B's own port) and says once which source and which destination
+    disagree; B, which hears nothing, says nothing of the kind."""
+    port_a = free_udp_port()
+    port_b = free_udp_port("127.0.0.2")
+    while port_b == port_a:
+        port_b = free_udp_port("127.0.0.2")
+    caplog.set_level(logging.INFO, logger="diskhb.net")
+    # A's peer has no port: A sends to 127.0.0.2 at its own port, where nothing listens.
+    a = regions("lan-1way", 1, bind="127.0.0.1", port=port_a, peers=["127.0.0.2"], key=key)
+    b = regions("lan-1way", 2, bind="127.0.0.2", port=port_b, peers=[f"127.0.0.1:{port_a}"], key=key)
+    sa, sb = Sender(1, 0xA), Sender(2, 0xB)
+    seen_a, seen_b = [], []
+    for i in range(1, 5):
+        now = 200 * i
+        a.publish(now, sa.beat(), now)
+        b.publish(now, sb.beat(), now)
+        seen_a += poll_until(a, now, 1)
+    seen_b += poll_until(b, 1000, 1, timeout_s=0.2)
+    assert [x.seq for x in seen_a] == [1, 2, 3, 4] and seen_b == []  # one way only
+    said = [r for r in caplog.records if "disagree about the port" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]  # once, not once per packet
+    text = said[0].getMessage()
+    assert f"127.0.0.2:{port_b}" in text and f"127.0.0.2:{port_a}" in text and "lan-1way" in text
+    assert said[0].levelno == logging.WARNING
+    assert a.sent_total == 4 and sum(a.rejected.values()) == 0  # the sends "work": nothing else tells
+
+
+def test_our_node_id_under_another_generation_seen_advancing_is_a_duplicate_id(regions, key):
+    """Another daemon beating with our node id (another generation): one packet of it is only
+    counted (it may be an old recording), the same packet again neither; once that generation
+    is seen advancing, poll() returns DuplicateId (the node core makes it a safety stop)."""
+    pa, pr = free_udp_port(), free_udp_port()
+    a = regions("lan-dup", 1, bind="127.0.0.1", port=pa, peers=[f"127.0.0.1:{pr}"], key=key)
+    rogue = regions("lan-dup", 1, bind="127.0.0.1", port=pr, peers=[f"127.0.0.1:{pa}"], key=key)
+    me, other = Sender(1, 0xA1), Sender(1, 0xD0)
+    a.publish(200, me.beat(), 200)  # our generation is the one we publish
+    polled(a, 200)
+
+    def wait_own_id(n: int, now_ms: int) -> list:
+        got: list = []
+        deadline = time.monotonic() + WAIT_S
+        while a.rejected["own_id"] < n and time.monotonic() < deadline:
+            got += polled(a, now_ms)
+            time.sleep(0.002)
+        return got + polled(a, now_ms)
+
+    first = other.beat()
+    rogue.publish(200, first, 200)  # seq 1 of generation 0xD0
+    assert wait_own_id(1, 200) == [] and a.rejected["own_id"] == 1  # a single packet is not enough
+    rogue.publish(300, first, 300)  # the same packet again: not an advance
+    assert wait_own_id(2, 300) == [] and a.rejected["own_id"] == 2
+    rogue.publish(400, other.beat(), 400)  # seq 2 of it: advancing
+    got = wait_own_id(3, 400)
+    assert got == [DuplicateId("lan-dup", 0xD0, 2)]
+    assert a.receiver.own_looped == 0 and a.receiver.accepted_total == 0  # never taken for a peer's beat
 
 
 def test_operator_mistakes_surface_at_start(tmp_path, key):
@@ -371,24 +480,24 @@ def test_operator_mistakes_surface_at_start(tmp_path, key):
         (dict(bind="192.0.2.55", peers=["127.0.0.1:9"], key=key), "not an address of this host"),
     ]
     for kw, match in cases:
-        r = NetRegion("bad", cluster="c", node_id=1, io_timeout_ms=500, port=port, **kw)
+        r = NetRegion("bad", cluster="c", node_id=1, port=port, **kw)
         with pytest.raises(OperatorError, match=match):
             r.start(0)
         assert r.link is None
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", port))
-        r = NetRegion("busy", cluster="c", node_id=1, io_timeout_ms=500, bind="127.0.0.1", port=port,
+        r = NetRegion("busy", cluster="c", node_id=1, bind="127.0.0.1", port=port,
                       peers=["127.0.0.1:9"], key=key)
         with pytest.raises(OperatorError, match="in use"):
             r.start(0)
     for kw in (dict(), dict(peers=["127.0.0.1"], group="239.1.1.1")):
         with pytest.raises(OperatorError, match="exactly one"):
-            NetRegion("bad", cluster="c", node_id=1, io_timeout_ms=500, key=key, **kw)
+            NetRegion("bad", cluster="c", node_id=1, key=key, **kw)
 
 
 def test_the_daemons_factory_arguments_are_accepted(key):
     # What diskhb.daemon.make_link_region passes (port may be None: our default applies).
-    r = NetRegion("net:x", cluster="c", node_id=3, io_timeout_ms=100, bind=None, port=None, key=key,
+    r = NetRegion("net:x", cluster="c", node_id=3, bind=None, port=None, key=key,
                   peers=["127.0.0.1:9"])
     assert r.port == net_mod.DEFAULT_PORT == 6694 and r.kind == "net"
 
@@ -410,8 +519,8 @@ def test_beats_drive_the_liveness_core_and_views_round_trip(regions, key):
             live_b.observe(now, obs)
         live_a.tick(now)
         live_b.tick(now)
-        a.tick(now, sa.beat(view=live_a.alive_by_region()))
-        b.tick(now, sb.beat(view=live_b.alive_by_region()))
+        a.publish(now, sa.beat(view=live_a.alive_by_region()), now)
+        b.publish(now, sb.beat(view=live_b.alive_by_region()), now)
     assert live_b.node(1).state is NodeState.ALIVE and live_a.node(2).state is NodeState.ALIVE
     assert poll_until(b, 800, 1)
     assert b.views[1] == {"lan-live": (2,)}  # A tells B that it sees B alive on this link
@@ -442,12 +551,13 @@ for link, net in (("a", 1), ("b", 2)):
     for end in (0, 1):
         sh("ip", "addr", "add", f"10.99.{net}.{end + 1}/24", "dev", f"{link}{end}")
         sh("ip", "link", "set", f"{link}{end}", "up")
+from diskhb.core.types import Beat
 from diskhb.regions.net import NetRegion
 from diskhb.regions.base import OwnBeat
 key, mode = sys.argv[1], sys.argv[2]
 def region(link, node):
     where = {"group": "239.255.9.9"} if mode == "multicast" else {"broadcast": f"10.99.{' ab'.index(link)}.255"}
-    r = NetRegion(f"link-{link}", cluster="c", node_id=node, io_timeout_ms=500, bind=f"{link}{node - 1}",
+    r = NetRegion(f"link-{link}", cluster="c", node_id=node, bind=f"{link}{node - 1}",
                   port=7002, key=key, **where)  # the same port and group on both links: the worst case
     r.start(0)
     return r
@@ -456,11 +566,11 @@ n2 = {l: region(l, 2) for l in "ab"}
 got = {"a": [], "b": []}
 def round_(i, wait_for):
     for l in "ab":
-        n1[l].tick(i, OwnBeat(1, "n1", 7, i, 1, 1000 + 200 * i, 0, {}))
+        n1[l].publish(i, OwnBeat(1, "n1", 7, i, 1, 1000 + 200 * i, {}), 0)
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
         for l in "ab":
-            got[l] += [(x.region, x.seq) for x in n2[l].poll(i)]
+            got[l] += [(x.region, x.seq) for x in n2[l].poll(i) if isinstance(x, Beat)]
         if all(any(s == i for _, s in got[l]) for l in wait_for):
             break
         time.sleep(0.005)
@@ -470,7 +580,7 @@ sh("ip", "link", "set", "b1", "down")  # cut cable B at node 2's end
 round_(3, "a")
 time.sleep(0.2)
 for l in "ab":
-    got[l] += [(x.region, x.seq) for x in n2[l].poll(9)]
+    got[l] += [(x.region, x.seq) for x in n2[l].poll(9) if isinstance(x, Beat)]
 got["dups"] = sum(n2[l].rejected["duplicate"] for l in "ab")
 print(json.dumps(got))
 """
