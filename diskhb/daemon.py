@@ -143,6 +143,7 @@ class Daemon:
         self._request_ids = 0
         self._later: list = []  # observations made while executing actions (region faults)
         self._queries: list = []  # status and peer requests, answered after the step
+        self._serving = False
         self._held: dict[str, int] = {}  # resource -> epoch, as reported (for the fatal path)
         self._io_seen: dict[str, dict[str, int]] = {}
         self.reporter: Reporter | None = None
@@ -154,7 +155,6 @@ class Daemon:
             devices = self._open_regions()
             self._start_links()
             self._build_core(devices)
-            self._start_servers()
         except BaseException:
             self._close_quietly()
             raise
@@ -326,6 +326,15 @@ class Daemon:
                     self._fatal(f"{type(e).__name__}: {e}", traceback.format_exc())
                     break
                 self._execute(now, actions)
+                if not self._serving and self.core.phase is core.Phase.RUNNING:
+                    # Only once our slots are ours: a second daemon with our id must not take over
+                    # the first one's control socket (it is refused by the slot claim instead).
+                    self._serving = True
+                    try:
+                        self._start_servers()
+                    except OperatorError as e:
+                        log.error("%s", e)
+                        self.exit_code = 2
                 for ev in self.core.drain_events():
                     self._note_event(ev)
                     self.reporter.report(ev)

@@ -78,6 +78,6 @@ class Reporter:
             REFUSED.labels(ev.resource).inc()
             log.info("MMP resource %r not acquired: %s", ev.resource, ev.text)
         elif ev.what == "released":
-            log.info("MMP resource %r released (epoch %d) %s", ev.resource, ev.epoch, ev.text)
+            log.info("released %s (epoch %d) %s", ev.resource, ev.epoch, ev.text)
         elif ev.what == "lost":
             log_loudly(f"MMP resource {ev.resource!r} LOST (epoch {ev.epoch}): {ev.text}; running its loss action")

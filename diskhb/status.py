@@ -82,8 +82,14 @@ def sample_region(path: str, duration_ms: int | None = None) -> dict:
             # Not seen advancing: the writer's own wall clock tells humans roughly how long ago
             # it last wrote (display only; clocks may be skewed).
             age_ms = max(age_ms, wall_now - slot.wall_ms)
+        state = v.state
+        if state is not NodeState.ALIVE and isinstance(slot, fmt.Slot) and slot.generation == v.generation \
+                and slot.flags & SlotFlag.LEFT:
+            # Its slot says it left cleanly. The core believes a LEFT only from an incarnation it saw
+            # advancing (a replay must not fake a leave); a human reading the disk may believe it.
+            state = NodeState.LEFT
         nodes.append({
-            "id": v.node_id, "name": v.name, "state": v.state.value, "seq": v.seq,
+            "id": v.node_id, "name": v.name, "state": state.value, "seq": v.seq,
             "generation": v.generation, "age_s": round(age_ms / 1000, 3),
             "flags": SlotFlag.names(v.flags),
         })

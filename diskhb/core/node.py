@@ -331,6 +331,7 @@ class NodeCore:
         self.claims = {r.name: SlotClaim(spec.dead_ms) for r in spec.regions if r.owns_slot}
         self.claim_verdicts: dict[str, ClaimVerdict] = {r: ClaimVerdict.WAIT for r in self.claims}
         self.claim_deadline_ms = now_ms + spec.dead_ms + CLAIM_SLACK_INTERVALS * spec.interval_ms
+        self.claim_refused: str | None = None
         self.held: dict[str, _Held] = {}
         self.tainted: str | None = None  # N5: why LEFT may never be published
         self.conflict: str | None = None
@@ -345,6 +346,7 @@ class NodeCore:
         self.next_beat_ms = now_ms
         self._core_ms = now_ms
         self._last_step_ms = now_ms
+        self._due_ms = now_ms  # when the previous step asked to be woken (N6)
         self._ids = 0
         self._owner: dict[int, str] = {}  # MMP request id -> resource
         self._guard_results: dict[str, list[gd.IoResult]] = {}
@@ -358,11 +360,13 @@ class NodeCore:
         assert now_ms >= self._last_step_ms, f"time went back: {self._last_step_ms} -> {now_ms} ms"
         self.wall_ms = wall_ms
         actions: list[Action] = []
-        gap = now_ms - self._last_step_ms
-        if gap >= timing.stall_report_ms(self.spec.interval_ms):  # N6
-            self.events.append(Stalled(gap))
-            self.events.append(Note("warning", f"this daemon was stalled for {gap} ms (stopped, frozen"
+        late = now_ms - self._due_ms
+        if late >= timing.stall_report_ms(self.spec.interval_ms):  # N6: later than we asked to be woken
+            self.events.append(Stalled(late))
+            self.events.append(Note("warning", f"this daemon was stalled for {late} ms (stopped, frozen"
                                                " or starved of CPU); judging by what it sees now"))
+            for h in self.held.values():
+                h.guard.stalled(late)
         self._last_step_ms = now_ms
         for obs in observations:
             self._observe(now_ms, obs, actions)
@@ -379,6 +383,7 @@ class NodeCore:
         elif self.phase is Phase.FAILED:
             self._failing(now_ms, actions)
         self._core_ms = max(self._core_ms, now_ms)
+        self._due_ms = self.next_wakeup_ms()
         return actions
 
     def next_wakeup_ms(self) -> int:
@@ -471,12 +476,9 @@ class NodeCore:
             sample = SlotSample(obs.generation, obs.seq, obs.flags, obs.name, valid=obs.valid)
             verdict = claim.observe(now_ms, sample)
             self.claim_verdicts[obs.region] = verdict
-            if verdict is ClaimVerdict.IN_USE:
-                self._move(Phase.STOPPED)
-                self.exit_code = 1
-                self.events.append(Note("error", f"region {obs.region}: slot {self.spec.node_id} is in live use:"
-                                                 f" {claim.reason}; stop the other daemon or give this node"
-                                                 " another id"))
+            if verdict is ClaimVerdict.IN_USE and self.claim_refused is None:
+                self.claim_refused = (f"region {obs.region}: slot {self.spec.node_id} is in live use: {claim.reason};"
+                                      " stop the other daemon or give this node another id")
             return
         if obs.after_write and obs.valid and obs.generation not in (None, self.spec.generation):  # N3
             self._safety_stop(f"slot {self.spec.node_id} on region {obs.region} now holds generation"
@@ -486,8 +488,10 @@ class NodeCore:
     # -- claiming (N2) -----------------------------------------------------------------------------
 
     def _claiming(self, now_ms: int, actions: list[Action]) -> None:
-        if self.exit_code is not None:
-            self._exit(actions, self.exit_code, "slot in use")
+        if self.claim_refused is not None:
+            self.events.append(Note("error", self.claim_refused))
+            self._move(Phase.STOPPED)
+            self._exit(actions, 1, "slot in use")
             return
         waiting = [r for r, v in self.claim_verdicts.items() if v is ClaimVerdict.WAIT]
         if not waiting:

@@ -224,6 +224,7 @@ class Guard:
         self._release_asked = False
         self._lease: tuple[int, int] | None = None
         self._ignored: dict[int, _Inflight] = {}  # writes we gave up on (GD1): completion clears LG1
+        self._stall_ms = 0  # how long this process was stalled lately (stalled())
 
     # -- the driver's interface -----------------------------------------------------------------
 
@@ -279,6 +280,11 @@ class Guard:
         out.extend(IoRequest(self._ids(), "unlock", self.target.path, lock=k) for k in self._unlocks)
         self._unlocks.clear()
         return out
+
+    def stalled(self, late_ms: int) -> None:
+        """Our driver (this process) was stalled late_ms: a request that times out now was not
+        necessarily slow storage (GD1's message says so)."""
+        self._stall_ms = max(self._stall_ms, late_ms)
 
     def drain(self) -> list[GuardEvent]:
         out, self.events = self.events, []
@@ -603,8 +609,11 @@ class Guard:
     def _timed_out(self, now_ms: int) -> None:
         """GD1."""
         f, self._inflight = self._inflight, None
+        cause = (f"this process was stalled for {self._stall_ms} ms meanwhile (stopped or starved), not"
+                 " necessarily the device" if self._stall_ms else "hung device?")
         what = (f"{f.req.op} at {f.req.offset} of {f.req.path} not answered within"
-                f" {f.req.deadline_ms - f.submitted_ms} ms (hung device?)")
+                f" {f.req.deadline_ms - f.submitted_ms} ms ({cause})")
+        self._stall_ms = 0
         if f.req.op == "write":
             self._give_up_write(f, now_ms)
         if f.kind == "lock":

@@ -24,6 +24,7 @@ from diskhb.mmp import format as mf
 from diskhb.mmp.guard import BlockLocation, Guard, GuardEvent, IoRequest, IoResult
 from diskhb.mmp.ledger import SectorLedger
 from diskhb.mmp.store import DEFAULT_IO_TIMEOUT_MS, StoreWedged, Target, io_error
+from diskhb.regions.disk.blockio import FROZEN_SLACK_MS
 from diskhb.runtime import monotonic_ms, wall_ms
 
 LOOP_MS = 20  # the longest nap between two looks at the guard (and at the caller's stop flag)
@@ -117,7 +118,11 @@ class Runner:
             wake = guard.next_wakeup_ms()
             left = LOOP_MS if wake is None else max(0, min(LOOP_MS, wake - self.clock_ms()))
             if left:
+                before = self.clock_ms()
                 time.sleep(left / 1000)
+                overshoot = self.clock_ms() - before - left
+                if overshoot > FROZEN_SLACK_MS:  # we were stopped (SIGSTOP, a VM pause) or starved
+                    guard.stalled(overshoot)
             if self.cancelled() and not guard.holding:
                 guard.release()  # stop trying: the guard ends with a refusal ("cancelled")
 

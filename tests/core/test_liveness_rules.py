@@ -283,13 +283,24 @@ def test_stale_evidence_changes_neither_dead_nor_left():
     assert lv2.tick(t + 10 * DEAD_MS, sampled_ms={"disk": t + INTERVAL_MS}) == [] and lv2.node(2).state is LEFT
 
 
-def test_a_deadline_that_passed_before_the_reads_hung_stands():
-    """R3 before R8: the region looked for dead_ms without an advance; a tick that comes late
-    (after the region went stale) still says DEAD, not UNKNOWN."""
+def test_a_deadline_first_judged_after_the_region_went_stale_is_no_death():
+    """R3 never on stale evidence (R8): the region looked for dead_ms without an advance, but our
+    tick came late (we were frozen), after the region had gone stale: what it saw is too old to
+    call the node dead now (it may well be beating): UNKNOWN. (The whole-cluster simulator found
+    this as a false death: an observer frozen for 5.7 s declared a live node dead on waking.)"""
     lv = live()
     t = Node(lv, ("disk",)).run(0, 2000)
     ev = lv.tick(t + 3 * DEAD_MS, sampled_ms={"disk": t + DEAD_MS})
-    assert overall(ev) == [(2, ALIVE, DEAD)]
+    assert overall(ev) == [(2, ALIVE, UNKNOWN)]
+
+
+def test_a_deadline_judged_while_fresh_stands_when_the_region_goes_stale():
+    """A DEAD reached at a tick while the region was fresh stays DEAD once it goes stale."""
+    lv = live()
+    t = Node(lv, ("disk",)).run(0, 2000)
+    assert overall(lv.tick(t + DEAD_MS + 10, sampled_ms={"disk": t + DEAD_MS})) == [(2, ALIVE, DEAD)]
+    assert overall(lv.tick(t + 3 * DEAD_MS, sampled_ms={"disk": t + DEAD_MS})) == []
+    assert lv.node(2).state is DEAD
 
 
 def test_a_stale_region_cannot_testify_that_the_old_generation_is_quiet():

@@ -121,7 +121,7 @@ def test_a_frozen_daemon_loses_the_resource_and_runs_its_loss_action(tmp_path):
     assert r.returncode == 0, r.stderr
     marker = tmp_path / "lost.marker"
     res = (f'[[resource]]\nname = "db"\ninterval_ms = {INTERVAL_MS}\non_loss = ["command"]\n'
-           f'loss_command = "echo $DISKHB_MMP_RESOURCE > {marker}"\n')
+           f'loss_command = "echo $DISKHB_MMP_RESOURCE > {marker}"\nloss_command_timeout_ms = 500\n')
     c = Cluster(str(tmp_path), region)
     try:
         c.start(1, extra=res)
