@@ -3,6 +3,10 @@
     [node]
     name = "node1"
     id = 1                        # slot number, 1..slots
+    mlock = true                  # lock the daemon in memory [default true]
+    sched = "rr"                  # the loop thread's realtime policy: rr | fifo | off [default rr]
+    rt_priority = 10              # its priority, 1..99 [default 10]
+    oom_score_adj = -900          # -1000..1000 [default -900]
     [cluster]                     # optional: when given, must agree with every disk region
     name = "c1"
     interval_ms = 200
@@ -26,6 +30,7 @@ from typing import Any
 from diskhb.core.types import NODE_ID_MAX, NODE_NAME_BYTES_MAX
 from diskhb.errors import OperatorError
 from diskhb.mmp.config import parse_resources
+from diskhb.runtime import OOM_SCORE_ADJ_DEFAULT, RT_PRIORITY_DEFAULT, SCHED_POLICIES
 from netpath.transport import DEFAULT_PORT
 
 REGIONS_MAX = 32  # o2hb's limit for global heartbeat regions
@@ -40,6 +45,10 @@ class NodeConfig:
     name: str
     id: int
     run_dir: str = DEFAULT_RUN_DIR
+    mlock: bool = True  # lock the daemon in memory (Heartbeat's rule: paging must not delay a beat)
+    sched: str = "rr"  # the loop thread's policy: "rr" | "fifo" | "off"
+    rt_priority: int = RT_PRIORITY_DEFAULT
+    oom_score_adj: int = OOM_SCORE_ADJ_DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +89,7 @@ class Config:
 
 
 _SECTIONS = {"node", "cluster", "metrics", "log", "region", "resource"}
-_NODE_KEYS = {"name", "id", "run_dir"}
+_NODE_KEYS = {"name", "id", "run_dir", "mlock", "sched", "rt_priority", "oom_score_adj"}
 _CLUSTER_KEYS = {"name", "interval_ms", "dead_ms"}
 _METRICS_KEYS = {"listen"}
 _LOG_KEYS = {"level"}
@@ -152,7 +161,18 @@ def parse_config(raw: dict, path: str = "<config>") -> Config:
     if not 1 <= node_id <= NODE_ID_MAX:
         raise where.fail("node.id", f"{node_id} out of range", f"use 1..{NODE_ID_MAX} (and <= the region's slot count)")
     run_dir = _get(where, node_t, "run_dir", str, "node.", default=DEFAULT_RUN_DIR)
-    node = NodeConfig(name=name, id=node_id, run_dir=run_dir)
+    mlock = _get(where, node_t, "mlock", bool, "node.", default=True)
+    sched = _get(where, node_t, "sched", str, "node.", default="rr")
+    if sched not in SCHED_POLICIES:
+        raise where.fail("node.sched", f"unknown policy {sched!r}", f"use one of {', '.join(SCHED_POLICIES)}")
+    rt_priority = _get(where, node_t, "rt_priority", int, "node.", default=RT_PRIORITY_DEFAULT)
+    if not 1 <= rt_priority <= 99:
+        raise where.fail("node.rt_priority", f"{rt_priority} out of range", "use 1..99")
+    oom = _get(where, node_t, "oom_score_adj", int, "node.", default=OOM_SCORE_ADJ_DEFAULT)
+    if not -1000 <= oom <= 1000:
+        raise where.fail("node.oom_score_adj", f"{oom} out of range", "use -1000..1000")
+    node = NodeConfig(name=name, id=node_id, run_dir=run_dir, mlock=mlock, sched=sched, rt_priority=rt_priority,
+                      oom_score_adj=oom)
 
     cluster_t = raw.get("cluster", {})
     if not isinstance(cluster_t, dict):

@@ -48,7 +48,7 @@ from diskhb.regions.disk import format as fmt
 from diskhb.regions.disk.blockio import BlockDevice
 from diskhb.regions.disk.region import DiskRegion
 from diskhb.report import Reporter
-from diskhb.runtime import monotonic_ms, new_generation, wall_ms
+from diskhb.runtime import harden, monotonic_ms, new_generation, wall_ms
 
 log = logging.getLogger("diskhb")
 
@@ -529,6 +529,9 @@ def run_daemon(cfg: Config) -> int:
     signal.signal(signal.SIGHUP, d.request_key_reload)
     try:
         d.start()
+        n = cfg.node
+        log.info("process: %s", "; ".join(harden(mlock=n.mlock, sched=n.sched, rt_priority=n.rt_priority,
+                                                 oom_score_adj=n.oom_score_adj)))
         return d.run()
     finally:
         listener.stop()

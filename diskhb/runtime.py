@@ -78,3 +78,44 @@ def net_namespace() -> str:
         return os.readlink("/proc/self/ns/net")
     except OSError:
         return "net:[?]"
+
+
+# -- Heartbeat's "locked into memory and soft realtime" ---------------------------------------------
+
+MCL_CURRENT, MCL_FUTURE = 1, 2
+SCHED_POLICIES = {"rr": "SCHED_RR", "fifo": "SCHED_FIFO", "off": None}
+RT_PRIORITY_DEFAULT = 10  # above every normal task, far below the kernel's own RT threads (50+)
+OOM_SCORE_ADJ_DEFAULT = -900  # the OOM killer picks us last (-1000 would make us unkillable)
+
+
+def harden(*, mlock: bool, sched: str, rt_priority: int, oom_score_adj: int) -> list[str]:
+    """Lock memory, give the calling thread (the daemon's loop) a realtime policy, lower our OOM
+    score. Each step may be refused (no CAP_IPC_LOCK, no CAP_SYS_NICE, a container): the returned
+    lines say what we got and what not, for the start-up log; nothing here is fatal."""
+    import ctypes
+
+    out = []
+    if mlock:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0:
+            out.append("memory locked (mlockall)")
+        else:
+            out.append(f"memory NOT locked: mlockall failed ({os.strerror(ctypes.get_errno())})")
+    policy = SCHED_POLICIES[sched]
+    if policy is not None:
+        try:
+            # 0: this thread only; RESET_ON_FORK: threads and processes it starts (I/O workers, loss
+            # actions) are not realtime (a busy one must never starve the host).
+            os.sched_setscheduler(0, getattr(os, policy) | os.SCHED_RESET_ON_FORK, os.sched_param(rt_priority))
+            out.append(f"loop thread {policy} priority {rt_priority}")
+        except OSError as e:
+            out.append(f"loop thread NOT realtime: {policy} refused ({e.strerror})")
+    else:
+        out.append("loop thread not realtime (sched = \"off\")")
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(oom_score_adj))
+        out.append(f"oom_score_adj {oom_score_adj}")
+    except OSError as e:
+        out.append(f"oom_score_adj NOT set: {e.strerror}")
+    return out

@@ -130,6 +130,8 @@ class OwnSlotRead:
     name: str
     valid: bool
     after_write: bool
+    submitted_ms: int = 0  # the read's submission and completion (the slot claim's watch, N2)
+    completed_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,7 +476,7 @@ class NodeCore:
             if claim is None or self.claim_verdicts[obs.region] is not ClaimVerdict.WAIT:
                 return
             sample = SlotSample(obs.generation, obs.seq, obs.flags, obs.name, valid=obs.valid)
-            verdict = claim.observe(now_ms, sample)
+            verdict = claim.observe(sample, obs.submitted_ms, obs.completed_ms)
             self.claim_verdicts[obs.region] = verdict
             if verdict is ClaimVerdict.IN_USE and self.claim_refused is None:
                 self.claim_refused = (f"region {obs.region}: slot {self.spec.node_id} is in live use: {claim.reason};"

@@ -3,21 +3,21 @@
 Everything that decides whether our own writes (heartbeats, sends) and reads (the peers' slots,
 receives) on one region work lives here. Times are the caller's monotonic `now_ms`.
 
-  H1  LATE: unhealthy while any request of ours (write or read) has been in flight longer than
+  IO1  LATE: unhealthy while any request of ours (write or read) has been in flight longer than
       io_timeout_ms: a hung device must be reported long before peers would call us dead
       (io_timeout_ms < dead_ms is enforced where regions are formatted and configured).
-  H2  WRITE: unhealthy when our last completed write failed, or took longer than io_timeout_ms
+  IO2  WRITE: unhealthy when our last completed write failed, or took longer than io_timeout_ms
       (a heartbeat that lands that late is as good as missing). Cleared by the next successful
       write that took at most io_timeout_ms.
-  H3  READ: the same for reads: a failed or late read leaves us blind on the region. Cleared by
+  IO3  READ: the same for reads: a failed or late read leaves us blind on the region. Cleared by
       the next on-time successful read.
-  H4  NOT YET WRITTEN: a region starts unhealthy, reason "not yet written", until our first
+  IO4  NOT YET WRITTEN: a region starts unhealthy, reason "not yet written", until our first
       successful on-time write: status must not claim a region works before our heartbeat is
       on it. That first success is the first health event (healthy=True).
-  H5  Reasons, when several hold, in this order: late in flight (the most urgent, and it grows),
+  IO5  Reasons, when several hold, in this order: late in flight (the most urgent, and it grows),
       write, read, not yet written. Events are emitted when `healthy` flips, at tick(); the
       `reason` is always the current one (a late request's age grows every tick without an event).
-  H6  A completion with no submission on record is an I/O that took no time (a non-blocking
+  IO6  A completion with no submission on record is an I/O that took no time (a non-blocking
       receive, a send that failed at once). Requests of one kind complete in the order they
       were submitted (one worker per kind); at most IN_FLIGHT_MAX of a kind are in flight.
   sampled_ms: when the newest successful read was submitted: what the region reported was on
@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 
 KINDS = ("write", "read")
-NOT_YET_WRITTEN = "not yet written"  # H4's reason
+NOT_YET_WRITTEN = "not yet written"  # IO4's reason
 IN_FLIGHT_MAX = 4  # per kind; regions keep one (a worker's request may complete before it is polled)
 
 
@@ -48,11 +48,11 @@ class OwnIoHealth:
         self.region = region
         self.io_timeout_ms = io_timeout_ms
         self._healthy = False
-        self._reason = NOT_YET_WRITTEN  # H4
+        self._reason = NOT_YET_WRITTEN  # IO4
         self._last_ok_ms: int | None = None
         self._sampled_ms: int | None = None
         self._in_flight: dict[str, deque[int]] = {k: deque() for k in KINDS}  # submission times, oldest first
-        self._fault: dict[str, str | None] = {k: None for k in KINDS}  # H2/H3: verdict of the last completion
+        self._fault: dict[str, str | None] = {k: None for k in KINDS}  # IO2/IO3: verdict of the last completion
         self._now_ms: int | None = None
 
     @property
@@ -66,8 +66,8 @@ class OwnIoHealth:
 
     @property
     def failing(self) -> bool:
-        """Unhealthy because our own I/O is late or failed (H1-H3), as of the last tick; not
-        merely because nothing was written yet (H4). A region whose very first write fails or
+        """Unhealthy because our own I/O is late or failed (IO1-IO3), as of the last tick; not
+        merely because nothing was written yet (IO4). A region whose very first write fails or
         hangs is failing even though it never had a good write."""
         return not self._healthy and self._reason != NOT_YET_WRITTEN
 
@@ -91,10 +91,10 @@ class OwnIoHealth:
     def completed(self, now_ms: int, kind: str, ok: bool, error: str | None = None) -> None:
         assert kind in KINDS, kind
         queue = self._in_flight[kind]
-        started_ms = queue.popleft() if queue else now_ms  # H6
+        started_ms = queue.popleft() if queue else now_ms  # IO6
         took_ms = now_ms - started_ms
         assert took_ms >= 0, f"{kind} completed before it was submitted"
-        if not ok:  # H2, H3
+        if not ok:  # IO2, IO3
             self._fault[kind] = f"own {kind} failed: {error or 'unknown error'}"
         elif took_ms > self.io_timeout_ms:
             self._fault[kind] = f"own {kind} late: took {took_ms} ms > io_timeout {self.io_timeout_ms} ms"
@@ -109,14 +109,14 @@ class OwnIoHealth:
         assert self._now_ms is None or now_ms >= self._now_ms, f"time went back: {self._now_ms} -> {now_ms} ms"
         self._now_ms = now_ms
         reason = ""
-        for kind in KINDS:  # H1: the oldest request of a kind is the one that hangs
+        for kind in KINDS:  # IO1: the oldest request of a kind is the one that hangs
             queue = self._in_flight[kind]
             if queue and now_ms - queue[0] > self.io_timeout_ms:
                 reason = f"own {kind} late: in flight {now_ms - queue[0]} ms > io_timeout {self.io_timeout_ms} ms"
                 break
-        reason = reason or self._fault["write"] or self._fault["read"] or ""  # H5
+        reason = reason or self._fault["write"] or self._fault["read"] or ""  # IO5
         if not reason and self._last_ok_ms is None:
-            reason = NOT_YET_WRITTEN  # H4
+            reason = NOT_YET_WRITTEN  # IO4
         healthy = not reason
         events = [RegionHealthChanged(self.region, healthy, reason)] if healthy != self._healthy else []
         self._healthy, self._reason = healthy, reason

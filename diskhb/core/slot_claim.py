@@ -4,7 +4,9 @@ Rules of this file:
 - A slot that was never written, or whose last writer published LEFT, is free at once.
 - A slot whose writer published ACTIVE is free only after it has stayed unchanged for dead_ms
   of our own watching (the same rule peers use to call that writer dead), so a crashed daemon's
-  slot is reclaimed after one dead time and a live one is never shared.
+  slot is reclaimed after one dead time and a live one is never shared. The watch runs from the
+  first read's completion to a later read's submission: each read sampled the slot somewhere in
+  between its submission and completion, so that is the stretch every sample is known to cover.
 - Any change of the slot while we watch means another daemon is beating in it: refuse.
 - A checksum-invalid sample is not a change and not proof of absence: it only costs time, and
   after IN_USE_BAD_SAMPLES_MAX of them in a row we refuse (someone is writing garbage into it).
@@ -46,7 +48,7 @@ class SlotClaim:
         self.bad_in_row = 0
         self.reason = ""
 
-    def observe(self, now_ms: int, sample: SlotSample) -> ClaimVerdict:
+    def observe(self, sample: SlotSample, submitted_ms: int, completed_ms: int) -> ClaimVerdict:
         if not sample.valid:
             self.bad_in_row += 1
             if self.bad_in_row >= IN_USE_BAD_SAMPLES_MAX:
@@ -57,14 +59,14 @@ class SlotClaim:
         if sample.generation is None or sample.flags & SlotFlag.LEFT:
             return ClaimVerdict.FREE
         if self.first is None:
-            self.first, self.first_ms = sample, now_ms
+            self.first, self.first_ms = sample, completed_ms
             return ClaimVerdict.WAIT
-        assert self.first_ms is not None and now_ms >= self.first_ms
+        assert self.first_ms is not None
         if (sample.generation, sample.seq) != (self.first.generation, self.first.seq):
             self.reason = (
                 f"node {sample.name!r} (generation {sample.generation:#x}) is beating in it"
             )
             return ClaimVerdict.IN_USE
-        if now_ms - self.first_ms >= self.dead_ms:
+        if submitted_ms - self.first_ms >= self.dead_ms:
             return ClaimVerdict.FREE
         return ClaimVerdict.WAIT

@@ -36,6 +36,7 @@ from diskhb.mmp import guard as gd
 from diskhb.mmp.binding import pending_names
 from diskhb.mmp.fast_path import PeerInfo
 from diskhb.mmp.loss import ACQUIRED, REFUSED, LossAction
+from diskhb.mmp.release import How, plan_release
 from diskhb.mmp.runner import Runner, StopFlag, raise_denied
 from diskhb.mmp.steps import Claimant, who
 from diskhb.runtime import monotonic_ms, new_generation, wall_ms
@@ -608,30 +609,24 @@ def release_cmd(resource, region, config_path, device, offset, node_id, node_nam
         if found is None:
             raise OperatorError(f"{t.path}: unknown resource {resource!r}; see 'diskhb mmp status'")
         seq, loc = found.view.seq, found.loc
-        if seq.state == "clean":
-            _err(f"{resource} is not held (CLEAN, epoch {seq.epoch})")
-            return
-        if seq.state == "fsck":
-            raise Refused(f"{resource} is marked FSCK by {who(seq)}; use 'diskhb mmp clear {resource}'")
-        if seq.holder_id != ctx.node_id:
-            raise Refused(f"{resource} is held by {who(seq)}, not by this node (id {ctx.node_id});"
-                          " release it there")
         rec = read_holder(ctx.run_dir, loc)
-        alive = rec is not None and rec.get("generation") == seq.holder_generation and _pid_alive(rec.get("pid"))
-        if alive:
-            os.kill(rec["pid"], signal.SIGTERM)
+        plan = plan_release(resource, seq, node_id=ctx.node_id, holder_record=rec, force=force,
+                            holder_alive=rec is not None and _pid_alive(rec.get("pid")))
+        if plan.how is How.NOTHING:
+            _err(plan.text)
+            return
+        if plan.how is How.REFUSE:
+            raise Refused(plan.text)
+        if plan.how is How.SIGNAL:
+            os.kill(plan.pid, signal.SIGTERM)
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline:
                 view = runner.find(resource).view
                 if view.seq is None or view.seq.identity[2:] != seq.identity[2:] or view.seq.state != "held":
-                    _err(f"released {resource} (was epoch {seq.epoch}, process {rec['pid']})")
+                    _err(f"released {resource} (was epoch {seq.epoch}, process {plan.pid})")
                     return
                 time.sleep(0.05)
-            raise Refused(f"{resource}: process {rec['pid']} did not release within {wait_s:g} s")
-        if not force:
-            raise Refused(f"{resource} is held by this node under generation {seq.holder_generation:#x}, but no"
-                          " running diskhb process of this node holds it; if it is gone, 'diskhb mmp release"
-                          f" {resource} --force' takes it over after the classic wait and releases it")
+            raise Refused(f"{resource}: process {plan.pid} did not release within {wait_s:g} s")
     finally:
         t.close()
     # --force: a full acquisition that watches our stale generation like any holder, then CLEAN.

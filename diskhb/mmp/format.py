@@ -36,6 +36,7 @@ Ballot sector (sanlock's paxos dblock idea, plus the proposal itself):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import construct as cs
@@ -227,9 +228,16 @@ def encode_seq_block(block: SeqBlock) -> bytes:
     return out
 
 
+DECODE_CACHE_MAX = 4096  # decoded sectors remembered: a watch or a hold reads the same bytes again and again
+
+
 def decode_seq_block(data: bytes | memoryview) -> SeqBlock | None:
     """None if the sector was never written (all zero); BlockError if it is not a valid block."""
-    data = bytes(data[:STRUCT_BYTES])
+    return _decode_seq_block(bytes(data[:STRUCT_BYTES]))
+
+
+@functools.lru_cache(maxsize=DECODE_CACHE_MAX)  # pure: the same bytes always decode the same way
+def _decode_seq_block(data: bytes) -> SeqBlock | None:
     if len(data) < STRUCT_BYTES:
         raise BlockError("truncated MMP block")
     if data == bytes(STRUCT_BYTES):
@@ -332,7 +340,11 @@ def encode_ballot(b: Ballot, sector_size: int) -> bytes:
 
 def decode_ballot(data: bytes | memoryview, *, expect_node_id: int) -> Ballot | None:
     """None if never written; BlockError if invalid (torn, corrupt, in the wrong sector)."""
-    data = bytes(data[:STRUCT_BYTES])
+    return _decode_ballot(bytes(data[:STRUCT_BYTES]), expect_node_id)
+
+
+@functools.lru_cache(maxsize=DECODE_CACHE_MAX)  # pure, see decode_seq_block
+def _decode_ballot(data: bytes, expect_node_id: int) -> Ballot | None:
     if data == bytes(STRUCT_BYTES):
         return None
     magic = int.from_bytes(data[:4], "little")

@@ -2,9 +2,9 @@
 
 Rules of this file:
 - A loss action runs at once when the guard says Lost, before anything else, and is
-  bounded in time: by H1 (diskhb.mmp.guard) the loss is known at most interval + 1 s after
-  our last bump, and another node may take over from 2 x interval + 1 s on, so a kill gets
-  at most `grace_ms` (default: half the interval) between SIGTERM and SIGKILL.
+  bounded in time: the holder declares the loss at its loss deadline, the earliest takeover
+  minus the whole loss action's budget (diskhb.core.timing HD-loss: kill grace, remount and
+  command timeouts), so every kind below ends before another node may take the resource over.
 - Kinds:
     kill        SIGTERM, then SIGKILL after one shared grace_ms: to the command's process
                 group (`mmp run`), and for a daemon-held resource to every process using its

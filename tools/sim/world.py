@@ -51,7 +51,7 @@ class Profile:
     """Cluster timing and how hostile the world is."""
     interval_ms: int
     dead_ms: int
-    resource_intervals_ms: tuple[int, ...]  # one per resource
+    resource_intervals_ms: tuple[int, int]  # each node draws its interval per resource in this range
     io_ms: tuple[int, int] = (1, 15)  # usual latency range
     slow_p: float = 0.03  # a request that is slow (up to slow_ms)
     slow_ms: int = 3_000
@@ -78,9 +78,10 @@ class Profile:
 
 PROFILES = (
     Profile(200, 2000, (200, 1000)),
-    Profile(500, 5000, (500, 5000)),
-    Profile(1000, 8000, (1000, 20_000)),
+    Profile(500, 5000, (200, 5000)),
+    Profile(1000, 8000, (200, 20_000)),
     Profile(200, 2000, (300, 2_000), net=False),
+    Profile(500, 8000, (200, 20_000), slow_p=0.08, hang_p=0.02),
 )
 
 
@@ -267,6 +268,7 @@ class SimNode:
         self.acts: dict[str, Act] = {}  # resource -> what this node's consumer does now
         self.disk_stalled_until = 0
         self.replay = ReplayGuard(reboot_quiet_ms=REPLAY_REBOOT_QUIET_MS)  # our receiver on the link
+        self.intervals: dict[int, int] = {}  # resource index -> this node's interval for it
         self.rng = random.Random(world.rng.getrandbits(64))
 
     # -- process life ------------------------------------------------------------------------------
@@ -282,7 +284,10 @@ class SimNode:
         if p.net:
             regions.append(core.RegionSpec("net", "net", False, "sim-net"))
         resources = {}
-        for k, interval in enumerate(p.resource_intervals_ms):
+        lo, hi = p.resource_intervals_ms
+        for k in range(RESOURCES):
+            # each node holds each resource with its own interval (schedule B: 20 s and 1 s)
+            interval = self.intervals.setdefault(k, self.rng.choice((lo, lo, hi, self.rng.randint(lo, hi))))
             budget = timing.loss_budget_ms(("kill",), kill_grace_ms=max(1, interval // 4), remount_timeout_ms=0,
                                            command_timeout_ms=0, mountpoint=True)
             budget = min(budget, interval - timing.MMP_WRITE_MIN_MS)
@@ -429,7 +434,8 @@ class SimNode:
 
     def _slot_land(self, value: tuple, torn: bool) -> None:
         self.w.slots[self.node_id] = "torn" if torn else value
-        self.w.checker.beat_landed(self, "disk", self.w.now, value)
+        if not torn:  # a torn slot is no beat (a missed one)
+            self.w.checker.beat_landed(self, "disk", self.w.now, value)
 
     def _slot_written(self, inc: Incarnation, issue: int, seq: int, ok: bool) -> None:
         inc.slot_write_busy = False
@@ -498,12 +504,13 @@ class SimNode:
         inc.slot_read_busy = False
         v = self.w.slots[self.node_id]
         self._deliver(inc, core.IoCompleted("disk", "read", self.w.now, True, submitted_ms=sub))
+        when = (sub, self.w.now)
         if v is None:
-            self._deliver(inc, core.OwnSlotRead("disk", None, None, 0, "", True, False))
+            self._deliver(inc, core.OwnSlotRead("disk", None, None, 0, "", True, False, *when))
         elif v == "torn":
-            self._deliver(inc, core.OwnSlotRead("disk", None, None, 0, "", False, False))
+            self._deliver(inc, core.OwnSlotRead("disk", None, None, 0, "", False, False, *when))
         else:
-            self._deliver(inc, core.OwnSlotRead("disk", v[0], v[1], v[2], v[3], True, False))
+            self._deliver(inc, core.OwnSlotRead("disk", v[0], v[1], v[2], v[3], True, False, *when))
 
     # -- the link ------------------------------------------------------------------------------------
 
@@ -616,10 +623,10 @@ class SimNode:
             resource = self.rng.choice(free)
             rid = 1_000_000 + self.rng.getrandbits(30)
             inc.requests[rid] = ("acquire", resource)
-            wait = self.rng.choice((0, 0, 2000, 10_000))
+            wait = self.rng.choice((0, 2000, 10_000, 30_000))
             self.w.log(f"{self.name} asks for {resource} (wait {wait} ms)")
             self._deliver(inc, core.AcquireRequest(rid, resource, wait, False))
-        self.w.at(self.w.now + self.rng.randint(500, 6000), self._want, inc)
+        self.w.at(self.w.now + self.rng.randint(100, 3000), self._want, inc)
 
     def _reply(self, inc: Incarnation, a: core.Reply) -> None:
         kind = inc.requests.pop(a.request_id, None)
@@ -632,7 +639,7 @@ class SimNode:
             act = Act(resource, epoch, inc.number, self.w.now)
             self.w.checker.act_starts(self, inc, act)
             self.acts[resource] = act
-            self.w.at(self.w.now + self.rng.randint(200, 15_000), self._done_with, inc, resource, epoch)
+            self.w.at(self.w.now + self.rng.randint(50, 8_000), self._done_with, inc, resource, epoch)
         elif what == "acquire":
             self.w.log(f"{self.name} refused {resource}: {a.answer.get('error', a.answer)}")
 

@@ -171,7 +171,7 @@ class DiskRegion(Region):
             del self._read_latency_ms[:-256]
             if r.tag == ("own",):
                 self.read_bytes_total += self.sb.sector_size
-                out.append(self._own_slot_alone())
+                out.append(self._own_slot_alone(r.submitted_ms, r.completed_ms))
                 continue
             lo, hi = r.tag
             self.read_bytes_total += (hi - lo + 1) * self.sb.sector_size
@@ -254,16 +254,16 @@ class DiskRegion(Region):
         if self._reader.submit(lambda: dev.read_into(buf, pos, length), tag=(lo, hi), now_ms=now_ms):
             self._events.append(IoSubmitted(self.name, "read", now_ms))
 
-    def _own_slot_alone(self) -> OwnSlotRead:
-        s = self.sb.sector_size
+    def _own_slot_alone(self, submitted_ms: int, completed_ms: int) -> OwnSlotRead:
+        s, when = self.sb.sector_size, (submitted_ms, completed_ms)
         try:
             slot = fmt.decode_slot(self._read_buf.view[:s].tobytes(), expect_node_id=self.node_id,
                                    region_uuid=self.sb.uuid)
         except fmt.SlotEmpty:
-            return OwnSlotRead(self.name, None, None, 0, "", True, False)
+            return OwnSlotRead(self.name, None, None, 0, "", True, False, *when)
         except fmt.FormatError:
-            return OwnSlotRead(self.name, None, None, 0, "", False, False)
-        return OwnSlotRead(self.name, slot.generation, slot.seq, slot.flags, slot.name, True, False)
+            return OwnSlotRead(self.name, None, None, 0, "", False, False, *when)
+        return OwnSlotRead(self.name, slot.generation, slot.seq, slot.flags, slot.name, True, False, *when)
 
     def _decode(self, lo: int, hi: int, judge_own: bool, seen_ms: int) -> list:
         sb, s = self.sb, self.sb.sector_size
