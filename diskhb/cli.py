@@ -12,6 +12,7 @@ import time
 
 import click
 
+from diskhb.config import DEFAULT_RUN_DIR
 from diskhb.errors import OperatorError
 from diskhb.mmp.cli import mmp
 from diskhb.regions.disk import format as fmt
@@ -59,7 +60,7 @@ def format_cmd(path, cluster, slots, sector_size, interval_ms, dead_ms, io_timeo
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with a `nodes` list.")
 @click.option("--watch", is_flag=True, help="Refresh until interrupted.")
 @click.option("--count", type=click.IntRange(1, None), default=None, help="With --watch: stop after N refreshes.")
-@click.option("--run-dir", default="/run/diskhb", show_default=True,
+@click.option("--run-dir", default=DEFAULT_RUN_DIR, show_default=True,
               help="Where running daemons keep their control sockets.")
 @click.option("--no-daemon", is_flag=True, help="Read the disk even when a daemon serves it.")
 @click.option("--sample-ms", type=click.IntRange(0, 600_000), default=None,

@@ -127,6 +127,7 @@ class Daemon:
         self.clock_ms = clock_ms
         self.generation = new_generation()
         self.regions: list[Region] = []
+        self.disks: list[DiskRegion] = []  # the disk regions among them (their superblocks: timing, MMP area)
         self.timing: Timing | None = None
         self.core: core.NodeCore | None = None
         self.wake = threading.Event()  # set by I/O completions, requests, signals
@@ -173,6 +174,7 @@ class Daemon:
                                 clock_ms=self.clock_ms, notify=self.wake)
             region.start(self.clock_ms())
             self.regions.append(region)
+            self.disks.append(region)
             sb = region.sb
             timings.append((rc.path, Timing(sb.cluster, sb.interval_ms, sb.dead_ms, sb.io_timeout_ms)))
             if sb.mmp_resources:
@@ -219,9 +221,9 @@ class Daemon:
 
         cfg, t = self.cfg, self.timing
         targets: dict[str, gd.TargetInfo] = {}
-        for region in self.regions:
-            if isinstance(region, DiskRegion) and region.sb.mmp_resources:
-                sb = region.sb
+        for region in self.disks:
+            sb = region.sb
+            if sb.mmp_resources:
                 blocks = tuple(gd.BlockLocation(f"{region.path} block {k}", sb.mmp_resource_pos(k), sb.sector_size,
                                                 sb.slot_count, sb.uuid, k) for k in range(sb.mmp_resources))
                 targets[region.name] = gd.TargetInfo(region.path, blocks, False)

@@ -14,7 +14,7 @@ from diskhb.core.liveness import NodeRestarted, NodeStateChanged, RegionNodeChan
 from diskhb.core.node import BeatDue, Hearing, MmpEvent, Note, Stalled
 from diskhb.core.region_health import RegionHealthChanged
 from diskhb.core.types import NodeState
-from diskhb.mmp.loss import ACQUIRED, REFUSED, log_loudly
+from diskhb.mmp.loss import ACQUIRED, REFUSED
 
 log = logging.getLogger("diskhb")
 
@@ -80,4 +80,4 @@ class Reporter:
         elif ev.what == "released":
             log.info("released %s (epoch %d) %s", ev.resource, ev.epoch, ev.text)
         elif ev.what == "lost":
-            log_loudly(f"MMP resource {ev.resource!r} LOST (epoch {ev.epoch}): {ev.text}; running its loss action")
+            log.critical("MMP resource %r lost (epoch %d): %s; running its loss action", ev.resource, ev.epoch, ev.text)

@@ -342,13 +342,16 @@ class NodeCore:
         self.heard_ms: dict[str, int] = {r.name: now_ms for r in spec.regions if r.kind != "disk"}
         self.left_seq: int | None = None
         self.left_done: dict[str, bool | None] = {}  # disk region -> LEFT write ok (None: pending)
-        self.left_deadline_ms = 0
+        self.left_deadline_ms = 0  # the LEFT write must be taken by then (the writer may still be busy)
+        self.left_submitted: dict[str, int] = {}  # disk region -> when its LEFT write was submitted
         self.leave_deadline_ms = 0
         self.events: list = []
         self.next_beat_ms = now_ms
         self._core_ms = now_ms
         self._last_step_ms = now_ms
         self._due_ms = now_ms  # when the previous step asked to be woken (N6)
+        self.stalls = 0
+        self.last_stall_ms = 0
         self._ids = 0
         self._owner: dict[int, str] = {}  # MMP request id -> resource
         self._guard_results: dict[str, list[gd.IoResult]] = {}
@@ -364,6 +367,8 @@ class NodeCore:
         actions: list[Action] = []
         late = now_ms - self._due_ms
         if late >= timing.stall_report_ms(self.spec.interval_ms):  # N6: later than we asked to be woken
+            self.stalls += 1
+            self.last_stall_ms = late
             self.events.append(Stalled(late))
             self.events.append(Note("warning", f"this daemon was stalled for {late} ms (stopped, frozen"
                                                " or starved of CPU); judging by what it sees now"))
@@ -397,7 +402,7 @@ class NodeCore:
             if w is not None:
                 t.append(w)
         if self.phase is Phase.PUBLISHING_LEFT:
-            t.append(self.left_deadline_ms)
+            t.append(min([self.left_deadline_ms] + [v + self.spec.io_timeout_ms for v in self.left_submitted.values()]))
         return min(t)
 
     def drain_events(self) -> list:
@@ -417,6 +422,9 @@ class NodeCore:
             return
         if isinstance(obs, IoSubmitted):
             self.health[obs.region].submitted(obs.at_ms, obs.kind)
+            if obs.kind == "write" and self.left_seq is not None and obs.tag == self.left_seq \
+                    and obs.region in self.left_done:
+                self.left_submitted[obs.region] = obs.at_ms
             return
         if isinstance(obs, IoCompleted):
             self.health[obs.region].completed(obs.at_ms, obs.kind, obs.ok, obs.error)
@@ -711,13 +719,17 @@ class NodeCore:
     def _publishing_left(self, now_ms: int, actions: list[Action]) -> None:
         pending = [r for r, ok in self.left_done.items() if ok is None]
         failed = [r for r, ok in self.left_done.items() if ok is False]
-        if pending and now_ms < self.left_deadline_ms and not failed:
+        # Each disk region gets one io timeout to take the LEFT write (its writer may still be busy
+        # with our last beat) and one more for that write itself: an on-time write (IO2).
+        late = [r for r in pending if now_ms >= (self.left_submitted[r] + self.spec.io_timeout_ms
+                                                 if r in self.left_submitted else self.left_deadline_ms)]
+        if pending and not late and not failed:
             # A disk writer still busy with an earlier beat does not take the LEFT one: offer it again.
             actions.extend(Publish(r, self._left_beat) for r in pending)
             return
         links = [r.name for r in self.spec.regions if r.kind != "disk"]
         if pending or failed:
-            what = (failed or pending)[0]
+            what = (failed or late)[0]
             self.events.append(Note("error", f"region {what}: could not write the left flag; not publishing"
                                              " LEFT on the other regions (peers will judge us by silence)"))
         else:
@@ -796,6 +808,7 @@ class NodeCore:
             "source": "daemon",
             "cluster": self.spec.cluster,
             "phase": self.phase.value,
+            "stalls": {"count": self.stalls, "last_ms": self.last_stall_ms},
             "node": {"id": self.spec.node_id, "name": self.spec.name, "generation": self.spec.generation},
             "interval_ms": self.spec.interval_ms,
             "dead_ms": self.spec.dead_ms,

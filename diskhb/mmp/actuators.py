@@ -54,7 +54,7 @@ class LossWorker:
         def go() -> None:
             ok, line = False, "loss action failed"
             try:
-                report = on_lost(action, resource=resource, epoch=epoch, reason=reason)
+                report = on_lost(action, resource=resource, epoch=epoch, reason=reason, say=log.critical)
                 ok, line = not report.failed, report.line()
             except Exception as e:  # noqa: BLE001 - reported, and the enforcer still stands behind it
                 line = f"loss action raised: {e!r}"

@@ -21,6 +21,10 @@ acquisition.py and hold.py):
       may still land: the daemon then never publishes LEFT).
   GD6 LEASE: while holding, every change of the hold's takeover moment is reported (Lease),
       so the driver can tell consumers and renew the independent enforcer.
+  GD7 NEWS IN TIME: an acquisition is reported (GotIt) only if its lease is still running when
+      we learn of it; a process stopped between its read-back and now learns of a lease that
+      already ran out, and reports nothing held (found by the whole-cluster simulator: a daemon
+      frozen 15 s told its client "acquired" of an epoch others had long gone past).
 """
 
 from __future__ import annotations
@@ -264,9 +268,9 @@ class Guard:
         read or write: a guard has one in flight at a time; unlocks are fire-and-forget)."""
         for r in results:
             self._on_result(now_ms, r)
+        self._check_expiry(now_ms)  # first: past the loss deadline, that is the news (HD-loss)
         if self._inflight is not None and now_ms >= self._inflight.req.deadline_ms:
             self._timed_out(now_ms)
-        self._check_expiry(now_ms)
         out: list[IoRequest] = []
         for _ in range(16):  # instant transitions (decisions on data already read) are few
             if self.state is State.DONE or self._inflight is not None:
@@ -434,7 +438,16 @@ class Guard:
 
     def _acquired(self, acq: Acquired, now_ms: int) -> None:
         self._unlock()
-        self.hold = Hold(acq, timing=self.timing)
+        hold = Hold(acq, timing=self.timing)
+        late = hold.expired(now_ms)
+        if late is not None:
+            # GD7: we learn of our own acquisition only now (this process was stopped between the
+            # read-back and now): its lease has run out before anyone was told we hold it. Nobody
+            # acts on it; the block is ours to claim over again (CL4) if nobody went past it.
+            self._refused(Refusal(f"{self.me.resource}: acquired, but only learned it after its lease had run"
+                                  f" out ({late}); not holding it", True, stale_own=acq.block.identity), now_ms)
+            return
+        self.hold = hold
         self.hold.wall_ms = self.wall_ms
         self.epoch = acq.block.epoch
         self.state = State.HOLDING

@@ -190,9 +190,10 @@ def log_loudly(message: str) -> None:
         pass
 
 
-def on_lost(action: LossAction, *, resource: str, epoch: int, reason: str, reap=None) -> LossReport:
-    """Run the loss action first, then log and count: stopping writers comes before words."""
+def on_lost(action: LossAction, *, resource: str, epoch: int, reason: str, reap=None, say=None) -> LossReport:
+    """Run the loss action first, then log and count: stopping writers comes before words.
+    `say`: where the line goes (the daemon: its logger); by default syslog and stderr."""
     report = run_loss_action(action, resource=resource, epoch=epoch, reason=reason, reap=reap)
     LOST.labels(resource).inc()
-    log_loudly(f"MMP resource {resource!r} LOST (epoch {epoch}): {reason}; loss action: {report.line()}")
+    (say or log_loudly)(f"MMP resource {resource!r} LOST (epoch {epoch}): {reason}; loss action: {report.line()}")
     return report

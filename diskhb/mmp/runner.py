@@ -106,7 +106,11 @@ class Runner:
                 if on_event is not None:
                     on_event(ev)
             for req in requests:
+                before = self.clock_ms()
                 r = self.execute(req)
+                overshoot = self.clock_ms() - max(before, req.deadline_ms)
+                if r is None and overshoot > FROZEN_SLACK_MS:  # stopped while it waited for the I/O
+                    guard.stalled(overshoot)
                 if r is not None:
                     results.append(r)
             if results:

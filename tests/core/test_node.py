@@ -1,0 +1,259 @@
+"""The node core (diskhb.core.node) driven directly: observations in, actions out, a virtual clock.
+
+The MMP I/O it asks for is carried out at once against an in-memory MMP area (a tiny driver
+here), so leaving, releasing and losing can be scripted to the millisecond. Rules N1-N8.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from diskhb.core import node as core
+from diskhb.core import timing
+from diskhb.core.types import Beat, SlotFlag
+from diskhb.mmp import format as mf
+from diskhb.mmp import guard as gd
+
+S, SLOTS = 512, 4
+UUID = bytes(range(16))
+INTERVAL, DEAD = 100, 1000
+LOC = gd.BlockLocation("mem block 0", 0, S, SLOTS, UUID, 0)
+TARGET = gd.TargetInfo("mem", (LOC,), False)
+
+
+def area() -> bytearray:
+    data = bytearray((1 + SLOTS) * S)
+    clean = mf.SeqBlock(seq=mf.SEQ_CLEAN, epoch=0, holder_id=0, holder_generation=0, holder_name="", resource="db",
+                        device="m", interval_ms=1000, wall_ms=0, uuid=UUID, slot_count=SLOTS, sector_size=S)
+    data[:S] = mf.encode_seq_block(clean)
+    return data
+
+
+class Driver:
+    """One NodeCore and its world: every MMP request answered at once (or held, when asked)."""
+
+    def __init__(self, *, regions=("disk",), resources=True, loss_budget=0):
+        self.disk = area()
+        specs = [core.RegionSpec(r, "disk" if r == "disk" else "net", r == "disk", r) for r in regions]
+        res = {"db": core.ResourceSpec("db", TARGET, timing.MmpTiming(1000, loss_budget))} if resources else {}
+        spec = core.NodeSpec(node_id=1, name="n1", generation=0x1234, cluster="c", interval_ms=INTERVAL,
+                             dead_ms=DEAD, io_timeout_ms=DEAD // 2, regions=tuple(specs), resources=res,
+                             default_target=TARGET, default_timing=timing.MmpTiming(1000, 0))
+        self.now = 0
+        self.core = core.NodeCore(spec, now_ms=0, rand=random.Random(1).randrange)
+        self.inbox: list = []
+        self.actions: list = []
+        self.events: list = []
+        self.hold_writes = False  # MMP writes hang (never answered) while set
+        self.hung: list = []
+        self.hang_disk = False  # our slot writes hang: submitted, never completed (one in flight)
+        self.disk_pending = False
+        self.answer_own_slot = True
+
+    def step(self, to_ms: int | None = None, obs=()) -> list:
+        self.now = self.now if to_ms is None else to_ms
+        got = self.core.step(self.now, [*self.inbox, *obs])
+        self.inbox = []
+        self.events += self.core.drain_events()
+        for a in got:
+            self._answer(a)
+        self.actions += got
+        return got
+
+    def run(self, until_ms: int, step_ms: int = 10) -> list:
+        out = []
+        while self.now < until_ms:
+            out += self.step(min(until_ms, self.now + step_ms))
+        return out
+
+    def _answer(self, a) -> None:
+        if isinstance(a, core.Publish) and a.region == "disk" and self.hang_disk:
+            if not self.disk_pending:  # like the region: one write in flight, no second one queued
+                self.disk_pending = True
+                self.inbox.append(core.IoSubmitted("disk", "write", self.now, a.beat.seq))
+        elif isinstance(a, core.Publish) and a.region == "disk":
+            # our slot write and a read of the area, both done at once
+            self.inbox += [core.IoSubmitted("disk", "write", self.now, a.beat.seq),
+                           core.IoCompleted("disk", "write", self.now, True, None, a.beat.seq, self.now),
+                           core.IoSubmitted("disk", "read", self.now),
+                           core.IoCompleted("disk", "read", self.now, True, submitted_ms=self.now)]
+        elif isinstance(a, core.Publish):
+            self.inbox += [core.IoSubmitted(a.region, "write", self.now, a.beat.seq),
+                           core.IoCompleted(a.region, "write", self.now, True, None, a.beat.seq, self.now)]
+        elif isinstance(a, core.RunLoss):
+            self.inbox.append(core.LossDone(a.resource, a.epoch, "done", True))
+        elif isinstance(a, core.ReadOwnSlot) and self.answer_own_slot:
+            self.inbox.append(core.OwnSlotRead(a.region, None, None, 0, "", True, False, self.now, self.now))
+        elif isinstance(a, core.MmpIo):
+            r = a.request
+            if r.op == "lock":
+                self.inbox.append(core.MmpIoDone(gd.IoResult(r.id, self.now, self.now)))
+            elif r.op == "read":
+                data = bytes(self.disk[r.offset: r.offset + r.length])
+                self.inbox.append(core.MmpIoDone(gd.IoResult(r.id, self.now, self.now, data=data)))
+            elif r.op == "write":
+                if self.hold_writes:
+                    self.hung.append(r)
+                    return
+                self.disk[r.offset: r.offset + r.length] = r.data
+                self.inbox.append(core.MmpIoDone(gd.IoResult(r.id, self.now, self.now)))
+
+    def started(self) -> None:
+        self.run(50)
+        assert self.core.phase is core.Phase.RUNNING
+
+    def acquire(self) -> dict:
+        self.step(obs=[core.AcquireRequest(7, "db", 0, True)])
+        self.run(self.now + 100)
+        replies = [a.answer for a in self.actions if isinstance(a, core.Reply) and a.request_id == 7]
+        assert replies, "no answer"
+        return replies[-1]
+
+    def published(self, since: int = 0) -> list[core.Publish]:
+        return [a for a in self.actions[since:] if isinstance(a, core.Publish)]
+
+    def exit(self) -> core.Exit | None:
+        return next((a for a in self.actions if isinstance(a, core.Exit)), None)
+
+
+def test_n2_the_claim_reads_our_slot_and_starts_beating_once_free():
+    d = Driver()
+    got = d.step(0)
+    assert [type(a) for a in got] == [core.ReadOwnSlot] and d.core.phase is core.Phase.CLAIMING
+    d.run(30)
+    assert d.core.phase is core.Phase.RUNNING and d.published()
+
+
+def test_n2_a_slot_in_use_refuses_to_start_with_exit_1():
+    d = Driver()
+    d.answer_own_slot = False
+    d.step(0)
+    live = [core.OwnSlotRead("disk", 0x99, s, int(SlotFlag.ACTIVE), "other", True, False, t, t)
+            for s, t in ((5, 10), (6, 120))]
+    d.step(10, [live[0]])
+    d.step(120, [live[1]])
+    assert d.exit() == core.Exit(1, "slot in use") and not d.published()
+
+
+def test_n3_another_generation_in_our_slot_is_a_safety_stop_without_another_write():
+    d = Driver()
+    d.started()
+    n = len(d.actions)
+    d.step(d.now + 10, [core.OwnSlotRead("disk", 0x99, 5, 1, "impostor", True, True)])
+    d.run(d.now + 300)
+    assert not d.published(n) and d.exit().code == 3
+    assert any(isinstance(e, core.Note) and "another daemon is running with node id 1" in e.text for e in d.events)
+
+
+def test_n3_a_read_that_raced_our_first_write_judges_nothing():
+    d = Driver()
+    d.started()
+    d.step(d.now + 10, [core.OwnSlotRead("disk", 0x99, 5, 1, "old", True, False)])  # after_write False
+    assert d.core.phase is core.Phase.RUNNING
+
+
+def test_n4_disk_lost_in_our_beats_while_a_disk_write_is_late():
+    d = Driver()
+    d.started()
+    d.hang_disk = True  # the next write never completes
+    d.run(d.now + DEAD // 2 + 2 * INTERVAL)
+    assert d.published()[-1].beat.flags & SlotFlag.DISK_LOST
+
+
+def test_n5_leaving_keeps_beating_until_the_release_and_left_comes_after_it():
+    d = Driver()
+    d.started()
+    assert d.acquire()["ok"]
+    d.hold_writes = True  # the CLEAN write hangs for a while
+    n = len(d.actions)
+    d.step(d.now + 1, [core.StopRequest()])
+    d.run(d.now + 400)
+    beats = d.published(n)
+    assert beats and not any(p.beat.flags & SlotFlag.LEFT for p in beats)  # still beating, no LEFT
+    assert d.core.phase is core.Phase.LEAVING
+    for r in d.hung:  # the CLEAN lands and completes
+        d.disk[r.offset: r.offset + r.length] = r.data
+        d.inbox.append(core.MmpIoDone(gd.IoResult(r.id, d.now, d.now)))
+    d.hold_writes = False
+    d.run(d.now + 200)
+    left = [p for p in d.published(n) if p.beat.flags & SlotFlag.LEFT]
+    assert left and mf.decode_seq_block(bytes(d.disk[:S])).state == "clean"
+    assert d.exit() == core.Exit(0, "left cleanly")
+
+
+def test_n5_a_write_of_unknown_outcome_means_no_left_ever():
+    """Issue point 6: the CLEAN write hangs past its deadline (outcome unknown: it may still land);
+    the daemon stops without LEFT and exits 3."""
+    d = Driver()
+    d.started()
+    assert d.acquire()["ok"]
+    d.hold_writes = True
+    n = len(d.actions)
+    d.step(d.now + 1, [core.StopRequest()])
+    d.run(d.now + 6000, step_ms=50)
+    assert not [p for p in d.published(n) if p.beat.flags & SlotFlag.LEFT]
+    assert d.exit().code == 3 and d.core.tainted
+    assert any(isinstance(e, core.Note) and "not publishing LEFT" in e.text for e in d.events)
+
+
+def test_n5_a_lost_hold_taints_the_daemon_for_good():
+    d = Driver()
+    d.started()
+    assert d.acquire()["ok"]
+    # someone overwrites our block: the next verify loses it, the loss action runs
+    other = mf.SeqBlock(seq=9, epoch=5, holder_id=2, holder_generation=0x55, holder_name="n2", resource="db",
+                        device="m", interval_ms=1000, wall_ms=0, uuid=UUID, slot_count=SLOTS, sector_size=S)
+    d.disk[:S] = mf.encode_seq_block(other)
+    d.run(d.now + 1500)
+    loss = [a for a in d.actions if isinstance(a, core.RunLoss)]
+    assert loss and "taken over" in loss[0].reason
+    d.step(d.now + 1, [core.LossDone("db", loss[0].epoch, "ok", True), core.StopRequest()])
+    d.run(d.now + 200)
+    assert d.exit().code == 3 and not [p for p in d.published() if p.beat.flags & SlotFlag.LEFT]
+
+
+def test_n6_a_stall_is_reported_once_and_named_in_guard_timeouts():
+    d = Driver()
+    d.started()
+    d.step(d.now + timing.stall_report_ms(INTERVAL) + 500)
+    stalls = [e for e in d.events if isinstance(e, core.Stalled)]
+    assert len(stalls) == 1 and stalls[0].gap_ms >= timing.stall_report_ms(INTERVAL)
+    d.run(d.now + 500)  # back on schedule: no more
+    assert len([e for e in d.events if isinstance(e, core.Stalled)]) == 1
+
+
+def test_n6_a_long_idle_sleep_asked_for_is_no_stall():
+    d = Driver()
+    d.step(0, [core.StopRequest()])  # stopped while claiming: the next wake-up is far away
+    assert not [e for e in d.events if isinstance(e, core.Stalled)]
+
+
+def test_n7_a_link_that_hears_nobody_while_peers_live_elsewhere_is_deaf_once():
+    d = Driver(regions=("disk", "net"))
+    d.started()
+    for t in range(d.now, d.now + 3 * DEAD, INTERVAL):  # a peer beats on the disk, never on the net
+        d.step(t, [Beat(2, "disk", 0x77, t // INTERVAL, 1, "n2")])
+    deaf = [e for e in d.events if isinstance(e, core.Hearing)]
+    assert deaf == [core.Hearing("net", False, deaf[0].silent_ms)] and deaf[0].silent_ms >= DEAD
+    assert next(r for r in d.core.snapshot()["regions"] if r["name"] == "net")["receiving"] is False
+    d.step(d.now + INTERVAL, [Beat(2, "net", 0x77, 10_000, 1, "n2")])
+    d.step(d.now + INTERVAL)
+    assert [e.receiving for e in d.events if isinstance(e, core.Hearing)] == [False, True]
+
+
+def test_n1_phases_move_only_along_the_table():
+    d = Driver()
+    with pytest.raises(AssertionError, match="not a transition"):
+        d.core._move(core.Phase.PUBLISHING_LEFT)
+
+
+def test_the_fast_path_gets_liveness_as_data():
+    d = Driver()
+    d.started()
+    for t in range(d.now, d.now + 500, INTERVAL):
+        d.step(t, [Beat(2, "disk", 0x77, t, 1, "n2")])
+    info = d.core.peer_info(2)
+    assert info.state.value == "alive" and info.generation == 0x77
+    assert d.core.peer_info(3).state.value == "unknown"
