@@ -106,8 +106,11 @@ def test_publish_and_poll_report_our_io_our_slot_and_a_peers_batch(disk_tmp_path
     # The start-up claim reads our slot alone: what is there, never "after a write".
     a.request_own_slot(monotonic_ms())
     claim = poll_until(a, lambda got: any(isinstance(o, OwnSlotRead) for o in got), "the claim read")
-    assert [o for o in claim if isinstance(o, OwnSlotRead)] == [
-        OwnSlotRead("disk:r", old_gen, 41, ACTIVE, "n1", True, False)]
+    got = [o for o in claim if isinstance(o, OwnSlotRead)]
+    assert [(o.region, o.generation, o.seq, o.flags, o.name, o.valid, o.after_write)
+            for o in got] == [("disk:r", old_gen, 41, ACTIVE, "n1", True, False)]
+    # dated by its read (the claim's watch runs from one read's completion to a later submission)
+    assert 0 < got[0].submitted_ms <= got[0].completed_ms
 
     # Our first beat: the write (tagged with its seq) and a read submitted at the same moment.
     t0 = monotonic_ms()
