@@ -47,7 +47,7 @@ from diskhb.core import timing
 from diskhb.core.liveness import Liveness
 from diskhb.core.region_health import OwnIoHealth, RegionHealthChanged
 from diskhb.core.slot_claim import ClaimVerdict, SlotClaim, SlotSample
-from diskhb.core.types import GENERATION_NONE, BadSample, Beat, BeatBatch, NodeState, SlotFlag
+from diskhb.core.types import BadSample, Beat, BeatBatch, NodeState, SlotFlag
 from diskhb.mmp import guard as gd
 from diskhb.mmp.fast_path import PeerInfo
 from diskhb.mmp.ledger import SectorLedger
@@ -686,8 +686,6 @@ class NodeCore:
                 h.release_replies.clear()
                 h.loss_running = True
                 actions.append(RunLoss(name, ev.epoch, ev.lost or "lost"))
-        elif isinstance(ev, gd.Acquiring):
-            pass
 
     # -- leaving (N5) ------------------------------------------------------------------------------
 
@@ -759,20 +757,6 @@ class NodeCore:
         if self.exit_code is None:
             self._exit(actions, 3, self.conflict or "safety stop")
 
-    def fatal(self, why: str) -> list[Action]:
-        """An error the daemon cannot go on from: every held resource is lost at once (its loss
-        action runs), then exit 3."""
-        actions: list[Action] = []
-        self.events.append(Note("critical", f"fatal error: {why}"))
-        self.tainted = self.tainted or why
-        for name, h in list(self.held.items()):
-            if h.state == "held" or h.state == "releasing":
-                h.state, h.loss_running = "lost", True
-                actions.append(RunLoss(name, h.epoch, f"the daemon stops on a fatal error: {why}"))
-        self.conflict = why
-        self.phase = Phase.FAILED
-        return actions
-
     # -- helpers -----------------------------------------------------------------------------------
 
     def _move(self, to: Phase) -> None:
@@ -827,5 +811,3 @@ def _block_index(h: _Held) -> int | None:
     loc = h.guard.loc
     return None if loc is None else loc.index
 
-
-__all__ = ["NodeCore", "NodeSpec", "RegionSpec", "ResourceSpec", "GENERATION_NONE"]

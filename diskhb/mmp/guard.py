@@ -124,13 +124,6 @@ class IoResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Acquiring:
-    """A claim's ballot has started (a watch may come before); for logs only."""
-    resource: str
-    location: str
-
-
-@dataclass(frozen=True, slots=True)
 class GotIt:
     resource: str
     epoch: int
@@ -167,7 +160,7 @@ class Gone:
     final: int = mf.SEQ_CLEAN
 
 
-GuardEvent = Acquiring | GotIt | Denied | Lease | Gone
+GuardEvent = GotIt | Denied | Lease | Gone
 
 
 class State(enum.Enum):
