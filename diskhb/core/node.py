@@ -47,7 +47,7 @@ from diskhb.core import timing
 from diskhb.core.liveness import Liveness
 from diskhb.core.region_health import OwnIoHealth, RegionHealthChanged
 from diskhb.core.slot_claim import ClaimVerdict, SlotClaim, SlotSample
-from diskhb.core.types import BadSample, Beat, BeatBatch, NodeState, SlotFlag
+from diskhb.core.types import BadSample, Beat, BeatBatch, IoCompleted, IoSubmitted, NodeState, SlotFlag
 from diskhb.mmp import guard as gd
 from diskhb.mmp.fast_path import PeerInfo
 from diskhb.mmp.ledger import SectorLedger
@@ -97,26 +97,6 @@ class NodeSpec:
 
 
 # -- observations (in) -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class IoSubmitted:
-    """One of our own heartbeat I/Os started on a region (tag: the beat's seq for writes)."""
-    region: str
-    kind: str  # "write" | "read"
-    at_ms: int
-    tag: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IoCompleted:
-    region: str
-    kind: str
-    at_ms: int
-    ok: bool
-    error: str | None = None
-    tag: int | None = None
-    submitted_ms: int | None = None  # reads: when the data was sampled at the earliest
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,13 +401,13 @@ class NodeCore:
                 self.heard_ms[obs.region] = now_ms
             return
         if isinstance(obs, IoSubmitted):
-            self.health[obs.region].submitted(obs.at_ms, obs.kind)
+            self.health[obs.region].observe(obs)
             if obs.kind == "write" and self.left_seq is not None and obs.tag == self.left_seq \
                     and obs.region in self.left_done:
                 self.left_submitted[obs.region] = obs.at_ms
             return
         if isinstance(obs, IoCompleted):
-            self.health[obs.region].completed(obs.at_ms, obs.kind, obs.ok, obs.error)
+            self.health[obs.region].observe(obs)
             if obs.kind == "write" and self.left_seq is not None and obs.tag == self.left_seq \
                     and obs.region in self.left_done:
                 self.left_done[obs.region] = obs.ok

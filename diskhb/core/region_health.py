@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from diskhb.core.types import IoCompleted, IoSubmitted
+
 KINDS = ("write", "read")
 NOT_YET_WRITTEN = "not yet written"  # IO4's reason
 IN_FLIGHT_MAX = 4  # per kind; regions keep one (a worker's request may complete before it is polled)
@@ -87,6 +89,14 @@ class OwnIoHealth:
         assert len(queue) < IN_FLIGHT_MAX, f"more than {IN_FLIGHT_MAX} {kind}s in flight on {self.region}"
         assert not queue or now_ms >= queue[-1]
         queue.append(now_ms)
+
+    def observe(self, ev: IoSubmitted | IoCompleted) -> None:
+        """A region's report of one of our own I/Os (what the node core feeds in)."""
+        assert ev.region == self.region, ev
+        if isinstance(ev, IoSubmitted):
+            self.submitted(ev.at_ms, ev.kind)
+        else:
+            self.completed(ev.at_ms, ev.kind, ev.ok, ev.error)
 
     def completed(self, now_ms: int, kind: str, ok: bool, error: str | None = None) -> None:
         assert kind in KINDS, kind

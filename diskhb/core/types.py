@@ -91,4 +91,24 @@ class BeatBatch:
             yield Beat(row[0], self.region, row[1], row[2], row[3], row[4])
 
 
+@dataclass(frozen=True, slots=True)
+class IoSubmitted:
+    """One of our own heartbeat I/Os started on a region (tag: the beat's seq for writes)."""
+    region: str
+    kind: str  # "write" | "read"
+    at_ms: int
+    tag: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IoCompleted:
+    region: str
+    kind: str
+    at_ms: int
+    ok: bool
+    error: str | None = None
+    tag: int | None = None
+    submitted_ms: int | None = None  # reads: when the data was sampled at the earliest
+
+
 Observation = Beat | BadSample | BeatBatch

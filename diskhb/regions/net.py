@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import logging
 
-from diskhb.core.node import IoCompleted, IoSubmitted
-from diskhb.core.types import Beat
+from diskhb.core.types import Beat, IoCompleted, IoSubmitted
 from diskhb.errors import OperatorError
 from diskhb.regions.base import OwnBeat
 from diskhb.regions.signed import SignedRegion

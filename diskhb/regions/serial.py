@@ -30,7 +30,7 @@ import serial
 
 import threading
 
-from diskhb.core.node import IoCompleted, IoSubmitted
+from diskhb.core.types import IoCompleted, IoSubmitted
 from diskhb.errors import OperatorError
 from diskhb.regions.base import OwnBeat
 from diskhb.regions.signed import SignedRegion

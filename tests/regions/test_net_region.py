@@ -18,9 +18,10 @@ import socket
 import subprocess
 import sys
 import time
-import weakref
 
 import pytest
+
+import regionio
 from prometheus_client import REGISTRY
 
 from diskhb.core.node import DuplicateId, IoCompleted, IoSubmitted
@@ -36,35 +37,13 @@ from netpath.keys import format_key_line, generate_key_file, load_key_file
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WAIT_S = 5.0
 IO_TIMEOUT_MS = 500
-_HEALTH: "weakref.WeakKeyDictionary[NetRegion, OwnIoHealth]" = weakref.WeakKeyDictionary()
-
-
-def health(region: NetRegion, io_timeout_ms: int = IO_TIMEOUT_MS) -> OwnIoHealth:
-    """The OwnIoHealth the node core keeps for `region` (made on first use)."""
-    if region not in _HEALTH:
-        _HEALTH[region] = OwnIoHealth(region.name, io_timeout_ms)
-    return _HEALTH[region]
-
-
-def feed(h: OwnIoHealth, obs: list) -> list:
-    """What the node core does with a region's observations: our own I/O goes into its
-    OwnIoHealth; the rest (samples, DuplicateId) is returned, in order."""
-    rest = []
-    for o in obs:
-        if isinstance(o, IoSubmitted):
-            assert o.region == h.region, o
-            h.submitted(o.at_ms, o.kind)
-        elif isinstance(o, IoCompleted):
-            assert o.region == h.region, o
-            h.completed(o.at_ms, o.kind, o.ok, o.error)
-        else:
-            rest.append(o)
-    return rest
+def health(region, io_timeout_ms: int = IO_TIMEOUT_MS) -> OwnIoHealth:
+    return regionio.health(region, io_timeout_ms)
 
 
 def polled(region: NetRegion, now_ms: int) -> list:
     """region.poll(now_ms) with its own I/O fed to its health: the samples it returned."""
-    return feed(health(region), region.poll(now_ms))
+    return regionio.feed(health(region), region.poll(now_ms))
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:

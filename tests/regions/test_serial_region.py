@@ -17,9 +17,10 @@ import select
 import threading
 import time
 import tty
-import weakref
 
 import pytest
+
+import regionio
 from prometheus_client import REGISTRY
 
 from diskhb.core.node import IoCompleted, IoSubmitted
@@ -34,35 +35,13 @@ from netpath.keys import generate_key_file, load_key_file
 
 WAIT_S = 5.0
 IO_TIMEOUT_MS = 500
-_HEALTH: "weakref.WeakKeyDictionary[SerialRegion, OwnIoHealth]" = weakref.WeakKeyDictionary()
-
-
-def health(region: SerialRegion, io_timeout_ms: int = IO_TIMEOUT_MS) -> OwnIoHealth:
-    """The OwnIoHealth the node core keeps for `region` (made on first use)."""
-    if region not in _HEALTH:
-        _HEALTH[region] = OwnIoHealth(region.name, io_timeout_ms)
-    return _HEALTH[region]
-
-
-def feed(h: OwnIoHealth, obs: list) -> list:
-    """What the node core does with a region's observations: our own I/O goes into its
-    OwnIoHealth; the rest (samples) is returned, in order."""
-    rest = []
-    for o in obs:
-        if isinstance(o, IoSubmitted):
-            assert o.region == h.region, o
-            h.submitted(o.at_ms, o.kind)
-        elif isinstance(o, IoCompleted):
-            assert o.region == h.region, o
-            h.completed(o.at_ms, o.kind, o.ok, o.error)
-        else:
-            rest.append(o)
-    return rest
+def health(region, io_timeout_ms: int = IO_TIMEOUT_MS) -> OwnIoHealth:
+    return regionio.health(region, io_timeout_ms)
 
 
 def polled(region: SerialRegion, now_ms: int) -> list:
     """region.poll(now_ms) with its own I/O fed to its health: the samples it returned."""
-    return feed(health(region), region.poll(now_ms))
+    return regionio.feed(health(region), region.poll(now_ms))
 
 
 def settle_reopen(region: SerialRegion, timeout_s: float = WAIT_S) -> None:
@@ -296,7 +275,7 @@ def test_unplug_makes_the_region_unhealthy_and_replug_recovers(modem, key, regio
         # no samples; our beat's write failed at once (no submission: nothing stays in flight)
         assert [(type(o), o.kind, o.ok, o.tag) for o in got] == [(IoCompleted, "write", False, sa.seq)], got
         assert "device lost" in got[0].error
-        feed(health(a), got)
+        regionio.feed(health(a), got)
         settle_reopen(a)
         waits.append(a._reopen_wait_ms)
     health(a).tick(now)
@@ -377,7 +356,7 @@ def fill_the_line(a: SerialRegion, sa: Sender, modem: NullModem, now: int, take=
         now += 1
         a.publish(now, sa.beat(), now)
         got = a.poll(now)
-        take(got) if take else feed(health(a), got)
+        take(got) if take else regionio.feed(health(a), got)
         if a._tx:
             return now
     pytest.fail("the pty never filled up")
@@ -412,7 +391,7 @@ def test_a_hangup_while_a_frame_drains_leaves_no_write_in_flight(modem, key, reg
                 in_flight[o.tag] = o.at_ms
             elif isinstance(o, IoCompleted) and o.kind == "write" and o.tag is not None:
                 in_flight.pop(o.tag, None)
-        return feed(health(a), obs)  # OwnIoHealth asserts if more than 4 writes are in flight
+        return regionio.feed(health(a), obs)  # OwnIoHealth asserts if more than 4 writes are in flight
 
     now = 0
     for glitch in range(6):
@@ -496,7 +475,7 @@ def test_a_reopen_that_blocks_never_blocks_publish_or_poll(modem, key, regions, 
                 f"publish took {(t1 - t0) * 1000:.1f} ms, poll {(t2 - t1) * 1000:.1f} ms while the reopen blocked")
             # our beat's write failed at once (the device is still lost): nothing in flight
             assert [(type(o), o.kind, getattr(o, "ok", None)) for o in got] == [(IoCompleted, "write", False)], got
-            feed(health(a), got)
+            regionio.feed(health(a), got)
             time.sleep(0.005)
         assert opens and a._opener is not None and a._opener.is_alive()  # the open is still blocked
     finally:

@@ -23,8 +23,8 @@ from typing import Callable
 import numpy as np
 from crc32c import crc32c
 
-from diskhb.core.node import IoCompleted, IoSubmitted, OwnSlotRead
-from diskhb.core.types import BadSample, BeatBatch
+from diskhb.core.node import OwnSlotRead
+from diskhb.core.types import BadSample, BeatBatch, IoCompleted, IoSubmitted
 from diskhb.errors import OperatorError
 from diskhb.regions.base import OwnBeat, Region
 from diskhb.regions.disk import format as fmt
