@@ -14,7 +14,7 @@ import time
 import pytest
 
 from cluster import diskhb, wait_until
-from test_daemon_faults import FaultCluster
+from test_daemon_faults import fault_cluster
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -27,31 +27,9 @@ RESOURCES = '[[resource]]\nname = "r0"\ninterval_ms = 3000\non_loss = ["none"]\n
 
 @pytest.fixture
 def slow_cluster(disk_tmp_path):
-    from conftest import _faultdisk_missing
-
-    missing = _faultdisk_missing()
-    if missing:
-        pytest.skip(f"faultdisk needs {missing}")
-    from tools.faultdisk import FaultDisk
-
-    backing = os.path.join(disk_tmp_path, "region.img")
-    r = diskhb("format", backing, "--cluster", "test", "--slots", "4", "--interval-ms", INTERVAL_MS,
-               "--dead-ms", DEAD_MS, "--io-timeout-ms", IO_TIMEOUT_MS, "--mmp-resources", "2")
-    assert r.returncode == 0, r.stderr
-    fd = FaultDisk(backing, os.path.join(disk_tmp_path, "mnt1"))
-    c = None
-    try:
-        fd.start()
-        c = FaultCluster(disk_tmp_path, backing, {1: fd.path})
-        c.fault = fd
+    with fault_cluster(disk_tmp_path, "--slots", "4", "--interval-ms", INTERVAL_MS, "--dead-ms", DEAD_MS,
+                       "--io-timeout-ms", IO_TIMEOUT_MS, "--mmp-resources", "2") as c:
         yield c
-    finally:
-        try:
-            fd.release()
-            if c is not None:
-                c.stop_all()
-        finally:
-            fd.close()
 
 
 def test_a_clean_stop_with_slow_releases_is_left_never_dead(slow_cluster):

@@ -22,6 +22,7 @@ are released before the daemons are stopped so none of them waits on the disk at
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -79,8 +80,10 @@ def dead_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if "-> dead" in line]
 
 
-@pytest.fixture
-def faulty(disk_tmp_path):
+@contextlib.contextmanager
+def fault_cluster(disk_tmp_path, *format_args):
+    """A FaultCluster over a region formatted with `format_args`, node 1 on a FaultDisk of it (the
+    others on the file itself); everything torn down, hangs released first, pass or fail."""
     from conftest import _faultdisk_missing
 
     missing = _faultdisk_missing()
@@ -91,8 +94,7 @@ def faulty(disk_tmp_path):
     from tools.faultdisk import FaultDisk
 
     backing = os.path.join(disk_tmp_path, "region.img")
-    r = diskhb("format", backing, "--cluster", "test", "--slots", "8", "--interval-ms", INTERVAL_MS,
-               "--dead-ms", DEAD_MS, "--io-timeout-ms", IO_TIMEOUT_MS, "--mmp-resources", "0")
+    r = diskhb("format", backing, "--cluster", "test", *format_args)
     assert r.returncode == 0, r.stderr
     fd = FaultDisk(backing, os.path.join(disk_tmp_path, "mnt1"))
     c = None
@@ -108,6 +110,13 @@ def faulty(disk_tmp_path):
                 c.stop_all()
         finally:
             fd.close()
+
+
+@pytest.fixture
+def faulty(disk_tmp_path):
+    with fault_cluster(disk_tmp_path, "--slots", "8", "--interval-ms", INTERVAL_MS, "--dead-ms", DEAD_MS,
+                       "--io-timeout-ms", IO_TIMEOUT_MS, "--mmp-resources", "0") as c:
+        yield c
 
 
 def start_all(c: FaultCluster) -> None:
