@@ -17,7 +17,8 @@ THE FAULT MODEL (what every safety argument of diskhb rests on)
   F3 TIME: a host's monotonic clock never goes back; clocks of different hosts are never compared.
      A process may be frozen (SIGSTOP, VM pause, swapped) at any point for any time.
   F4 EXIT: a process that has exited has no write in flight (Linux finishes a thread's direct
-     I/O before the thread exits; a SIGKILLed writer waits in D state until then).
+     I/O before the thread exits; a SIGKILLed writer waits in D state until then, holding what it
+     holds, its node-local ballot lock included: tests/regions/test_fault_model.py shows it).
 
 HEARTBEAT (cluster-wide, stored in every region's superblock)
   interval_ms        one beat per interval on every region
