@@ -345,7 +345,7 @@ class Daemon:
                 m.TICK_DURATION.observe((self.clock_ms() - started) / 1000)
                 if self.exit_code is not None:
                     break
-                wait_ms = self.core.next_wakeup_ms() - self.clock_ms()
+                wait_ms = self.core.due_ms - self.clock_ms()
                 if wait_ms > 0:
                     self.wake.wait(wait_ms / 1000)
         finally:

@@ -77,7 +77,7 @@ Across the regions that know the node (have a valid sample of it), Heartbeat's "
   and ALIVE needs a region with fresh evidence (R8) seeing the node advance.
 Limits: node ids 1..NODE_ID_MAX and REGIONS_MAX regions (ValueError beyond); one candidate per
 track (a newer one replaces it); OLD_GENERATIONS_MAX generations remembered per node (history,
-for the restart reason); restart_quiet_ms = RESTART_QUIET_INTERVALS x interval_ms; EVENTS_MAX
+for the restart reason); restart_quiet_ms = timing.restart_quiet_ms(interval_ms); EVENTS_MAX
 events between two ticks (more are dropped and counted in events_dropped: states stay right,
 only the history is cut).
 """
@@ -88,6 +88,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from diskhb.core import timing
 from diskhb.core.types import (
     GENERATION_NONE,
     NODE_ID_MAX,
@@ -103,12 +104,7 @@ REGIONS_MAX = 32  # o2hb's global-heartbeat limit; bounds the per-node state
 OLD_GENERATIONS_MAX = 8  # generations a node had before, for the restart reason (R5)
 EVENTS_MAX = NODE_ID_MAX * (REGIONS_MAX + 2)  # every track, node state and restart once per tick
 # R5, R4: how long the current generation must have shown no advance on every region before
-# another one is adopted (restart_quiet_ms, in beat intervals). A live writer is seen advancing
-# on a region that reads it at least every 2 intervals (its beats and our reads drift against
-# each other), plus one interval for a corrupt or missed read. A real restart silences the old
-# incarnation everywhere at once, so it pays this once; a replayed recording while the node
-# beats on any region we read can never find the current generation this quiet.
-RESTART_QUIET_INTERVALS = 3
+# another one is adopted: timing.restart_quiet_ms (one place for every duration, with the why).
 
 _LEFT_FLAG = int(SlotFlag.LEFT)
 _U, _A, _D, _L = NodeState.UNKNOWN, NodeState.ALIVE, NodeState.DEAD, NodeState.LEFT
@@ -275,7 +271,7 @@ class Liveness:
         self.self_id = self_id
         self.interval_ms = interval_ms
         self.dead_ms = dead_ms
-        self.restart_quiet_ms = RESTART_QUIET_INTERVALS * interval_ms  # R4, R5
+        self.restart_quiet_ms = timing.restart_quiet_ms(interval_ms)  # R4, R5
         self.events_dropped = 0  # events lost to EVENTS_MAX (a caller that never ticks)
         self._nodes: dict[int, _Node] = {}
         self._regions: set[str] = set()

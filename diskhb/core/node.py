@@ -329,7 +329,7 @@ class NodeCore:
         self.next_beat_ms = now_ms
         self._core_ms = now_ms
         self._last_step_ms = now_ms
-        self._due_ms = now_ms  # when the previous step asked to be woken (N6)
+        self.due_ms = now_ms  # when the last step asks to be woken (next_wakeup_ms() then; N6)
         self.stalls = 0
         self.last_stall_ms = 0
         self._ids = 0
@@ -345,7 +345,7 @@ class NodeCore:
         assert now_ms >= self._last_step_ms, f"time went back: {self._last_step_ms} -> {now_ms} ms"
         self.wall_ms = wall_ms
         actions: list[Action] = []
-        late = now_ms - self._due_ms
+        late = now_ms - self.due_ms
         if late >= timing.stall_report_ms(self.spec.interval_ms):  # N6: later than we asked to be woken
             self.stalls += 1
             self.last_stall_ms = late
@@ -370,7 +370,7 @@ class NodeCore:
         elif self.phase is Phase.FAILED:
             self._failing(now_ms, actions)
         self._core_ms = max(self._core_ms, now_ms)
-        self._due_ms = self.next_wakeup_ms()
+        self.due_ms = self.next_wakeup_ms()
         return actions
 
     def next_wakeup_ms(self) -> int:

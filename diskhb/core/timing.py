@@ -109,11 +109,17 @@ def check_heartbeat_timing(interval_ms: int, dead_ms: int, io_timeout_ms: int) -
                           " (below the dead time, so a hung write is noticed before peers declare us dead)")
 
 
+RESTART_QUIET_INTERVALS = 3
+
+
 def restart_quiet_ms(interval_ms: int) -> int:
-    """How long a node's current incarnation must have been silent on every region before a new
-    generation is believed (liveness): a real restart silences the old incarnation everywhere at
-    once, a replayed recording never silences the live one."""
-    return 3 * interval_ms
+    """How long a node's current incarnation must have shown no advance on every region before a
+    new generation is believed (liveness R4, R5). A live writer is seen advancing on a region that
+    reads it at least every 2 intervals (its beats and our reads drift against each other), plus
+    one interval for a corrupt or missed read. A real restart silences the old incarnation
+    everywhere at once, so it pays this once; a replayed recording while the node beats on any
+    region we read can never find the current generation this quiet."""
+    return RESTART_QUIET_INTERVALS * interval_ms
 
 
 def stall_report_ms(interval_ms: int) -> int:

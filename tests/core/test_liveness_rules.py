@@ -9,7 +9,8 @@ generation) ending with the LEFT that incarnation published when it stopped.
 
 import pytest
 
-from diskhb.core.liveness import RESTART_QUIET_INTERVALS, Liveness, NodeRestarted, NodeStateChanged
+from diskhb.core.liveness import Liveness, NodeRestarted, NodeStateChanged
+from diskhb.core.timing import RESTART_QUIET_INTERVALS
 from diskhb.core.types import Beat, NodeState, SlotFlag
 
 A, L = int(SlotFlag.ACTIVE), int(SlotFlag.LEFT)

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from diskhb.core.liveness import RESTART_QUIET_INTERVALS, Liveness, NodeRestarted, NodeStateChanged
+from diskhb.core.liveness import Liveness, NodeRestarted, NodeStateChanged
+from diskhb.core.timing import RESTART_QUIET_INTERVALS
 from diskhb.core.types import BadSample, Beat, BeatBatch, NodeState, SlotFlag
 
 INTERVAL_MS, DEAD_MS, JITTER_MS = 200, 2000, 30
