@@ -6,7 +6,7 @@
 Every line prints min / median / max over its repetitions.
 
 diskhb (a region file on this machine's disk, O_DIRECT|O_DSYNC, resource interval 1000 ms):
-  clean acquire      Runner.acquire of a never-used block (binding the name) and of a CLEAN one
+  clean acquire      a Guard driven by the CLI's Runner over a never-used block (binding the name) and a CLEAN one
                      (after a release), in-process; and `diskhb mmp run RES -- true` wall time
   refusal, daemon    node 1's daemon holds it; node 2's daemon is asked (control socket), and
                      `diskhb mmp acquire --config` (CLI wall time, Python start included)
@@ -37,7 +37,10 @@ import time
 from diskhb.control import request
 from diskhb.mmp import ext4
 from diskhb.mmp import format as mf
-from diskhb.mmp import guard as g
+from diskhb.core import timing
+from diskhb.mmp import foreground
+from diskhb.mmp import guard as gd
+from diskhb.mmp.steps import Claimant
 from diskhb.mmp.runner import Runner
 from diskhb.mmp.store import open_region_target
 from diskhb.runtime import new_generation
@@ -51,9 +54,10 @@ def _stats(xs: list[float]) -> str:
     return f"min {min(xs):.3f} s, median {statistics.median(xs):.3f} s, max {max(xs):.3f} s (n={len(xs)})"
 
 
-def _claimant(node_id: int, resource: str = "db") -> g.Claimant:
-    return g.Claimant(node_id=node_id, generation=new_generation(), holder_name=f"bench{node_id}",
-                      resource=resource, interval_ms=INTERVAL_MS, device="bench")
+def _claimant(node_id: int, resource: str = "db") -> Claimant:
+    return Claimant(node_id=node_id, generation=new_generation(), holder_name=f"bench{node_id}",
+                    resource=resource, interval_ms=INTERVAL_MS, ceiling_ms=timing.mmp_ceiling_ms(INTERVAL_MS),
+                    device="bench")
 
 
 def _timed_acquire(region: str, node_id: int, resource: str = "db", *, create=True, wait_ms=0):
@@ -61,13 +65,16 @@ def _timed_acquire(region: str, node_id: int, resource: str = "db", *, create=Tr
     t = open_region_target(region, writable=True)
     try:
         runner = Runner(t)
+        guard = gd.Guard(_claimant(node_id, resource), t.info, timing=timing.MmpTiming(INTERVAL_MS, 0),
+                         ledger=runner.ledger, rand=runner.rand, now_ms=runner.clock_ms(), wait_ms=wait_ms,
+                         create=create)
         t0 = time.monotonic()
-        try:
-            loc, acq = runner.acquire(_claimant(node_id, resource), create=create, wait_ms=wait_ms)
-        except Exception as e:  # noqa: BLE001 - a refusal is a result here
-            return time.monotonic() - t0, f"refused: {e}"
+        got, _, denied = foreground.acquire(runner, guard)
         took = time.monotonic() - t0
-        runner.bump(loc, g.Hold(acq, base_interval_ms=INTERVAL_MS), final=mf.SEQ_CLEAN)
+        if got is None:
+            return took, f"refused: {denied.reason}"
+        guard.release()
+        runner.drive(guard)  # CLEAN
         return took, "acquired"
     finally:
         t.close()
