@@ -414,7 +414,10 @@ class Liveness:
         node.generation, node.left_seq, node.seq, node.flags = generation, None, 0, 0
         self._emit(NodeRestarted(node.node_id, node.name, region, old, generation))
         for r, t in node.tracks.items():
-            if r != region and t.cand_generation == generation:  # its baseline is already here
+            if r == region:  # the adopting sample decides it next (R1-R4, R8), but the old
+                if t.state is _L:  # incarnation's LEFT must not outlive it (a stale region keeps LEFT)
+                    self._move(now_ms, node, r, t, _Trigger.RESTART)
+            elif t.cand_generation == generation:  # its baseline is already here
                 t.generation, t.seq, t.flags, t.since_ms = generation, t.cand_seq, t.cand_flags, t.cand_news_ms
                 if t.seq >= node.seq:
                     node.seq, node.flags = t.seq, t.flags

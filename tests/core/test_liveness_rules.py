@@ -324,3 +324,31 @@ def test_a_stale_region_cannot_testify_that_the_old_generation_is_quiet():
     node.beat(t)
     ev = lv.tick(t, sampled_ms={"disk": t, "net": t})
     assert restarts(ev) and overall(ev) == [(2, UNKNOWN, ALIVE)] and lv.node(2).generation == 9
+
+
+def test_a_restart_adopted_on_a_stale_region_does_not_inherit_the_old_incarnations_leave():
+    """R5 with R4 and R8: the node left cleanly (LEFT on its advancing generation), then restarted;
+    the new generation is adopted from a read of a stale region (our reads there hung for a
+    while). The old incarnation's LEFT must not carry over to the new one: it is UNKNOWN (stale
+    evidence), never LEFT under the new generation. (Found by the whole-cluster simulator, seed 50:
+    a claimant's fast path took a live holder's resource over as 'its daemon left cleanly'.)"""
+    lv = live()
+    node = Node(lv, ("disk",))
+    t = node.run(0, 2000)
+    node.beat(t + INTERVAL_MS, flags=int(SlotFlag.LEFT))  # the clean leave
+    lv.tick(t + INTERVAL_MS)
+    assert lv.node(2).state is LEFT
+    # we read the disk for a while after the leave, then our reads hang for longer than dead_ms:
+    # the region goes stale (what it last showed: the old incarnation, quiet and LEFT)
+    read_ms = t + INTERVAL_MS + 4 * INTERVAL_MS
+    lv.tick(read_ms, sampled_ms={"disk": read_ms})
+    now = read_ms + DEAD_MS + 100
+    lv.tick(now, sampled_ms={"disk": read_ms})
+    # meanwhile it restarted; a hung read completes at last, showing the new generation moving
+    node.gen, node.seq = 9, 0
+    node.beat(now + 10)
+    node.beat(now + 20)
+    lv.tick(now + 30, sampled_ms={"disk": read_ms})  # still stale: that read was submitted long ago
+    view = lv.node(2)
+    assert view.generation == 9 and view.state is not LEFT, view
+    lv.check_invariants()
