@@ -27,14 +27,14 @@ def sim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.timeout(CI_BUDGET_S + 120)
 def test_ci_budget_of_random_schedules_all_pass():
-    """2,000 seeds of 30 simulated seconds each (3 daemons and 3 command-line guards), through
+    """2,000 seeds of 30 simulated seconds each (3 daemons and 5 command-line guards), through
     the module's own multiprocessing path (one job per core), with 0 violations, in 3 minutes."""
     t0 = time.monotonic()
     r = sim("--seeds", str(CI_SEEDS), "--seconds", str(CI_SECONDS), timeout=CI_BUDGET_S + 100)
     took = time.monotonic() - t0
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     assert r.stdout.startswith(f"{CI_SEEDS} schedules, 0 violations,"), r.stdout[:500]
-    assert took <= CI_BUDGET_S, f"{CI_SEEDS} x {CI_SECONDS} s took {took:.0f} s (budget {CI_BUDGET_S} s): {r.stdout[:300]}"
+    assert took <= CI_BUDGET_S, f"{CI_SEEDS} x {CI_SECONDS} s took {took:.0f} s, over {CI_BUDGET_S} s: {r.stdout[:300]}"
 
 
 @pytest.mark.parametrize("seed", [7, 1234])

@@ -1,9 +1,14 @@
 """python -m tools.sim --seeds N [--start S] [--nodes K] [--seconds T] [--jobs J] [--trace]
+   python -m tools.sim --schedules [A..E] [--trace]
 
 Runs N seeded schedules of a K-node cluster for T simulated seconds each and prints one line:
 "N schedules, V violations, X simulated node-seconds, Y x real time". On a violation it prints
 the seed, the broken invariant, the last lines of its trace and the trace hash, and exits 1; the
 same seed replays the same trace (same hash).
+
+--schedules runs the scripted regression schedules A-E (tools.sim.schedules: the five double
+holders of the MMP guard's rework) instead, one line each; exit 1 if one ends in a violation or
+did not come about as scripted.
 """
 
 from __future__ import annotations
@@ -23,15 +28,25 @@ def run_one(args: tuple[int, int, int]) -> tuple[int, str | None, str, list[str]
     return seed, (str(v) if v else None), w.trace_hash, (list(w.trace)[-60:] if v else []), dict(w.checker.stats), w.steps
 
 
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block: the operator's mistake and its fix
+        print(f"tools.sim: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.sim", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="python -m tools.sim", description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=0, help="processes (default: one per core)")
     ap.add_argument("--trace", action="store_true", help="print the whole trace of each seed")
+    ap.add_argument("--schedules", nargs="?", const="ABCDE", metavar="LETTERS",
+                    help="run the scripted regression schedules (default all: ABCDE) instead of random seeds")
     a = ap.parse_args(argv)
+    if a.schedules is not None:
+        return run_schedules(a.schedules, a.trace)
     bad = [f"--seeds {a.seeds} must be >= 1" if a.seeds < 1 else "",
            f"--start {a.start} must be >= 0" if a.start < 0 else "",
            f"--nodes {a.nodes} must be in 1..8" if not 1 <= a.nodes <= 8 else "",
@@ -69,6 +84,24 @@ def main(argv: list[str] | None = None) -> int:
               f" --nodes {a.nodes} --seconds {a.seconds} --jobs 1)")
         print("\n".join("  " + line for line in trace))
     return 1 if violations else 0
+
+
+def run_schedules(letters: str, trace: bool) -> int:
+    from tools.sim import schedules
+
+    names = letters.upper().replace(",", "")
+    unknown = sorted(set(names) - set(schedules.SCHEDULES))
+    if unknown or not names:
+        print(f"tools.sim: error: --schedules {letters!r}: known are {''.join(schedules.SCHEDULES)}", file=sys.stderr)
+        return 2
+    bad = 0
+    for name in names:
+        w, script = schedules.run(name)
+        if trace:
+            print("\n".join("  " + line for line in w.trace))
+        print(schedules.line(name, w, script), flush=True)
+        bad += bool(w.checker.violation or script.missing())
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,13 @@ real sector bytes) and each link receiver runs netpath.replay's ReplayGuard. Wha
            and write (act) only while held, until the loss action or the lease enforcer (a
            separate process: not frozen with the daemon) has stopped them.
 Invariants are checked as the run goes (tools.sim.invariants).
+
+Scripted runs (tools.sim.schedules) use the same world with a script: it picks the profile, sets
+up command-line guards that follow plans (tools.sim.procs.PlanStep), turns the random workload
+and faults off, and may give any MMP request a Fate of its own (Script.fate, given the request):
+its completion, and a write's landing, at set delays or when the script says (World.land,
+World.complete: F1 checked). Unscripted runs draw nothing differently for it: same seed, same
+trace hash as before scripts existed.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ UUID = bytes(range(1, 17))
 TRACE_MAX = 4000
 ENFORCER_BUDGET_MS = 250  # the sim's lease enforcer needs this to stop a hold's consumers
 REPLAY_REBOOT_QUIET_MS = 3_000
+PROCS = 5  # command-line guard processes (tools.sim.procs) beside the daemons, on the free node ids
+SPIN_STEPS = 1000  # steps of one process at one simulated ms: its loop spins (see World.spinning)
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,11 @@ class Profile:
     partition_p_per_s: float = 0.02
     replay_p: float = 0.02  # a packet delivery that is a replay of an older one
     net: bool = True
+    mmp_slow_p: float = 0.06  # MMP writes are slow or hang more often: that is where late landings bite
+    mmp_hang_p: float = 0.02
+    late_land_p: float = 0.5  # a slow or hung MMP write held in the I/O stack: lands late in its F1 window
+    stall_p_per_s: float = 0.02  # a whole-disk stall of one node (every request of it waits until it ends)
+    stall_ms: tuple[int, int] = (200, 6_000)
 
     @property
     def io_timeout_ms(self) -> int:
@@ -82,6 +96,10 @@ PROFILES = (
     Profile(1000, 8000, (200, 20_000)),
     Profile(200, 2000, (300, 2_000), net=False),
     Profile(500, 8000, (200, 20_000), slow_p=0.08, hang_p=0.02),
+    # long dead times (sanlock's, o2hb's are longer still): F1's window (write_land_max_ms =
+    # dead_ms here) outlasts the guards' 10 s write deadline, so a write given up on may still land
+    Profile(1000, 20_000, (200, 20_000)),
+    Profile(500, 30_000, (200, 5_000), slow_p=0.08, hang_p=0.02),
 )
 
 
@@ -105,11 +123,43 @@ def fresh_mmp_area() -> bytearray:
 # -- one run ------------------------------------------------------------------------------------------
 
 
+HELD = "held"  # a Fate's landing or completion that the script brings about itself (World.land/complete)
+
+
+@dataclass(eq=False)
+class Fate:
+    """What a script decides for one MMP request (Script.fate): its completion `complete` ms
+    after its issue (None: never; HELD: when the script calls World.complete), and for a write
+    its landing `land` ms after its issue (HELD: when the script calls World.land; None: at a
+    random moment before its completion, as unscripted). The world fills in the rest."""
+    complete: int | str | None = 1
+    land: int | str | None = None
+    eio: bool = False
+    actor: object = None
+    req: object = None
+    issue: int | None = None
+    landed_at: int | None = None
+    completed_at: int | None = None
+    _land: tuple | None = None  # (fn, *args) the world runs when it lands
+    _done: tuple | None = None
+
+
 class World:
+    """One seeded run. Unscripted (script None): random profile, workload, faults and
+    command-line guards (PROCS), all from the seed. Scripted (tools.sim.schedules): the script
+    gives the profile, sets up the actors (command-line guards following plans; daemons without
+    the random workload), and decides the fate of the MMP requests it picks (Script.fate);
+    no random faults."""
+
     def __init__(self, seed: int, *, nodes: int = 3, seconds: int = 30, profile: Profile | None = None,
-                 script=None):
-        if not 1 <= nodes <= SLOTS:
+                 script=None, procs: int | None = None):
+        from tools.sim.procs import SimProc
+
+        if not (0 if script is not None else 1) <= nodes <= SLOTS:
             raise ValueError(f"nodes must be in 1..{SLOTS}")
+        procs = min(PROCS, SLOTS - nodes) if procs is None else procs
+        if nodes + procs > SLOTS:
+            raise ValueError(f"nodes + command-line guards must be at most {SLOTS}")
         self.seed = seed
         self.rng = random.Random(seed)
         self.profile = profile or self.rng.choice(PROFILES)
@@ -121,6 +171,7 @@ class World:
         self._hash = hashlib.sha256()
         self.steps = 0
         self.slots: dict[int, tuple | None] = {i: None for i in range(1, SLOTS + 1)}  # node -> (gen, seq, flags, name) | "torn"
+        self.written_slots: set[int] = set()
         self.mmp = fresh_mmp_area()
         self.mmp_size, self.blocks = mmp_layout()
         self.target = gd.TargetInfo("sim-disk", self.blocks, False)
@@ -128,12 +179,15 @@ class World:
         self.partition: dict[int, int] = {}  # node -> group (links carry only within a group)
         self.history: list = []  # (time, sender, link packet) for replays
         self.script = script
+        self._fates: dict[int, tuple] = {}  # id(request) -> (request, Fate): scripted requests in flight
         self.nodes = [SimNode(self, i + 1) for i in range(nodes)]
+        self.procs: list = []
         if script is not None:
-            script.setup(self)
+            script.setup(self)  # may add procs (SimProc with a plan)
         for n in self.nodes:
             n.boot(self.rng.randint(0, 300))
         if script is None:
+            self.procs = [SimProc(self, nodes + 1 + i) for i in range(procs)]
             self._plan_faults()
 
     # -- the scheduler ---------------------------------------------------------------------------
@@ -166,7 +220,7 @@ class World:
     def _plan_faults(self) -> None:
         p, rng = self.profile, self.rng
         seconds = self.end_ms // 1000
-        for n in self.nodes:
+        for n in [*self.nodes, *self.procs]:
             for s in range(seconds):
                 t = s * 1000 + rng.randint(0, 999)
                 r = rng.random()
@@ -174,12 +228,19 @@ class World:
                     self.at(t, n.freeze, rng.randint(*p.freeze_ms))
                 elif r < p.freeze_p_per_s + p.crash_p_per_s:
                     self.at(t, n.crash)
-                elif r < p.freeze_p_per_s + p.crash_p_per_s + p.leave_p_per_s:
+                elif r < p.freeze_p_per_s + p.crash_p_per_s + p.leave_p_per_s and hasattr(n, "leave"):
                     self.at(t, n.leave)
+                elif p.freeze_p_per_s + p.crash_p_per_s + p.leave_p_per_s <= r < \
+                        p.freeze_p_per_s + p.crash_p_per_s + p.leave_p_per_s + p.stall_p_per_s:
+                    self.at(t, self._stall, n, rng.randint(*p.stall_ms))
         for s in range(seconds):
             if rng.random() < p.partition_p_per_s:
                 t = s * 1000 + rng.randint(0, 999)
                 self.at(t, self._partition, rng.randint(500, 15_000))
+
+    def _stall(self, n, length_ms: int) -> None:
+        n.disk_stalled_until = max(n.disk_stalled_until, self.now + length_ms)
+        self.log(f"{n.name}'s disk stalls for {length_ms} ms")
 
     def _partition(self, length_ms: int) -> None:
         groups = {n.node_id: self.rng.randint(0, 1) for n in self.nodes}
@@ -196,33 +257,96 @@ class World:
 
     # -- I/O latency --------------------------------------------------------------------------------
 
-    def latency(self, node: "SimNode") -> tuple[int | None, bool]:
-        """(completion delay or None for never, eio) of one request of `node`."""
+    def spinning(self, actor, inc, wake: int) -> int:
+        """When a process steps next, given the wake-up its loop asked for. A loop that asks to
+        run again at once, again and again without the clock moving, spins (a busy loop: a bug
+        of what it runs); a real iteration takes time, so after SPIN_STEPS steps at one
+        simulated ms each of its steps takes 1 ms until it asks for a later wake-up (logged,
+        counted in stats "spins"): the run goes on instead of hanging."""
+        if wake > self.now:
+            inc.spin_steps = 0
+            return wake
+        if inc.spin_steps >= SPIN_STEPS:
+            return self.now + 1
+        if inc.spin_ms != self.now:
+            inc.spin_ms, inc.spin_steps = self.now, 0
+        inc.spin_steps += 1
+        if inc.spin_steps < SPIN_STEPS:
+            return wake
+        self.checker.stats["spins"] += 1
+        self.log(f"{actor.name} spins: {SPIN_STEPS} steps at {self.now} ms, each asking to run again at once")
+        return self.now + 1
+
+    def latency(self, node: "SimNode", mmp_write: bool = False, req=None) -> tuple[int | None, bool]:
+        """(completion delay or None for never, eio) of one request of `node` (`req`: an MMP
+        request, which a script may give a Fate of its own: schedule_write then follows it)."""
         p, rng = self.profile, self.rng
-        if self.script is not None:
-            got = self.script.latency(self, node)
-            if got is not None:
-                return got
+        if self.script is not None and req is not None and not (
+                req.op == "write" and req.issue_by_ms is not None and self.now > req.issue_by_ms):  # not issued
+            fate = self.script.fate(self, node, req)
+            if fate is not None:
+                fate.actor, fate.req, fate.issue = node, req, self.now
+                if req.op == "write":
+                    self._fates[id(req)] = (req, fate)
+                return (None if fate.complete == HELD else fate.complete), fate.eio
         if node.disk_stalled_until > self.now:
             return node.disk_stalled_until - self.now + rng.randint(*p.io_ms), False
+        hang_p, slow_p = (p.mmp_hang_p, p.mmp_slow_p) if mmp_write else (p.hang_p, p.slow_p)
         r = rng.random()
-        if r < p.hang_p:
+        if r < hang_p:
             return (None if rng.random() < 0.3 else rng.randint(p.slow_ms, p.hang_ms)), False
-        if r < p.hang_p + p.slow_p:
+        if r < hang_p + slow_p:
             return rng.randint(p.io_ms[1], p.slow_ms), False
-        if r < p.hang_p + p.slow_p + p.eio_p:
+        if r < hang_p + slow_p + p.eio_p:
             return rng.randint(*p.io_ms), True
         return rng.randint(*p.io_ms), False
 
-    def landing(self, issue: int, complete_delay: int | None) -> int:
-        """F1: a write lands between its issue and its completion, and by write_land_max_ms."""
-        bound = self.profile.write_land_max_ms if complete_delay is None else min(
-            complete_delay, self.profile.write_land_max_ms)
-        if self.script is not None:
-            got = self.script.landing(self, issue, bound)
-            if got is not None:
-                return got
-        return issue + self.rng.randint(0, max(0, bound))
+    def landing(self, issue: int, complete_delay: int | None, mmp: bool = False) -> int:
+        """F1: a write lands between its issue and its completion, and by write_land_max_ms.
+        An MMP write that is slow or hangs is often held in the I/O stack until the stall
+        clears: late_land_p of them land in the last quarter of that window."""
+        p = self.profile
+        bound = max(0, p.write_land_max_ms if complete_delay is None else min(complete_delay, p.write_land_max_ms))
+        if mmp and (complete_delay is None or complete_delay > p.io_ms[1]) and self.rng.random() < p.late_land_p:
+            return issue + self.rng.randint(bound - bound // 4, bound)
+        return issue + self.rng.randint(0, bound)
+
+    def schedule_write(self, actor, req, issue: int, delay: int | None, eio: bool, land: tuple, done: tuple) -> None:
+        """An MMP write issued: its landing (unless eio) and its completion, as `latency` said, or
+        as the script's Fate says. land/done: (fn, *args) to run then."""
+        got = self._fates.pop(id(req), None) if self._fates else None
+        if got is None or got[0] is not req:
+            if not eio:
+                self.at(self.landing(issue, delay, mmp=True), *land)
+            if delay is not None:
+                self.at(issue + delay, *done)
+            return
+        fate = got[1]
+        fate.issue, fate._land, fate._done = issue, (None if eio else land), done
+        if not eio:
+            if fate.land is None:
+                self.land(fate, self.landing(issue, delay))
+            elif fate.land != HELD:
+                self.land(fate, issue + fate.land)
+        if fate.complete not in (None, HELD):
+            self.complete(fate, issue + fate.complete)
+
+    def land(self, fate: Fate, t: int) -> None:
+        """A scripted write lands at t: F1 holds (between its issue and its completion, by
+        write_land_max_ms after its issue), or the script is wrong."""
+        assert fate._land is not None and fate.landed_at is None, "a write lands once (and not after EIO)"
+        assert fate.issue <= t <= fate.issue + self.profile.write_land_max_ms, \
+            f"F1: a write lands by write_land_max_ms ({self.profile.write_land_max_ms}) after its issue ({fate.issue})"
+        assert fate.completed_at is None or t <= fate.completed_at, "F1: a write lands before its completion"
+        fate.landed_at = max(t, self.now)
+        self.at(fate.landed_at, *fate._land)
+
+    def complete(self, fate: Fate, t: int) -> None:
+        assert fate.completed_at is None and fate.issue is not None
+        assert fate._land is None or fate.landed_at is not None, "F1: a write lands before its completion"
+        assert t >= fate.landed_at if fate.landed_at is not None else True
+        fate.completed_at = max(t, self.now)
+        self.at(fate.completed_at, *fate._done)
 
 
 # -- a node ----------------------------------------------------------------------------------------------
@@ -256,6 +380,9 @@ class Incarnation:
     slot_write_busy: bool = False
     slot_read_busy: bool = False
     mmp_in_flight: int = 0
+    spin_ms: int = -1  # World.spinning
+    spin_steps: int = 0
+    slot_ok_ms: int | None = None  # when a slot write of this incarnation first completed without error
 
 
 class SimNode:
@@ -302,7 +429,8 @@ class SimNode:
         w.checker.started(self, self.inc)
         w.log(f"{self.name} starts generation {gen:#x}")
         self._schedule(w.now)
-        self._plan_work()
+        if w.script is None or getattr(w.script, "workload", False):
+            self._plan_work()
 
     def freeze(self, length_ms: int) -> None:
         inc = self.inc
@@ -374,13 +502,13 @@ class SimNode:
         for ev in inc.core.drain_events():
             w.checker.event(self, inc, ev)
         if inc.running:
-            self._schedule(inc.core.next_wakeup_ms() + self.rng.randint(0, 3))
+            self._schedule(w.spinning(self, inc, inc.core.next_wakeup_ms() + self.rng.randint(0, 3)))
 
     def _deliver(self, inc: Incarnation, obs) -> None:
         if inc is not self.inc or not inc.running:
             return
         inc.inbox.append(obs)
-        self._schedule(self.w.now + self.rng.randint(0, 2))
+        self._schedule(self.w.now + 1)  # the loop wakes a moment later: what arrives meanwhile joins
 
     def _act(self, inc: Incarnation, a) -> None:
         w = self.w
@@ -434,12 +562,15 @@ class SimNode:
 
     def _slot_land(self, value: tuple, torn: bool) -> None:
         self.w.slots[self.node_id] = "torn" if torn else value
+        self.w.written_slots.add(self.node_id)
         if not torn:  # a torn slot is no beat (a missed one)
             self.w.checker.beat_landed(self, "disk", self.w.now, value)
 
     def _slot_written(self, inc: Incarnation, issue: int, seq: int, ok: bool) -> None:
         inc.slot_write_busy = False
         inc.writes_in_flight -= 1
+        if ok and inc.slot_ok_ms is None:
+            inc.slot_ok_ms = self.w.now
         if not inc.running:
             self._maybe_exited()
             return
@@ -456,8 +587,8 @@ class SimNode:
         if delay is None:
             return  # hung for ever: the read stays in flight
         box: dict[int, object] = {}
-        for i in range(1, SLOTS + 1):  # F2: each sector at its own moment
-            w.at(sub + self.rng.randint(0, delay), self._sample, box, i)
+        for i in w.written_slots:  # F2: each sector at its own moment (never-written ones stay empty)
+            w.at(sub + int(self.rng.random() * (delay + 1)), self._sample, box, i)
         w.at(sub + delay, self._slot_read_done, inc, sub, box, eio)
 
     def _sample(self, box: dict, i: int) -> None:
@@ -480,8 +611,9 @@ class SimNode:
                     if i != self.node_id:
                         obs.append(BadSample(i, "disk", "checksum mismatch (torn or corrupt write)"))
                     continue
-                if i == self.node_id:
-                    obs.append(core.OwnSlotRead("disk", v[0], v[1], v[2], v[3], True, True))
+                if i == self.node_id:  # N3 judges only a read submitted after a write of ours completed
+                    after_write = inc.slot_ok_ms is not None and inc.slot_ok_ms <= sub
+                    obs.append(core.OwnSlotRead("disk", v[0], v[1], v[2], v[3], True, after_write, sub, w.now))
                     continue
                 ids.append(i), gens.append(v[0]), seqs.append(v[1]), flags.append(v[2]), names.append(v[3])
             if ids:
@@ -561,7 +693,7 @@ class SimNode:
         if inc.mmp_in_flight >= 4:
             self._deliver(inc, core.MmpIoDone(gd.IoResult(req.id, w.now, w.now, error="busy")))
             return
-        delay, eio = w.latency(self)
+        delay, eio = w.latency(self, mmp_write=req.op == "write", req=req)
         issue = w.now
         inc.mmp_in_flight += 1
         if req.op == "read":
@@ -579,9 +711,8 @@ class SimNode:
         inc.writes_in_flight += 1
         if not eio:  # a write that fails with EIO never lands
             w.checker.mmp_write(self, inc, req, issue)
-            w.at(w.landing(issue, delay), self._mmp_land, inc, req)
-        if delay is not None:
-            w.at(issue + delay, self._mmp_written, inc, req, issue, eio)
+        w.schedule_write(self, req, issue, delay, eio, (self._mmp_land, inc, req),
+                         (self._mmp_written, inc, req, issue, eio))
 
     def _mmp_sample(self, box: dict, off: int) -> None:
         box[off] = bytes(self.w.mmp[off: off + SECTOR])
@@ -597,10 +728,14 @@ class SimNode:
     def _mmp_land(self, inc: Incarnation, req) -> None:
         self.w.mmp[req.offset: req.offset + req.length] = req.data
         self.w.checker.mmp_landed(self, inc, req)
+        if self.w.script is not None:
+            self.w.script.landed(self.w, self, req)
 
     def _mmp_written(self, inc: Incarnation, req, issue: int, eio: bool) -> None:
         inc.mmp_in_flight -= 1
         inc.writes_in_flight -= 1
+        if self.w.script is not None:
+            self.w.script.completed(self.w, self, req)
         if not inc.running:
             self._maybe_exited()
             return
