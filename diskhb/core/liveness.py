@@ -61,11 +61,14 @@ Per (node, region), the track:
       generation 0 (never written; regions do not report it, the rule is kept anyway).
   R8  STALE: a region that has not looked for dead_ms (at a tick: now_ms - sampled_ms[region]
       >= dead_ms) is stale until a tick finds it looked within dead_ms. Evidence that old is no
-      proof of life and no proof of death: its ALIVE tracks -> UNKNOWN ("stale: region not read
-      for N ms"), never DEAD on it (a deadline R3 reached on what it saw before stands); an
-      advance read there meanwhile (a hung read completing with what it read long ago) moves the
-      deadline but makes the track UNKNOWN (DEAD ones too), never ALIVE; LEFT stays. Once it is
-      fresh again the next sample decides (R1-R3).
+      proof of life and no proof of death: its ALIVE and DEAD tracks -> UNKNOWN ("stale: region
+      not read for N ms"), never DEAD on it (a DEAD reached while it was fresh does not stand
+      either: the node may have been writing there since, unseen; together with another
+      region's fresh DEAD it would declare a node dead that beats — the whole-cluster simulator
+      found that); an advance read there meanwhile (a hung read completing with what it read
+      long ago) moves the deadline but makes the track UNKNOWN, never ALIVE; LEFT stays (a
+      promise the node made). Once it is fresh again the next sample decides (R1-R3: no advance
+      since the last one for dead_ms is DEAD again at once).
       Downstream: a node whose only evidence is stale is UNKNOWN: never a fencing victim, never
       a reason for the MMP fast path to refuse (those consumers live elsewhere).
 Across the regions that know the node (have a valid sample of it), Heartbeat's "scope":
@@ -203,7 +206,7 @@ _TRANSITIONS: dict[_Trigger, dict[NodeState, NodeState | None]] = {
     _Trigger.DEADLINE: _row(_D, _D, None, None),
     _Trigger.DEADLINE_CANDIDATE: _row(_U, _U, None, None),
     _Trigger.RESTART: _row(_U, _U, _U, _U),
-    _Trigger.STALE: _row(_U, _U, None, None),
+    _Trigger.STALE: _row(_U, _U, _U, None),
 }
 
 
@@ -455,9 +458,14 @@ class Liveness:
                 if track.cand_moves and now_ms - track.cand_moved_ms < quiet_ms and (
                         pending is None or track.cand_moved_ms > pending[1].cand_moved_ms):
                     pending = region, track
-                if (track.state is not _A and track.state is not _U) or track.generation == GENERATION_NONE:
-                    continue  # only a watched track of a known node has a deadline
+                if track.generation == GENERATION_NONE:
+                    continue  # a region that does not know the node judges nothing of it
                 looked_ms = self._looked_ms(region, now_ms)
+                if track.state is _D and region in self._stale:  # R8: no proof of death either
+                    self._move(now_ms, node, region, track, _Trigger.STALE)
+                    self._settle(now_ms, node, region, f"stale: {region} not read for {now_ms - looked_ms} ms")
+                if track.state is not _A and track.state is not _U:
+                    continue  # only a watched track has a deadline
                 if region not in self._stale and looked_ms - track.since_ms >= dead_ms:  # R3 (never on stale evidence: R8)
                     age_ms = looked_ms - track.since_ms
                     why = f"no heartbeat advance on {region} for {age_ms} ms"
@@ -467,7 +475,7 @@ class Liveness:
                     else:
                         self._move(now_ms, node, region, track, _Trigger.DEADLINE)
                     self._settle(now_ms, node, region, why)
-                if region in self._stale:  # R8 (a DEAD reached at an earlier tick, while fresh, stands)
+                if region in self._stale:  # R8
                     self._move(now_ms, node, region, track, _Trigger.STALE)
                     self._settle(now_ms, node, region, f"stale: {region} not read for {now_ms - looked_ms} ms")
             # R5: a candidate that moved while the current generation was not quiet yet wins once

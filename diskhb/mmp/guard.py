@@ -254,6 +254,8 @@ class Guard:
             times.append(self.hold.loss_deadline_ms())
             if self._inflight is None and self._step is None:
                 times.append(0 if self._release_asked else self.hold.due_ms())
+        if self._release_asked and self._inflight is None:
+            times.append(0)  # GD5: a release (or a cancelled request) is acted on at once
         return min(times) if times else None
 
     def step(self, now_ms: int, results=()) -> list[IoRequest]:

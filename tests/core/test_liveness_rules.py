@@ -269,19 +269,45 @@ def test_a_stale_region_and_a_fresh_one_seeing_the_node_alive_keep_it_alive():
     assert disk.stale and disk.state is UNKNOWN
 
 
-def test_stale_evidence_changes_neither_dead_nor_left():
+def test_stale_evidence_is_no_proof_of_death_but_left_stays():
+    """R8: a DEAD reached while the region was fresh becomes UNKNOWN once the region goes stale
+    (the node may have been writing there since, unseen), and DEAD again at once when the region
+    is read again and still shows no advance; a LEFT (a promise) stays."""
     lv = live()
     t = Node(lv, ("disk",)).run(0, 2000)
     lv.tick(t + DEAD_MS, sampled_ms={"disk": t + DEAD_MS})
     assert lv.node(2).state is DEAD
-    assert lv.tick(t + 10 * DEAD_MS, sampled_ms={"disk": t + DEAD_MS}) == []  # stale now: still DEAD
-    assert lv.node(2).regions["disk"].stale and lv.node(2).state is DEAD
+    assert overall(lv.tick(t + 10 * DEAD_MS, sampled_ms={"disk": t + DEAD_MS})) == [(2, DEAD, UNKNOWN)]
+    assert lv.node(2).regions["disk"].stale
+    assert overall(lv.tick(t + 10 * DEAD_MS + 5, sampled_ms={"disk": t + 10 * DEAD_MS})) == [(2, UNKNOWN, DEAD)]
     lv2 = live()
     node = Node(lv2, ("disk",))
     t = node.run(0, 2000)
     node.beat(t + INTERVAL_MS, flags=L)
     lv2.tick(t + INTERVAL_MS)
     assert lv2.tick(t + 10 * DEAD_MS, sampled_ms={"disk": t + INTERVAL_MS}) == [] and lv2.node(2).state is LEFT
+
+
+def test_a_dead_on_a_region_gone_stale_and_a_fresh_dead_elsewhere_is_no_death():
+    """Found by the whole-cluster simulator (seed 3450): n3's disk stalled long enough for the
+    disk region to call it DEAD; then our disk reads hung (stale) while n3 beat there again; its
+    net link went silent for dead_ms. Declaring n3 DEAD then (disk DEAD, net DEAD) was a death
+    1 s after its last landed beat. A stale region's DEAD testifies nothing: UNKNOWN."""
+    lv = live()
+    node = Node(lv, ("disk", "net"))
+    t = node.run(0, 2000)
+    # n3's disk stalls: only net moves, and the disk region (fresh) calls it DEAD there
+    for k in range(1, 12):
+        node.beat(t + k * INTERVAL_MS, regions=("net",))
+        lv.tick(t + k * INTERVAL_MS + 1)
+    assert lv.node(2).regions["disk"].state is DEAD and lv.node(2).state is ALIVE
+    frozen_read_ms = t + 11 * INTERVAL_MS + 1  # our disk reads hang from here on
+    t2 = t + 11 * INTERVAL_MS
+    for k in range(1, 12):  # its disk beats again (we cannot see it), net goes silent
+        lv.tick(t2 + k * INTERVAL_MS, sampled_ms={"disk": frozen_read_ms})
+    ev = lv.tick(t2 + DEAD_MS + 500, sampled_ms={"disk": frozen_read_ms})
+    assert lv.node(2).regions["net"].state is DEAD and lv.node(2).regions["disk"].stale
+    assert lv.node(2).state is UNKNOWN, (ev, lv.node(2))
 
 
 def test_a_deadline_first_judged_after_the_region_went_stale_is_no_death():
@@ -295,13 +321,11 @@ def test_a_deadline_first_judged_after_the_region_went_stale_is_no_death():
     assert overall(ev) == [(2, ALIVE, UNKNOWN)]
 
 
-def test_a_deadline_judged_while_fresh_stands_when_the_region_goes_stale():
-    """A DEAD reached at a tick while the region was fresh stays DEAD once it goes stale."""
+def test_a_deadline_judged_while_fresh_is_unknown_once_the_region_goes_stale():
     lv = live()
     t = Node(lv, ("disk",)).run(0, 2000)
     assert overall(lv.tick(t + DEAD_MS + 10, sampled_ms={"disk": t + DEAD_MS})) == [(2, ALIVE, DEAD)]
-    assert overall(lv.tick(t + 3 * DEAD_MS, sampled_ms={"disk": t + DEAD_MS})) == []
-    assert lv.node(2).state is DEAD
+    assert overall(lv.tick(t + 3 * DEAD_MS, sampled_ms={"disk": t + DEAD_MS})) == [(2, DEAD, UNKNOWN)]
 
 
 def test_a_stale_region_cannot_testify_that_the_old_generation_is_quiet():

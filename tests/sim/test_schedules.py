@@ -45,3 +45,13 @@ def test_the_cli_runs_the_schedules(capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and all(": 0 violations [" in line for line in out), out
     assert out[0].startswith("schedule B ") and out[1].startswith("schedule E ")
+
+
+def test_each_fix_reverted_in_a_scratch_copy_fails_its_schedule(capsys):
+    """The simulator can fail: with each fix undone (tools.sim.reverts, in a copy of the tree),
+    its scripted schedule ends in a violation (I1: two holders)."""
+    from tools.sim.reverts import main
+
+    assert main([]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 5 and all(line.endswith("scripted schedule I1") for line in out), out

@@ -133,7 +133,9 @@ class Checker:
         w, now = self.w, self.w.now
         dead_ms = w.profile.dead_ms
         view = inc.core.liveness.node(ev.node_id)
-        regions = list(view.regions) if view is not None else []
+        # only the regions that know the node's current generation decided its death (a region
+        # still waiting for a restarted node's new generation there is no evidence either way)
+        regions = [r for r, rv in view.regions.items() if rv.generation == view.generation] if view else []
         for region in regions:
             key_region = "disk" if region == "disk" else f"net>{observer.node_id}"
             lands = self.landings[(ev.node_id, key_region)]

@@ -16,7 +16,6 @@ plan: one PlanStep per process it runs.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from diskhb.core import timing
@@ -24,7 +23,7 @@ from diskhb.mmp import guard as gd
 from diskhb.mmp.ledger import SectorLedger
 from diskhb.mmp.steps import Claimant
 
-from tools.sim.world import ENFORCER_BUDGET_MS, RESOURCES, SECTOR, Act
+from tools.sim.world import ENFORCER_BUDGET_MS, RESOURCES, SECTOR, Act, Rng
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class SimProc:
         self.w = world
         self.node_id = node_id
         self.name = name or f"cli{node_id}"
-        self.rng = random.Random(world.rng.getrandbits(64))
+        self.rng = Rng(world.rng.getrandbits(64))
         self.acts: dict[str, Act] = {}
         self.inc: _Proc | None = None
         self.disk_stalled_until = 0  # the world's latency model asks
