@@ -23,7 +23,7 @@ Per (node, region), the track:
   R3  DEADLINE: UNKNOWN or ALIVE -> DEAD when the region has shown no advance for dead_ms, from
       the last advance (from the baseline for UNKNOWN) to the moment the region last looked:
       a region we cannot read, or a stalled tick, kills nobody. (After such a gap the next
-      sample decides at once; a corrupt one there is a missed beat.) But -> UNKNOWN instead
+      valid sample decides at once; a corrupt one decides nothing: R6.) But -> UNKNOWN instead
       while a candidate was new or moved on that region less than dead_ms before it looked:
       something of that node id still writes there, a restart not adopted yet is no death.
   R4  LEFT: a sample of the current generation carrying LEFT -> LEFT on every region that knows
@@ -55,8 +55,14 @@ Per (node, region), the track:
       incarnation we missed) is a candidate like any other: it cannot win while the current one
       beats, and it wins back once that one is quiet (which is how a replay adopted while the
       node was silent everywhere is undone when it stops).
-  R6  BAD: a BadSample (bad checksum, torn write, wrong magic) is a missed beat: counted per
-      (node, region) for metrics; never an advance, never a state change, never knowledge.
+  R6  BAD: a BadSample (bad checksum, torn write, wrong magic) is counted per (node, region)
+      for metrics; never an advance, never knowledge, and no proof of silence either: the slot
+      changed into something we cannot read, and what landed there since our last valid sample
+      is unknown (the whole-cluster simulator found the death this rule prevents: an observer
+      frozen 5.4 s read one torn slot on waking and declared its writer dead, which had landed
+      beats all along). So from a track's first bad sample after a valid one until its next
+      valid one, R3 judges it only up to that last valid sample, and once the region has looked
+      dead_ms past it the track is UNKNOWN ("unreadable"), as a stale region's (R8).
   R7  IGNORED: samples of our own id (our slot is judged by region health, not here) and of
       generation 0 (never written; regions do not report it, the rule is kept anyway).
   R8  STALE: a region that has not looked for dead_ms (at a tick: now_ms - sampled_ms[region]
@@ -234,6 +240,8 @@ class _Track:
     flags: int = 0
     since_ms: int = 0  # last advance, baseline or restart: where the deadline (R3) counts from
     bad_samples: int = 0
+    seen_ms: int = 0  # the newest valid sample of the current generation here (R6)
+    blind_ms: int | None = None  # R6: reads bad since the valid sample seen then (None: readable)
     # R5: another generation this region shows (NONE: none): its newest seq and flags here, when
     # it was first seen here, how often and when it last showed another seq here (moved).
     cand_generation: int = GENERATION_NONE
@@ -297,6 +305,8 @@ class Liveness:
         node, track = self._track(now_ms, obs.node_id, obs.region)
         if isinstance(obs, BadSample):  # R6
             track.bad_samples += 1
+            if track.blind_ms is None and track.generation != GENERATION_NONE:
+                track.blind_ms = track.seen_ms
             return
         assert isinstance(obs, Beat), obs
         self._on_beat(now_ms, node, track, obs)
@@ -310,13 +320,13 @@ class Liveness:
         for node_id, generation, seq, flags, name in rows:
             node = nodes.get(node_id)
             track = node.tracks.get(region) if node is not None else None
-            if (track is not None and track.state is _A and node.state is _A
+            if (track is not None and track.state is _A and node.state is _A and track.blind_ms is None
                     and generation == track.generation and not flags & _LEFT_FLAG):
                 # ALIVE node: left_seq is None; ALIVE track: its seq is known, its generation the
                 # node's, its region not stale (R8), and the node has moved (R4).
                 if seq != track.seq:  # R1
                     track.seq, track.since_ms, node.advanced_ms = seq, now_ms, now_ms
-                track.flags = flags
+                track.flags, track.seen_ms = flags, now_ms
                 if seq >= node.seq:
                     node.seq, node.flags = seq, flags
                 if name:
@@ -365,6 +375,7 @@ class Liveness:
         if baseline:
             track.since_ms = now_ms
         track.generation, track.seq, track.flags = node.generation, seq, flags
+        track.seen_ms, track.blind_ms = (now_ms if seen_ms is None else seen_ms), None  # R6
         if seq >= node.seq:  # (a restart set node.seq from the new generation's samples only)
             node.seq, node.flags = seq, flags
         if advanced:
@@ -466,6 +477,12 @@ class Liveness:
                     self._settle(now_ms, node, region, f"stale: {region} not read for {now_ms - looked_ms} ms")
                 if track.state is not _A and track.state is not _U:
                     continue  # only a watched track has a deadline
+                if track.blind_ms is not None:  # R6: judged only up to its last valid sample
+                    if track.state is _A and looked_ms - track.blind_ms >= dead_ms:
+                        self._move(now_ms, node, region, track, _Trigger.STALE)
+                        self._settle(now_ms, node, region, f"unreadable on {region}: bad samples since"
+                                                           f" {looked_ms - track.blind_ms} ms")
+                    looked_ms = min(looked_ms, track.blind_ms)
                 if region not in self._stale and looked_ms - track.since_ms >= dead_ms:  # R3 (never on stale evidence: R8)
                     age_ms = looked_ms - track.since_ms
                     why = f"no heartbeat advance on {region} for {age_ms} ms"

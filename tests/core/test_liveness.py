@@ -359,14 +359,34 @@ def test_restarts_remember_a_bounded_history():
 # -- R6, R7: bad samples, ignored samples ------------------------------------------------------------
 
 
-def test_bad_sample_is_a_missed_beat_never_a_beat():
+def test_bad_samples_are_no_beat_and_no_proof_of_silence():
+    """R6: a slot that reads bad is judged only up to its last valid sample: never DEAD on that
+    evidence, UNKNOWN ('unreadable') once the region looked dead_ms past it; the next valid
+    sample decides again (here: no advance since -> DEAD at once)."""
     lv = live()
     t = alive_on(lv, 2, "d")
     for now in range(t + 200, t + DEAD_MS + 1, 200):
         lv.observe(now, BadSample(2, "d", "checksum mismatch"))
         assert lv.node(2).state is ALIVE or now == t + DEAD_MS
-        assert overall(lv.tick(now)) == ([(2, ALIVE, DEAD)] if now == t + DEAD_MS else [])
+        assert overall(lv.tick(now)) == ([(2, ALIVE, UNKNOWN)] if now == t + DEAD_MS else [])
     assert lv.node(2).regions["d"].bad_samples == DEAD_MS // 200
+    assert lv.tick(t + 5 * DEAD_MS) == []  # still unreadable: no death on it
+    seq = lv.node(2).seq
+    lv.observe(t + 5 * DEAD_MS, Beat(2, "d", lv.node(2).generation, seq, A))  # readable, not advanced
+    assert overall(lv.tick(t + 5 * DEAD_MS)) == [(2, UNKNOWN, DEAD)]
+
+
+def test_one_torn_read_after_our_own_freeze_kills_nobody():
+    """Found by the whole-cluster simulator (seed 9864): an observer frozen 5.4 s read, on
+    waking, its peer's slot torn (a write landing as it read): taking that for a missed beat
+    declared the peer dead, which had beaten all along. The next valid sample decides."""
+    lv = live()
+    t = alive_on(lv, 2, "d")
+    woke = t + 5400
+    lv.observe(woke, BadSample(2, "d", "checksum mismatch"))
+    assert overall(lv.tick(woke)) == [(2, ALIVE, UNKNOWN)]  # unreadable since t: not dead
+    lv.observe(woke + 200, Beat(2, "d", lv.node(2).generation, lv.node(2).seq + 27, A))
+    assert overall(lv.tick(woke + 200)) == [(2, UNKNOWN, ALIVE)]
 
 
 def test_bad_samples_alone_never_make_a_node_known():
