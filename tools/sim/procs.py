@@ -23,7 +23,7 @@ from diskhb.mmp import guard as gd
 from diskhb.mmp.ledger import SectorLedger
 from diskhb.mmp.steps import Claimant
 
-from tools.sim.world import ENFORCER_BUDGET_MS, RESOURCES, SECTOR, Act, Rng
+from tools.sim.world import ENFORCER_BUDGET_MS, SECTOR, Act, Rng
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class SimProc:
         if self.step is not None:
             resource, interval = self.step.resource, self.step.interval_ms
         else:
-            resource = f"r{self.rng.randrange(RESOURCES)}"
+            resource = f"r{self.rng.randrange(p.resources)}"
             lo, hi = p.resource_intervals_ms  # the profile's range, or anything from 200 ms to 20 s
             interval = self.rng.choice((lo, hi, self.rng.randint(lo, hi), int(200 * 100 ** self.rng.random())))
         budget = min(timing.loss_budget_ms(("kill",), kill_grace_ms=max(1, interval // 4), remount_timeout_ms=0,

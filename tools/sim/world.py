@@ -80,6 +80,7 @@ class Profile:
     late_land_p: float = 0.5  # a slow or hung MMP write held in the I/O stack: lands late in its F1 window
     stall_p_per_s: float = 0.02  # a whole-disk stall of one node (every request of it waits until it ends)
     stall_ms: tuple[int, int] = (200, 6_000)
+    resources: int = RESOURCES  # how many of the blocks the workload contends for
 
     @property
     def io_timeout_ms(self) -> int:
@@ -100,6 +101,10 @@ PROFILES = (
     # dead_ms here) outlasts the guards' 10 s write deadline, so a write given up on may still land
     Profile(1000, 20_000, (200, 20_000)),
     Profile(500, 30_000, (200, 5_000), slow_p=0.08, hang_p=0.02),
+    # hot spots: every actor after one resource, MMP writes often held in the I/O stack and
+    # landing late within F1's window (8 s, 20 s): the ground of schedules A, C and D
+    Profile(500, 8000, (200, 5000), mmp_slow_p=0.12, mmp_hang_p=0.06, late_land_p=0.8, resources=1),
+    Profile(1000, 20_000, (200, 20_000), mmp_slow_p=0.12, mmp_hang_p=0.06, late_land_p=0.8, resources=1),
 )
 
 
@@ -760,7 +765,7 @@ class SimNode:
             if inc is self.inc and inc.running:
                 self.w.at(inc.frozen_until + 1, self._want, inc)
             return
-        free = [f"r{k}" for k in range(RESOURCES) if f"r{k}" not in self.acts
+        free = [f"r{k}" for k in range(self.w.profile.resources) if f"r{k}" not in self.acts
                 and f"r{k}" not in inc.requests.values()]
         if free and not inc.core.phase.value.startswith(("leav", "publ")):
             resource = self.rng.choice(free)
