@@ -583,6 +583,10 @@ class Liveness:
         """The sender view published in heartbeats: per region, the ids it sees alive."""
         return {r: tuple(sorted(ids)) for r, ids in sorted(self._alive.items()) if ids}
 
+    def any_alive(self) -> bool:
+        """Whether some node is ALIVE (X1), without building views (every beat asks)."""
+        return any(n.state is _A for n in self._nodes.values())
+
     def node(self, node_id: int) -> NodeView | None:
         node = self._nodes.get(node_id)
         return None if node is None else self._view(node)

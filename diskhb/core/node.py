@@ -537,7 +537,7 @@ class NodeCore:
 
     def _tick_links(self, now_ms: int) -> None:
         """N7."""
-        peers_exist = any(v.state is NodeState.ALIVE for v in self.liveness.nodes())
+        peers_exist = self.liveness.any_alive()
         for name, heard in self.heard_ms.items():
             deaf = peers_exist and now_ms - heard >= self.spec.dead_ms
             if deaf and name not in self.deaf:
