@@ -59,6 +59,7 @@ def test_the_cli_prints_the_trace_hash_a_replay_gives():
     (["--seeds", "0"], "--seeds 0 must be >= 1"),
     (["--nodes", "0"], "--nodes 0 must be in 1..8"),
     (["--nodes", "x"], "invalid int value: 'x'"),
+    (["--nodes", "4", "--procs", "5"], "--procs 5 must be in 0..4 with --nodes 4"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, says):
     r = sim(*args)

@@ -1,4 +1,4 @@
-"""python -m tools.sim --seeds N [--start S] [--nodes K] [--seconds T] [--jobs J] [--trace]
+"""python -m tools.sim --seeds N [--start S] [--nodes K] [--seconds T] [--procs P] [--jobs J] [--trace]
    python -m tools.sim --schedules [A..E] [--trace]
 
 Runs N seeded schedules of a K-node cluster for T simulated seconds each and prints one line:
@@ -19,11 +19,11 @@ import sys
 import time
 
 
-def run_one(args: tuple[int, int, int]) -> tuple[int, str | None, str, list[str], dict, int]:
+def run_one(args: tuple[int, int, int, int | None]) -> tuple[int, str | None, str, list[str], dict, int]:
     from tools.sim.world import World
 
-    seed, nodes, seconds = args
-    w = World(seed, nodes=nodes, seconds=seconds).run()
+    seed, nodes, seconds, procs = args
+    w = World(seed, nodes=nodes, seconds=seconds, procs=procs).run()
     v = w.checker.violation
     return seed, (str(v) if v else None), w.trace_hash, (list(w.trace)[-60:] if v else []), dict(w.checker.stats), w.steps
 
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--procs", type=int, default=None,
+                    help="command-line guard processes beside the daemons (default: 5, at most 8 - nodes)")
     ap.add_argument("--jobs", type=int, default=0, help="processes (default: one per core)")
     ap.add_argument("--trace", action="store_true", help="print the whole trace of each seed")
     ap.add_argument("--schedules", nargs="?", const="ABCDE", metavar="LETTERS",
@@ -51,13 +53,15 @@ def main(argv: list[str] | None = None) -> int:
            f"--start {a.start} must be >= 0" if a.start < 0 else "",
            f"--nodes {a.nodes} must be in 1..8" if not 1 <= a.nodes <= 8 else "",
            f"--seconds {a.seconds} must be in 1..86400" if not 1 <= a.seconds <= 86400 else "",
-           f"--jobs {a.jobs} must be >= 0" if a.jobs < 0 else ""]
+           f"--jobs {a.jobs} must be >= 0" if a.jobs < 0 else "",
+           f"--procs {a.procs} must be in 0..{8 - a.nodes} with --nodes {a.nodes}"
+           if a.procs is not None and not 0 <= a.procs <= 8 - a.nodes else ""]
     bad = [b for b in bad if b]
     if bad:
         print(f"tools.sim: error: {bad[0]}", file=sys.stderr)
         return 2
     jobs = a.jobs or multiprocessing.cpu_count()
-    work = [(s, a.nodes, a.seconds) for s in range(a.start, a.start + a.seeds)]
+    work = [(s, a.nodes, a.seconds, a.procs) for s in range(a.start, a.start + a.seeds)]
     t0 = time.monotonic()
     violations, totals, steps = [], {}, 0
     if jobs == 1 or a.trace:
