@@ -608,7 +608,9 @@ class Guard:
             return
         lost = self.hold.on_written(r.submitted_ms, r.completed_ms)
         if lost is not None:
-            self._gone(lost.reason)
+            stalled = (f" (this process was stalled for {self._stall_ms} ms meanwhile: stopped or starved, not"
+                       " necessarily the device)" if self._stall_ms else "")
+            self._gone(lost.reason + stalled)
         elif self.hold.released:
             self._gone(None)
         else:

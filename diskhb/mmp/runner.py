@@ -108,8 +108,10 @@ class Runner:
             for req in requests:
                 before = self.clock_ms()
                 r = self.execute(req)
+                # execute() waits at most until the deadline: back well after it (with or without
+                # the result), this process was stopped while it waited for the I/O
                 overshoot = self.clock_ms() - max(before, req.deadline_ms)
-                if r is None and overshoot > FROZEN_SLACK_MS:  # stopped while it waited for the I/O
+                if overshoot > FROZEN_SLACK_MS:
                     guard.stalled(overshoot)
                 if r is not None:
                     results.append(r)

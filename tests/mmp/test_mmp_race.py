@@ -318,8 +318,12 @@ def test_a_frozen_holder_is_taken_over_and_learns_it_before_writing_again(region
         guard.send_signal(signal.SIGCONT)
         out, err = guard.communicate(timeout=20)
         assert guard.returncode == 3, (guard.returncode, err)
-        # On waking, HD-loss tells it first (it could not renew in time), before any read or write.
-        assert "LOST" in err and ("could not renew" in err or "taken over by" in err), err
+        # On waking, HD-loss tells it first (it could not renew in time), before any read or write;
+        # or, stopped while a bump was in flight, that bump's completion past the loss deadline,
+        # blamed on the stop (issue 9 point 8: a freeze is not a device fault).
+        assert "LOST" in err and ("could not renew" in err or "taken over by" in err or (
+            "past our loss deadline" in err and "this process was stalled" in err)), err
+        assert "hung device" not in err, err
         wait_until(lambda: os.path.exists(loss_file), 5, "the loss command's file")
         assert open(loss_file).read().split()[0] == str(mine["epoch"])
         time.sleep(1.0)  # keep sampling well after the old guard is gone

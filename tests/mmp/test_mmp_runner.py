@@ -122,3 +122,33 @@ def test_the_enforcer_learns_a_shortened_lease_before_the_write_that_shortens_it
     assert shrinking, [(t, i) for t, i, _ in bumps]
     for t, interval, lease in shrinking:
         assert lease.takeover_ms <= t + classic_wait_ms(interval), (t, interval, lease)
+
+
+def test_a_process_stopped_inside_a_bump_blames_the_stop_not_the_device(monkeypatch):
+    """Issue 9 point 8, the case a fresh clone's run found: SIGSTOP while a bump write was in
+    flight; after SIGCONT the write's result comes back long past its deadline. The hold is lost
+    (its completion is past the loss deadline), and the reason says this process was stopped."""
+    clock = [0]
+    disk = SlowDisk(clock, 5)
+    target = Target(path="<memory>", store=disk, blocks=(LOC,), uuid=LOC.uuid, standalone=False)
+    runner = Runner(target, clock_ms=lambda: clock[0], wall=lambda: 0, rand=random.Random(3).randrange)
+    sleep = SimpleNamespace(sleep=lambda s: clock.__setitem__(0, clock[0] + max(1, round(s * 1000))),
+                            monotonic=lambda: 0)
+    monkeypatch.setattr(runner_mod, "time", sleep)
+    monkeypatch.setattr(mmp_drive, "time", sleep)
+    guard = make_guard(runner, claimant(1, "db", 500), create=True)
+    drive(runner, guard, until=lambda: guard.holding and guard.hold.bumps >= 2)
+    inner = disk.write
+
+    def stopped_inside(offset, data, *, timeout_ms=None):
+        inner(offset, data, timeout_ms=timeout_ms)
+        clock[0] += 3000  # SIGSTOP ... SIGCONT: the write completed, we hear of it 3 s later
+        disk.write = inner
+
+    disk.write = stopped_inside
+    events: list = []
+    runner.drive(guard, on_event=events.append)
+    gone = [e for e in events if isinstance(e, gd.Gone)]
+    assert len(gone) == 1 and not gone[0].released, events
+    assert "past our loss deadline" in gone[0].lost and "this process was stalled for" in gone[0].lost, gone[0].lost
+    assert "hung device" not in gone[0].lost
