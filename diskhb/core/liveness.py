@@ -465,6 +465,10 @@ class Liveness:
         quiet_ms = self.restart_quiet_ms
         for node in self._nodes.values():
             pending: tuple[str, _Track] | None = None  # R5: the candidate that moved last, recently
+            # X1-X4 once per node, after every track moved: judged track by track, a fresh DEAD
+            # on one region before another's stale DEAD turned UNKNOWN declared a transient death
+            # (found by the simulator's bench run, seed 80291)
+            moved: list[tuple[str, str]] = []
             for region, track in node.tracks.items():
                 if track.cand_moves and now_ms - track.cand_moved_ms < quiet_ms and (
                         pending is None or track.cand_moved_ms > pending[1].cand_moved_ms):
@@ -474,14 +478,14 @@ class Liveness:
                 looked_ms = self._looked_ms(region, now_ms)
                 if track.state is _D and region in self._stale:  # R8: no proof of death either
                     self._move(now_ms, node, region, track, _Trigger.STALE)
-                    self._settle(now_ms, node, region, f"stale: {region} not read for {now_ms - looked_ms} ms")
+                    moved.append((region, f"stale: {region} not read for {now_ms - looked_ms} ms"))
                 if track.state is not _A and track.state is not _U:
                     continue  # only a watched track has a deadline
                 if track.blind_ms is not None:  # R6: judged only up to its last valid sample
                     if track.state is _A and looked_ms - track.blind_ms >= dead_ms:
                         self._move(now_ms, node, region, track, _Trigger.STALE)
-                        self._settle(now_ms, node, region, f"unreadable on {region}: bad samples since"
-                                                           f" {looked_ms - track.blind_ms} ms")
+                        moved.append((region, f"unreadable on {region}: bad samples since"
+                                              f" {looked_ms - track.blind_ms} ms"))
                     looked_ms = min(looked_ms, track.blind_ms)
                 if region not in self._stale and looked_ms - track.since_ms >= dead_ms:  # R3 (never on stale evidence: R8)
                     age_ms = looked_ms - track.since_ms
@@ -491,10 +495,14 @@ class Liveness:
                         why += f", but generation {track.cand_generation:#x} writes there (not adopted yet)"
                     else:
                         self._move(now_ms, node, region, track, _Trigger.DEADLINE)
-                    self._settle(now_ms, node, region, why)
+                    moved.append((region, why))
                 if region in self._stale:  # R8
                     self._move(now_ms, node, region, track, _Trigger.STALE)
-                    self._settle(now_ms, node, region, f"stale: {region} not read for {now_ms - looked_ms} ms")
+                    moved.append((region, f"stale: {region} not read for {now_ms - looked_ms} ms"))
+            if moved:
+                new = overall_state([t.state for t in node.tracks.values() if t.generation != GENERATION_NONE])
+                region, why = next(((r, w) for r, w in reversed(moved) if node.tracks[r].state is new), moved[-1])
+                self._settle(now_ms, node, region, why)
             # R5: a candidate that moved while the current generation was not quiet yet wins once
             # it is, if that move came within restart_quiet_ms (after the current one went silent)
             if pending is not None and self._quiet(now_ms, node):

@@ -376,3 +376,30 @@ def test_a_restart_adopted_on_a_stale_region_does_not_inherit_the_old_incarnatio
     view = lv.node(2)
     assert view.generation == 9 and view.state is not LEFT, view
     lv.check_invariants()
+
+
+def test_one_tick_settles_each_node_once_so_no_transient_death():
+    """X1-X4 once per node per tick, after every track moved. Found by the simulator's bench run
+    (seed 80291): an observer woke from a 7.6 s freeze; its net track of n2 (created first) hit
+    its deadline (n2 partitioned) while its disk track still held a DEAD from before the freeze,
+    on a region now stale. Judged track by track, net DEAD with disk still DEAD declared n2
+    DEAD, and the disk track turned UNKNOWN (R8) only a moment later in the same tick."""
+    lv = live()
+    seq = 0
+    for now in range(0, 1000, INTERVAL_MS):  # n2 known on net first, then on disk
+        seq += 1
+        lv.observe(now, Beat(2, "net", LIVE, seq, A, "n2"))
+        lv.observe(now, Beat(2, "disk", LIVE, seq, A, "n2"))
+        lv.tick(now)
+    assert list(lv.node(2).regions) == ["disk", "net"] and lv.node(2).state is ALIVE
+    t = now
+    for now in range(t + INTERVAL_MS, t + DEAD_MS + 400, INTERVAL_MS):  # its disk writes stop; net goes on
+        seq += 1
+        lv.observe(now, Beat(2, "net", LIVE, seq, A, "n2"))
+        lv.tick(now, sampled_ms={"disk": now})
+    assert lv.node(2).regions["disk"].state is DEAD and lv.node(2).state is ALIVE
+    read_ms = now  # our disk reads stop here (we froze); net is partitioned from n2 as well
+    events = lv.tick(now + 3 * DEAD_MS, sampled_ms={"disk": read_ms})
+    assert DEAD not in [e.new for e in events if isinstance(e, NodeStateChanged)], events
+    assert [(e.old, e.new) for e in events if isinstance(e, NodeStateChanged)] == [(ALIVE, UNKNOWN)], events
+    assert lv.node(2).state is UNKNOWN
