@@ -23,7 +23,7 @@ from diskhb.mmp import guard as gd
 from diskhb.mmp.ledger import SectorLedger
 from diskhb.mmp.steps import Claimant
 
-from tools.sim.world import ENFORCER_BUDGET_MS, SECTOR, Act, Rng
+from tools.sim.world import ENFORCER_BUDGET_MS, SECTOR, Act, Actor, Rng
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class _Proc:
     held_epoch: int = 0
 
 
-class SimProc:
+class SimProc(Actor):
     def __init__(self, world, node_id: int, plan: list[PlanStep] | None = None, name: str | None = None):
         self.w = world
         self.node_id = node_id
@@ -158,23 +158,9 @@ class SimProc:
 
     # -- the driver (diskhb.mmp.runner's loop, asynchronous) ------------------------------------------
 
-    def _schedule(self, t: int) -> None:
-        inc = self.inc
-        if inc is None or not inc.running:
-            return
-        t = max(t, self.w.now, inc.frozen_until)
-        if inc.step_at is not None and inc.step_at <= t:
-            return
-        inc.step_at = t
-        self.w.at(t, self._step, inc)
-
     def _step(self, inc: _Proc) -> None:
         w = self.w
-        if inc is not self.inc or not inc.running or inc.step_at != w.now:
-            return
-        inc.step_at = None
-        if inc.frozen_until > w.now:
-            self._schedule(inc.frozen_until)
+        if not self._woken(inc):
             return
         w.steps += 1
         g = inc.guard

@@ -398,7 +398,34 @@ class Incarnation:
     slot_ok_ms: int | None = None  # when a slot write of this incarnation first completed without error
 
 
-class SimNode:
+class Actor:
+    """What a daemon (SimNode) and a command-line guard (tools.sim.procs.SimProc) share: one
+    process at a time (self.inc, with step_at, frozen_until, running) whose loop the world's
+    scheduler wakes, at most one pending wake-up each."""
+
+    def _schedule(self, t: int) -> None:
+        inc = self.inc
+        if inc is None or not inc.running:
+            return
+        t = max(t, self.w.now, inc.frozen_until)
+        if inc.step_at is not None and inc.step_at <= t:
+            return
+        inc.step_at = t
+        self.w.at(t, self._step, inc)
+
+    def _woken(self, inc) -> bool:
+        """Whether this wake-up runs the loop now: it is the current process's pending one, and
+        the process is not frozen (then it runs once the freeze ends)."""
+        if inc is not self.inc or not inc.running or inc.step_at != self.w.now:
+            return False
+        inc.step_at = None
+        if inc.frozen_until > self.w.now:
+            self._schedule(inc.frozen_until)
+            return False
+        return True
+
+
+class SimNode(Actor):
     def __init__(self, world: World, node_id: int):
         self.w = world
         self.node_id = node_id
@@ -487,23 +514,9 @@ class SimNode:
 
     # -- the daemon's loop -------------------------------------------------------------------------
 
-    def _schedule(self, t: int) -> None:
-        inc = self.inc
-        if inc is None or not inc.running:
-            return
-        t = max(t, self.w.now, inc.frozen_until)
-        if inc.step_at is not None and inc.step_at <= t:
-            return
-        inc.step_at = t
-        self.w.at(t, self._step, inc)
-
     def _step(self, inc: Incarnation) -> None:
         w = self.w
-        if inc is not self.inc or not inc.running or inc.step_at != w.now:
-            return
-        inc.step_at = None
-        if inc.frozen_until > w.now:
-            self._schedule(inc.frozen_until)
+        if not self._woken(inc):
             return
         obs, inc.inbox = inc.inbox, []
         if w.profile.net:
