@@ -44,6 +44,19 @@ class SlowDisk:
         pass
 
 
+def virtual_runner(monkeypatch, io_ms: int) -> tuple[list[int], SlowDisk, Runner]:
+    """A Runner over a SlowDisk on a virtual clock that its sleeps (and mmp_drive's) advance."""
+    clock = [0]
+    disk = SlowDisk(clock, io_ms)
+    target = Target(path="<memory>", store=disk, blocks=(LOC,), uuid=LOC.uuid, standalone=False)
+    runner = Runner(target, clock_ms=lambda: clock[0], wall=lambda: 0, rand=random.Random(3).randrange)
+    sleep = SimpleNamespace(sleep=lambda s: clock.__setitem__(0, clock[0] + max(1, round(s * 1000))),
+                            monotonic=lambda: 0)
+    monkeypatch.setattr(runner_mod, "time", sleep)
+    monkeypatch.setattr(mmp_drive, "time", sleep)
+    return clock, disk, runner
+
+
 
 
 def test_a_hold_whose_first_verify_is_due_at_once_is_not_lost(monkeypatch):
@@ -91,14 +104,7 @@ def test_the_enforcer_learns_a_shortened_lease_before_the_write_that_shortens_it
     the moment it is issued, and a claimant that sees it waits C(shorter) only: whoever renews
     the lease enforcer (foreground.hold, from on_event) must have the shorter lease before that
     write goes out. If this process froze inside the write, the enforcer would act too late."""
-    clock = [0]
-    disk = SlowDisk(clock, 5)
-    target = Target(path="<memory>", store=disk, blocks=(LOC,), uuid=LOC.uuid, standalone=False)
-    runner = Runner(target, clock_ms=lambda: clock[0], wall=lambda: 0, rand=random.Random(3).randrange)
-    sleep = SimpleNamespace(sleep=lambda s: clock.__setitem__(0, clock[0] + max(1, round(s * 1000))),
-                            monotonic=lambda: 0)
-    monkeypatch.setattr(runner_mod, "time", sleep)
-    monkeypatch.setattr(mmp_drive, "time", sleep)
+    clock, disk, runner = virtual_runner(monkeypatch, io_ms=5)
     guard = make_guard(runner, claimant(1, "db", 200), create=True)
     drive(runner, guard, until=lambda: guard.holding)
     leases: list[gd.Lease] = []
@@ -128,14 +134,7 @@ def test_a_process_stopped_inside_a_bump_blames_the_stop_not_the_device(monkeypa
     """Issue 9 point 8, the case a fresh clone's run found: SIGSTOP while a bump write was in
     flight; after SIGCONT the write's result comes back long past its deadline. The hold is lost
     (its completion is past the loss deadline), and the reason says this process was stopped."""
-    clock = [0]
-    disk = SlowDisk(clock, 5)
-    target = Target(path="<memory>", store=disk, blocks=(LOC,), uuid=LOC.uuid, standalone=False)
-    runner = Runner(target, clock_ms=lambda: clock[0], wall=lambda: 0, rand=random.Random(3).randrange)
-    sleep = SimpleNamespace(sleep=lambda s: clock.__setitem__(0, clock[0] + max(1, round(s * 1000))),
-                            monotonic=lambda: 0)
-    monkeypatch.setattr(runner_mod, "time", sleep)
-    monkeypatch.setattr(mmp_drive, "time", sleep)
+    clock, disk, runner = virtual_runner(monkeypatch, io_ms=5)
     guard = make_guard(runner, claimant(1, "db", 500), create=True)
     drive(runner, guard, until=lambda: guard.holding and guard.hold.bumps >= 2)
     inner = disk.write
