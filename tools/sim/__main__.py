@@ -30,7 +30,7 @@ def run_one(args: tuple[int, int, int, int | None]) -> tuple[int, str | None, st
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage block: the operator's mistake and its fix
-        print(f"tools.sim: error: {message} (see --help)", file=sys.stderr)
+        print(f"{self.prog.split()[-1]}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
 
 

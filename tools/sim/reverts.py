@@ -13,7 +13,6 @@ passes with its fix reverted.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -84,7 +83,9 @@ def sim(root: str, *args: str, timeout: float = 3600) -> subprocess.CompletedPro
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.sim.reverts", description=__doc__.splitlines()[0])
+    from tools.sim.__main__ import OneLineParser
+
+    ap = OneLineParser(prog="python -m tools.sim.reverts", description=__doc__.splitlines()[0])
     ap.add_argument("letters", nargs="?", default="ABCDE")
     ap.add_argument("--seeds", type=int, default=0, help="random seeds to run in each copy too (0: none)")
     a = ap.parse_args(argv)
