@@ -119,6 +119,11 @@ BALLOT = cs.Struct(
 
 assert SEQ_BLOCK.sizeof() == BALLOT.sizeof() == STRUCT_BYTES
 
+# construct's compiled codecs: the same formats as generated Python code, about twice as fast
+# (every MMP write encodes and decodes its sector once; tests/mmp check both give the same bytes)
+_SEQ_CODEC = SEQ_BLOCK.compile()
+_BALLOT_CODEC = BALLOT.compile()
+
 
 def check_name(value: str, limit: int, what: str, *, allow_empty: bool = False) -> None:
     raw = value.encode("utf-8")
@@ -223,7 +228,7 @@ def encode_seq_block(block: SeqBlock) -> bytes:
     """One sector. Validates first and checks that the bytes decode back to `block`."""
     block.validate()
     fields = {name: getattr(block, name) for name in _SEQ_FIELDS}
-    out = _seal(SEQ_BLOCK.build({**fields, "magic": SEQ_MAGIC, "crc": 0}), block.sector_size)
+    out = _seal(_SEQ_CODEC.build({**fields, "magic": SEQ_MAGIC, "crc": 0}), block.sector_size)
     assert decode_seq_block(out) == block
     return out
 
@@ -250,7 +255,7 @@ def _decode_seq_block(data: bytes) -> SeqBlock | None:
         raise BlockError(f"MMP block checksum mismatch (stored {stored:#010x}, computed "
                          f"{crc32c(data[:CRC_OFFSET]):#010x})")
     try:
-        p = SEQ_BLOCK.parse(data)
+        p = _SEQ_CODEC.parse(data)
     except (cs.ConstructError, UnicodeDecodeError) as e:
         raise BlockError(f"MMP block does not parse: {e}") from None
     block = SeqBlock(**{name: p[name] for name in _SEQ_FIELDS})
@@ -324,7 +329,7 @@ class Ballot:
 def encode_ballot(b: Ballot, sector_size: int) -> bytes:
     b.validate()
     p = b.inp
-    raw = BALLOT.build(dict(
+    raw = _BALLOT_CODEC.build(dict(
         magic=BALLOT_MAGIC, node_id=b.node_id, flags=0, lver=b.lver, mbal=b.mbal, bal=b.bal,
         writer_generation=b.writer_generation, wall_ms=b.wall_ms, uuid=b.uuid,
         inp_node=p.node_id if p else 0, pad0=0, inp_interval_ms=p.interval_ms if p else 0,
@@ -353,7 +358,7 @@ def _decode_ballot(data: bytes, expect_node_id: int) -> Ballot | None:
     if not _crc_ok(data):
         raise BlockError("ballot checksum mismatch")
     try:
-        p = BALLOT.parse(data)
+        p = _BALLOT_CODEC.parse(data)
     except (cs.ConstructError, UnicodeDecodeError) as e:
         raise BlockError(f"ballot does not parse: {e}") from None
     if p.node_id != expect_node_id:
