@@ -271,6 +271,8 @@ class Phase(enum.Enum):
     FAILED = "failed"
 
 
+_BEATING = frozenset({Phase.CLAIMING, Phase.RUNNING, Phase.LEAVING})  # phases that beat (or claim) on schedule
+
 # N1: the phases each phase may move to.
 _PHASES: dict[Phase, frozenset[Phase]] = {
     Phase.CLAIMING: frozenset({Phase.RUNNING, Phase.STOPPED, Phase.FAILED}),
@@ -375,15 +377,14 @@ class NodeCore:
 
     def next_wakeup_ms(self) -> int:
         """When step() must run again even if nothing is observed."""
-        far = self._last_step_ms + LEAVE_MS_MAX
-        t = [self.next_beat_ms if self.phase in (Phase.CLAIMING, Phase.RUNNING, Phase.LEAVING) else far]
+        t = self.next_beat_ms if self.phase in _BEATING else self._last_step_ms + LEAVE_MS_MAX
         for h in self.held.values():
             w = h.guard.next_wakeup_ms()
-            if w is not None:
-                t.append(w)
+            if w is not None and w < t:
+                t = w
         if self.phase is Phase.PUBLISHING_LEFT:
-            t.append(min([self.left_deadline_ms] + [v + self.spec.io_timeout_ms for v in self.left_submitted.values()]))
-        return min(t)
+            t = min([t, self.left_deadline_ms] + [v + self.spec.io_timeout_ms for v in self.left_submitted.values()])
+        return t
 
     def drain_events(self) -> list:
         out, self.events = self.events, []
@@ -612,11 +613,13 @@ class NodeCore:
     def _guards(self, now_ms: int, actions: list[Action]) -> None:
         for name, h in list(self.held.items()):
             g = h.guard
+            results = self._guard_results.pop(name, None)
+            if not results:
+                due = g.next_wakeup_ms()
+                if due is None or due > now_ms:
+                    continue  # nothing to feed it and nothing due (next_wakeup_ms's contract): a step would do nothing
             g.wall_ms = self.wall_ms
-            results = self._guard_results.pop(name, [])
-            if g.done and not results:
-                continue
-            requests = g.step(now_ms, results)
+            requests = g.step(now_ms, results or ())
             for ev in g.drain():  # first: a lease shortened by a write reaches the enforcer before it
                 self._guard_event(now_ms, h, ev, actions)
             for req in requests:
@@ -624,8 +627,8 @@ class NodeCore:
                     self._owner[req.id] = name
                 self.stats["mmp_requests"] += 1
                 actions.append(MmpIo(req))
-            if self.ledger.unknown(now_ms) and self.tainted is None:
-                self.tainted = "a write of ours to an MMP block was given up on (outcome unknown)"
+        if self.tainted is None and self.ledger.unknown(now_ms):
+            self.tainted = "a write of ours to an MMP block was given up on (outcome unknown)"
 
     def _guard_event(self, now_ms: int, h: _Held, ev, actions: list[Action]) -> None:
         name = h.spec.name

@@ -52,6 +52,8 @@ class SectorLedger:
         return sorted(self._unknown)
 
     def _expire(self, now_ms: int) -> None:
+        if not self._unknown:
+            return
         for key, issued in list(self._unknown.items()):
             if now_ms >= issued + self.write_land_max_ms:
                 del self._unknown[key]
