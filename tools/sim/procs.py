@@ -16,7 +16,7 @@ plan: one PlanStep per process it runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from diskhb.core import timing
 from diskhb.mmp import guard as gd
@@ -54,6 +54,7 @@ class _Proc:
     enforcer_ms: int | None = None  # its lease enforcer fires then unless renewed
     spin_ms: int = -1  # World.spinning
     spin_steps: int = 0
+    wakes: set = field(default_factory=set)  # Actor._schedule
     held_epoch: int = 0
 
 
@@ -259,10 +260,7 @@ class SimProc(Actor):
             if delay is None:
                 return  # hung for ever: the guard gives up at its deadline
             inc.in_flight += 1
-            box: dict[int, bytes] = {}
-            for off in range(req.offset, req.offset + req.length, SECTOR):
-                w.at(issue + int(self.rng.random() * (delay + 1)), _sample, w, box, off)
-            w.at(issue + delay, self._read_done, inc, req, issue, box, eio)
+            w.at(issue + delay, self._read_done, inc, req, issue, eio)
             return
         if req.issue_by_ms is not None and issue > req.issue_by_ms:
             self._answer(inc, gd.IoResult(req.id, issue, issue, too_late=True))
@@ -271,12 +269,12 @@ class SimProc(Actor):
         inc.in_flight += 1
         w.schedule_write(self, req, issue, delay, eio, (_land, w, req, self), (self._written, inc, req, issue, eio))
 
-    def _read_done(self, inc: _Proc, req, issue: int, box: dict, eio: bool) -> None:
+    def _read_done(self, inc: _Proc, req, issue: int, eio: bool) -> None:
         inc.in_flight -= 1
         if eio:
             self._answer(inc, gd.IoResult(req.id, issue, self.w.now, error="EIO"))
             return
-        data = b"".join(box[off] for off in range(req.offset, req.offset + req.length, SECTOR))
+        data = self.w.read_mmp(self.rng, req.offset, req.length, issue, self.w.now)
         self._answer(inc, gd.IoResult(req.id, issue, self.w.now, data=data))
 
     def _written(self, inc: _Proc, req, issue: int, eio: bool) -> None:
@@ -296,11 +294,7 @@ class SimProc(Actor):
         self._schedule(self.w.now + 1)
 
 
-def _sample(w, box: dict, off: int) -> None:
-    box[off] = bytes(w.mmp[off: off + SECTOR])
-
-
 def _land(w, req, actor) -> None:
-    w.mmp[req.offset: req.offset + req.length] = req.data
+    w.land_mmp(req.offset, req.data)
     if w.script is not None:
         w.script.landed(w, actor, req)

@@ -29,6 +29,7 @@ trace hash as before scripts existed.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 import random
@@ -186,6 +187,10 @@ class World:
         self.slots: dict[int, tuple | None] = {i: None for i in range(1, SLOTS + 1)}  # node -> (gen, seq, flags, name) | "torn"
         self.written_slots: set[int] = set()
         self.mmp = fresh_mmp_area()
+        # every landing of a slot or MMP sector, as (times, values) per slot / sector offset: a
+        # read samples each sector at its own moment when it completes (F2), with no event per sector
+        self._slot_hist: dict[int, tuple[list[int], list]] = {}
+        self._mmp_hist: dict[int, tuple[list[int], list[bytes]]] = {}
         self.mmp_size, self.blocks = mmp_layout()
         self.target = gd.TargetInfo("sim-disk", self.blocks, False)
         self.checker = Checker(self)
@@ -267,6 +272,46 @@ class World:
 
     def linked(self, a: int, b: int) -> bool:
         return not self.partition or self.partition.get(a) == self.partition.get(b)
+
+    # -- sectors and their history (F2) ----------------------------------------------------------------
+
+    def land_slot(self, node_id: int, value) -> None:
+        self.slots[node_id] = value
+        self.written_slots.add(node_id)
+        times, values = self._slot_hist.setdefault(node_id, ([], []))
+        times.append(self.now)
+        values.append(value)
+
+    def read_slot(self, rng, node_id: int, issue: int, done: int):
+        """F2: slot node_id as a read from issue to done saw it, at its own random moment between
+        them (None: not written by then). No draw when no landing falls inside the read."""
+        times, values = self._slot_hist[node_id]
+        if times[-1] <= issue:
+            return values[-1]
+        k = bisect.bisect_right(times, issue + int(rng.random() * (done - issue + 1))) - 1
+        return values[k] if k >= 0 else None
+
+    def land_mmp(self, offset: int, data: bytes) -> None:
+        for off in range(offset, offset + len(data), SECTOR):
+            if off not in self._mmp_hist:
+                self._mmp_hist[off] = ([-1], [bytes(self.mmp[off: off + SECTOR])])
+            times, values = self._mmp_hist[off]
+            times.append(self.now)
+            values.append(bytes(data[off - offset: off - offset + SECTOR]))
+        self.mmp[offset: offset + len(data)] = data
+
+    def read_mmp(self, rng, offset: int, length: int, issue: int, done: int) -> bytes:
+        """F2: each sector as it was at its own random moment between issue and done."""
+        out = []
+        for off in range(offset, offset + length, SECTOR):
+            h = self._mmp_hist.get(off)
+            if h is None:
+                out.append(bytes(self.mmp[off: off + SECTOR]))  # never written since the start
+            elif h[0][-1] <= issue:
+                out.append(h[1][-1])  # no landing inside the read
+            else:
+                out.append(h[1][bisect.bisect_right(h[0], issue + int(rng.random() * (done - issue + 1))) - 1])
+        return b"".join(out)
 
     # -- I/O latency --------------------------------------------------------------------------------
 
@@ -395,6 +440,9 @@ class Incarnation:
     mmp_in_flight: int = 0
     spin_ms: int = -1  # World.spinning
     spin_steps: int = 0
+    wakes: set = field(default_factory=set)  # the moments of its queued wake-ups (Actor._schedule)
+    due_ms: int = -1  # the core's last asked wake-up, and how late the loop wakes for it
+    due_late_ms: int = 0
     slot_ok_ms: int | None = None  # when a slot write of this incarnation first completed without error
 
 
@@ -411,11 +459,14 @@ class Actor:
         if inc.step_at is not None and inc.step_at <= t:
             return
         inc.step_at = t
-        self.w.at(t, self._step, inc)
+        if t not in inc.wakes:  # an earlier wake-up at the same moment is still queued: it serves
+            inc.wakes.add(t)
+            self.w.at(t, self._step, inc)
 
     def _woken(self, inc) -> bool:
         """Whether this wake-up runs the loop now: it is the current process's pending one, and
         the process is not frozen (then it runs once the freeze ends)."""
+        inc.wakes.discard(self.w.now)
         if inc is not self.inc or not inc.running or inc.step_at != self.w.now:
             return False
         inc.step_at = None
@@ -528,7 +579,10 @@ class SimNode(Actor):
         for ev in inc.core.drain_events():
             w.checker.event(self, inc, ev)
         if inc.running:
-            self._schedule(w.spinning(self, inc, inc.core.due_ms + self.rng.randint(0, 3)))
+            due = inc.core.due_ms
+            if due != inc.due_ms:  # the loop wakes 0-3 ms after the moment it asked for (once per moment)
+                inc.due_ms, inc.due_late_ms = due, self.rng.randint(0, 3)
+            self._schedule(w.spinning(self, inc, due + inc.due_late_ms))
 
     def _deliver(self, inc: Incarnation, obs) -> None:
         if inc is not self.inc or not inc.running:
@@ -587,8 +641,7 @@ class SimNode(Actor):
             w.at(issue + delay, self._slot_written, inc, issue, beat.seq, not eio)
 
     def _slot_land(self, value: tuple, torn: bool) -> None:
-        self.w.slots[self.node_id] = "torn" if torn else value
-        self.w.written_slots.add(self.node_id)
+        self.w.land_slot(self.node_id, "torn" if torn else value)
         if not torn:  # a torn slot is no beat (a missed one)
             self.w.checker.beat_landed(self, "disk", self.w.now, value)
 
@@ -612,19 +665,14 @@ class SimNode(Actor):
         inc.inbox.append(core.IoSubmitted("disk", "read", sub))
         if delay is None:
             return  # hung for ever: the read stays in flight
-        box: dict[int, object] = {}
-        for i in w.written_slots:  # F2: each sector at its own moment (never-written ones stay empty)
-            w.at(sub + int(self.rng.random() * (delay + 1)), self._sample, box, i)
-        w.at(sub + delay, self._slot_read_done, inc, sub, box, eio)
+        w.at(sub + delay, self._slot_read_done, inc, sub, eio)
 
-    def _sample(self, box: dict, i: int) -> None:
-        box[i] = self.w.slots[i]
-
-    def _slot_read_done(self, inc: Incarnation, sub: int, box: dict, eio: bool) -> None:
+    def _slot_read_done(self, inc: Incarnation, sub: int, eio: bool) -> None:
         inc.slot_read_busy = False
         if inc is not self.inc or not inc.running:
             return
         w = self.w
+        box = {i: w.read_slot(self.rng, i, sub, w.now) for i in sorted(w.written_slots)}
         w.checker.read_done(self, "disk", w.now - sub)
         obs: list = [core.IoCompleted("disk", "read", w.now, not eio, "EIO" if eio else None, submitted_ms=sub)]
         if not eio:
@@ -725,10 +773,7 @@ class SimNode(Actor):
         if req.op == "read":
             if delay is None:
                 return
-            box: dict[int, bytes] = {}
-            for off in range(req.offset, req.offset + req.length, SECTOR):
-                w.at(issue + self.rng.randint(0, delay), self._mmp_sample, box, off)
-            w.at(issue + delay, self._mmp_read_done, inc, req, issue, box, eio)
+            w.at(issue + delay, self._mmp_read_done, inc, req, issue, eio)
             return
         if req.issue_by_ms is not None and issue > req.issue_by_ms:
             inc.mmp_in_flight -= 1
@@ -740,19 +785,16 @@ class SimNode(Actor):
         w.schedule_write(self, req, issue, delay, eio, (self._mmp_land, inc, req),
                          (self._mmp_written, inc, req, issue, eio))
 
-    def _mmp_sample(self, box: dict, off: int) -> None:
-        box[off] = bytes(self.w.mmp[off: off + SECTOR])
-
-    def _mmp_read_done(self, inc: Incarnation, req, issue: int, box: dict, eio: bool) -> None:
+    def _mmp_read_done(self, inc: Incarnation, req, issue: int, eio: bool) -> None:
         inc.mmp_in_flight -= 1
         if eio:
             self._deliver(inc, core.MmpIoDone(gd.IoResult(req.id, issue, self.w.now, error="EIO")))
             return
-        data = b"".join(box[off] for off in range(req.offset, req.offset + req.length, SECTOR))
+        data = self.w.read_mmp(self.rng, req.offset, req.length, issue, self.w.now)
         self._deliver(inc, core.MmpIoDone(gd.IoResult(req.id, issue, self.w.now, data=data)))
 
     def _mmp_land(self, inc: Incarnation, req) -> None:
-        self.w.mmp[req.offset: req.offset + req.length] = req.data
+        self.w.land_mmp(req.offset, req.data)
         self.w.checker.mmp_landed(self, inc, req)
         if self.w.script is not None:
             self.w.script.landed(self.w, self, req)
