@@ -35,6 +35,9 @@ MMP guards (diskhb.mmp.guard); the rules of its own are these:
      on some region), is deaf (a wrong port, a one-way firewall): reported once when it starts and
      when it ends.
   N8 LIMITS: HELD_MAX guards, one guard per resource name, every wait bounded (claim, leave).
+  N9 JUDGING: liveness deadlines are applied at every beat and at once after a disk region's
+     read completes (what it sampled may prove a silence): judged only at beats, a death was
+     declared up to one interval after the read that proved it.
 """
 
 from __future__ import annotations
@@ -321,6 +324,7 @@ class NodeCore:
         self.conflict: str | None = None
         self.failing: set[str] = set()  # regions whose failing was reported
         self.deaf: set[str] = set()  # N7
+        self._judge_due = False  # N9: a disk read completed since the last liveness tick
         self.heard_ms: dict[str, int] = {r.name: now_ms for r in spec.regions if r.kind != "disk"}
         self.left_seq: int | None = None
         self.left_done: dict[str, bool | None] = {}  # disk region -> LEFT write ok (None: pending)
@@ -367,6 +371,8 @@ class NodeCore:
                 self._leaving(now_ms, actions)
             if self.phase in (Phase.RUNNING, Phase.LEAVING) and now_ms >= self.next_beat_ms:
                 self._beat(now_ms, actions)
+            elif self._judge_due and self.phase in (Phase.RUNNING, Phase.LEAVING):
+                self._judge(now_ms)
         elif self.phase is Phase.PUBLISHING_LEFT:
             self._publishing_left(now_ms, actions)
         elif self.phase is Phase.FAILED:
@@ -409,6 +415,8 @@ class NodeCore:
             return
         if isinstance(obs, IoCompleted):
             self.health[obs.region].observe(obs)
+            if obs.kind == "read" and obs.ok and self.kind[obs.region] == "disk":
+                self._judge_due = True  # N9
             if obs.kind == "write" and self.left_seq is not None and obs.tag == self.left_seq \
                     and obs.region in self.left_done:
                 self.left_done[obs.region] = obs.ok
@@ -510,12 +518,16 @@ class NodeCore:
         beat = self._own_beat(now_ms)
         if self.conflict is None:
             actions.extend(Publish(r.name, beat) for r in self.spec.regions)
-        sampled = {name: h.sampled_ms for name, h in self.health.items() if h.sampled_ms is not None}
-        self.events.extend(self.liveness.tick(now_ms, sampled))
+        self._judge(now_ms)
         self._tick_links(now_ms)
         self.next_beat_ms += self.spec.interval_ms
         if self.next_beat_ms <= now_ms:  # we fell more than a beat behind: skip, do not burst
             self.next_beat_ms = now_ms + self.spec.interval_ms
+
+    def _judge(self, now_ms: int) -> None:
+        self._judge_due = False
+        sampled = {name: h.sampled_ms for name, h in self.health.items() if h.sampled_ms is not None}
+        self.events.extend(self.liveness.tick(now_ms, sampled))
 
     def _own_beat(self, now_ms: int) -> OwnBeat:
         view = self.liveness.alive_by_region() if any(k != "disk" for k in self.kind.values()) else {}

@@ -1,7 +1,7 @@
 """The node core (diskhb.core.node) driven directly: observations in, actions out, a virtual clock.
 
 The MMP I/O it asks for is carried out at once against an in-memory MMP area (a tiny driver
-here), so leaving, releasing and losing can be scripted to the millisecond. Rules N1-N8.
+here), so leaving, releasing and losing can be scripted to the millisecond. Rules N1-N9.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 
 from diskhb.core import node as core
 from diskhb.core import timing
+from diskhb.core.liveness import NodeStateChanged
 from diskhb.core.types import Beat, SlotFlag
 from diskhb.mmp import format as mf
 from diskhb.mmp import guard as gd
@@ -241,6 +242,29 @@ def test_n7_a_link_that_hears_nobody_while_peers_live_elsewhere_is_deaf_once():
     d.step(d.now + INTERVAL, [Beat(2, "net", 0x77, 10_000, 1, "n2")])
     d.step(d.now + INTERVAL)
     assert [e.receiving for e in d.events if isinstance(e, core.Hearing)] == [False, True]
+
+
+def test_n9_a_death_is_declared_when_the_read_that_proves_it_completes_not_at_the_next_beat():
+    d = Driver()
+    d.started()
+    seq = 0
+    while d.now < 1000:  # the peer beats; our reads see it (each beat of ours reads the area)
+        seq += 1
+        d.step(d.now + INTERVAL // 2, [Beat(2, "disk", 0x77, seq, 1, "n2")])
+    d.step(d.core.next_beat_ms, [Beat(2, "disk", 0x77, seq, 1, "n2")])  # a beat of ours
+    seq += 1
+    d.step(d.core.next_beat_ms - INTERVAL // 2, [Beat(2, "disk", 0x77, seq, 1, "n2")])  # its last, halfway
+    last = d.now  # it stops here; our beats keep sampling the same seq and judging
+    while d.core.next_beat_ms - last < DEAD:
+        d.step(d.core.next_beat_ms, [Beat(2, "disk", 0x77, seq, 1, "n2")])
+    assert not [e for e in d.events if isinstance(e, NodeStateChanged) and e.new.value == "dead"]
+    t = d.core.next_beat_ms - INTERVAL // 4  # a read past the deadline completes before our next beat
+    assert t - last >= DEAD
+    got = d.step(t, [core.IoSubmitted("disk", "read", t), core.IoCompleted("disk", "read", t, True, submitted_ms=t),
+                     Beat(2, "disk", 0x77, seq, 1, "n2")])
+    assert not [a for a in got if isinstance(a, core.Publish)], "no beat of ours in this step"
+    dead = [e for e in d.events if isinstance(e, NodeStateChanged) and e.new.value == "dead"]
+    assert [e.node_id for e in dead] == [2], "declared at this read, not one interval later"
 
 
 def test_n1_phases_move_only_along_the_table():
