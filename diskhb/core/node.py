@@ -301,6 +301,11 @@ class _Held:
     loss_deadline_ms: int = 0
     enforced: bool = False
     loss_running: bool = False
+    wake_ms: int | None = 0  # the guard's next_wakeup_ms() as of the end of the last step (0: step it)
+
+    def release(self) -> None:
+        self.guard.release()
+        self.wake_ms = 0  # the guard acts on it at its next step
 
 
 class NodeCore:
@@ -337,6 +342,7 @@ class NodeCore:
         self._last_step_ms = now_ms
         self.due_ms = now_ms  # when the last step asks to be woken (next_wakeup_ms() then; N6)
         self.stalls = 0
+        self._stall_report_ms = timing.stall_report_ms(spec.interval_ms)
         self.last_stall_ms = 0
         self._ids = 0
         self._owner: dict[int, str] = {}  # MMP request id -> resource
@@ -352,7 +358,7 @@ class NodeCore:
         self.wall_ms = wall_ms
         actions: list[Action] = []
         late = now_ms - self.due_ms
-        if late >= timing.stall_report_ms(self.spec.interval_ms):  # N6: later than we asked to be woken
+        if late >= self._stall_report_ms:  # N6: later than we asked to be woken
             self.stalls += 1
             self.last_stall_ms = late
             self.events.append(Stalled(late))
@@ -385,7 +391,7 @@ class NodeCore:
         """When step() must run again even if nothing is observed."""
         t = self.next_beat_ms if self.phase in _BEATING else self._last_step_ms + LEAVE_MS_MAX
         for h in self.held.values():
-            w = h.guard.next_wakeup_ms()
+            w = h.wake_ms = h.guard.next_wakeup_ms()
             if w is not None and w < t:
                 t = w
         if self.phase is Phase.PUBLISHING_LEFT:
@@ -399,14 +405,7 @@ class NodeCore:
     # -- observations ------------------------------------------------------------------------------
 
     def _observe(self, now_ms: int, obs, actions: list[Action]) -> None:
-        if isinstance(obs, (Beat, BadSample, BeatBatch)):
-            seen = getattr(obs, "seen_ms", None)
-            t = max(now_ms if seen is None else min(seen, now_ms), self._core_ms)
-            self.liveness.observe(t, obs)
-            self._core_ms = t
-            if obs.region in self.heard_ms and not isinstance(obs, BadSample):
-                self.heard_ms[obs.region] = now_ms
-            return
+        # the most frequent first: every I/O of ours is reported twice
         if isinstance(obs, IoSubmitted):
             self.health[obs.region].observe(obs)
             if obs.kind == "write" and self.left_seq is not None and obs.tag == self.left_seq \
@@ -420,6 +419,14 @@ class NodeCore:
             if obs.kind == "write" and self.left_seq is not None and obs.tag == self.left_seq \
                     and obs.region in self.left_done:
                 self.left_done[obs.region] = obs.ok
+            return
+        if isinstance(obs, (Beat, BadSample, BeatBatch)):
+            seen = getattr(obs, "seen_ms", None)
+            t = max(now_ms if seen is None else min(seen, now_ms), self._core_ms)
+            self.liveness.observe(t, obs)
+            self._core_ms = t
+            if obs.region in self.heard_ms and not isinstance(obs, BadSample):
+                self.heard_ms[obs.region] = now_ms
             return
         if isinstance(obs, OwnSlotRead):
             self._own_slot(now_ms, obs)
@@ -454,7 +461,7 @@ class NodeCore:
                 self._move(Phase.LEAVING)
                 self.leave_deadline_ms = now_ms + LEAVE_MS_MAX
                 for h in self.held.values():
-                    h.guard.release()
+                    h.release()
             return
         if isinstance(obs, LossDone):
             h = self.held.get(obs.resource)
@@ -620,16 +627,16 @@ class NodeCore:
                                                   "error": f"resource {req.resource!r} is not held by this daemon"}))
             return
         h.release_replies.append(req.request_id)
-        h.guard.release()
+        h.release()
 
     def _guards(self, now_ms: int, actions: list[Action]) -> None:
         for name, h in list(self.held.items()):
             g = h.guard
             results = self._guard_results.pop(name, None)
-            if not results:
-                due = g.next_wakeup_ms()
-                if due is None or due > now_ms:
-                    continue  # nothing to feed it and nothing due (next_wakeup_ms's contract): a step would do nothing
+            if not results and (h.wake_ms is None or h.wake_ms > now_ms):
+                # nothing to feed it and nothing due: a step would do nothing (next_wakeup_ms's
+                # contract). wake_ms is exact: a guard changes only in its step or on release()
+                continue
             g.wall_ms = self.wall_ms
             requests = g.step(now_ms, results or ())
             for ev in g.drain():  # first: a lease shortened by a write reaches the enforcer before it
@@ -741,7 +748,7 @@ class NodeCore:
         self.events.append(Note("critical", f"STOPPING: {why}"))
         self._move(Phase.FAILED)
         for h in self.held.values():
-            h.guard.release()
+            h.release()
 
     def _failing(self, now_ms: int, actions: list[Action]) -> None:
         """A safety stop: holds end (released if they still can; a loss runs its action); no beat

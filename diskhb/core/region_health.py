@@ -93,7 +93,7 @@ class OwnIoHealth:
     def observe(self, ev: IoSubmitted | IoCompleted) -> None:
         """A region's report of one of our own I/Os (what the node core feeds in)."""
         assert ev.region == self.region, ev
-        if isinstance(ev, IoSubmitted):
+        if type(ev) is IoSubmitted:
             self.submitted(ev.at_ms, ev.kind)
         else:
             self.completed(ev.at_ms, ev.kind, ev.ok, ev.error)

@@ -9,7 +9,7 @@ is gone: F4, not before its writes completed). Then the node runs a new process 
 They hammer the MMP blocks far more often than daemons do: that is where late landings bite.
 
 Unscripted, each draws its resource, interval (the profile's range, or anything from 200 ms to
-20 s), --wait (up to 60 s) and how long its command runs (up to 20 s: long holds are where the
+20 s), --wait (the profile's choices, up to 60 s) and how long its command runs (up to 20 s: long holds are where the
 adaptive interval rises and falls) from the seed. Scripted (tools.sim.schedules), it follows a
 plan: one PlanStep per process it runs.
 """
@@ -103,8 +103,9 @@ class SimProc(Actor):
             resource, interval = self.step.resource, self.step.interval_ms
         else:
             resource = f"r{self.rng.randrange(p.resources)}"
-            lo, hi = p.resource_intervals_ms  # the profile's range, or anything from 200 ms to 20 s
-            interval = self.rng.choice((lo, hi, self.rng.randint(lo, hi), int(200 * 100 ** self.rng.random())))
+            lo, hi = p.resource_intervals_ms  # the profile's range, or (unless it says not) anything from 200 ms to 20 s
+            choices = (lo, hi, self.rng.randint(lo, hi), int(200 * 100 ** self.rng.random()))
+            interval = self.rng.choice(choices if p.proc_any_interval else choices[:3])
         budget = min(timing.loss_budget_ms(("kill",), kill_grace_ms=max(1, interval // 4), remount_timeout_ms=0,
                                            command_timeout_ms=0, mountpoint=False),
                      interval - timing.MMP_WRITE_MIN_MS)
@@ -112,7 +113,7 @@ class SimProc(Actor):
         me = Claimant(self.node_id, gen, self.name, resource, interval, timing.mmp_ceiling_ms(interval), "sim")
         guard = gd.Guard(me, w.target, timing=timing.MmpTiming(interval, budget),
                          ledger=SectorLedger(p.write_land_max_ms), rand=self.rng.randrange, now_ms=w.now,
-                         wait_ms=self.step.wait_ms if self.step else self.rng.choice((0, 2000, 10_000, 30_000, 60_000)))
+                         wait_ms=self.step.wait_ms if self.step else self.rng.choice(p.proc_waits))
         self.inc = _Proc(self.number, gen, guard, results=[])
         w.checker.started(self, self.inc)
         w.log(f"{self.name} process {self.number} ({gen:#x}) wants {resource} (interval {interval} ms)")
@@ -189,7 +190,7 @@ class SimProc(Actor):
             self.acts[ev.resource] = act
             inc.held_epoch = ev.epoch
             if self.step is None:
-                hold = self.rng.choice((self.rng.randint(50, 5000), self.rng.randint(5000, 20_000)))  # some run long
+                hold = self.rng.choice(tuple(self.rng.randint(lo, hi) for lo, hi in w.profile.proc_work_ms))  # some run long
                 w.at(w.now + hold, self._done_with, inc, ev.resource, ev.epoch)
             elif self.step.hold_ms is not None:
                 w.at(w.now + self.step.hold_ms, self._done_with, inc, ev.resource, ev.epoch)

@@ -82,6 +82,15 @@ class Profile:
     stall_p_per_s: float = 0.02  # a whole-disk stall of one node (every request of it waits until it ends)
     stall_ms: tuple[int, int] = (200, 6_000)
     resources: int = RESOURCES  # how many of the blocks the workload contends for
+    # swarm testing: the kinds of MMP writes (World.write_kind) this profile may hold in the I/O
+    # stack (World._hold), each enabled for a seed with its probability, each write of an enabled
+    # kind then held with its own; a held write lands late within F1's window (World._held_land)
+    hold: tuple[tuple[str, float, float], ...] = ()  # (kind, enabled for a seed with p, each write held with p)
+    node_waits: tuple[int, ...] = (0, 2000, 10_000, 30_000)  # a daemon client's acquire --wait (ms)
+    proc_waits: tuple[int, ...] = (0, 2000, 10_000, 30_000, 60_000)  # a command-line guard's --wait
+    proc_any_interval: bool = True  # command-line guards also draw intervals from 200 ms to 20 s
+    proc_work_ms: tuple[tuple[int, int], ...] = ((50, 5000), (5000, 20_000))  # how long their command runs
+    node_work_ms: tuple[int, int] = (50, 8_000)  # how long a daemon's consumer acts
 
     @property
     def io_timeout_ms(self) -> int:
@@ -91,6 +100,21 @@ class Profile:
     def write_land_max_ms(self) -> int:
         return timing.write_land_max_ms(self.io_timeout_ms)
 
+
+HOLD = (("commit", 0.4, 0.5), ("clean", 0.4, 0.5), ("prepare", 0.4, 0.15), ("past", 0.4, 0.6),
+        ("accept", 0.4, 0.05), ("shorter", 0.4, 0.6), ("verify", 0.4, 0.8), ("p2read", 0.4, 0.3))
+# (kind, enabled for a seed with p, each write or read of it held with p): World.write_kind, World._hold
+_SWARM = dict(hold=HOLD, resources=1, freeze_p_per_s=0.01, crash_p_per_s=0.005, leave_p_per_s=0.005,
+              partition_p_per_s=0.01, stall_p_per_s=0.01, hang_p=0.002, mmp_hang_p=0.01, mmp_slow_p=0.06,
+              slow_ms=900, node_waits=(2000, 30_000, 60_000), proc_waits=(10_000, 30_000, 60_000))
+SWARM = (
+    # fast: short intervals and holds, claims race each other, abandoned ballots held (D)
+    Profile(200, 30_000, (200, 500), proc_any_interval=False, proc_work_ms=((50, 1000), (1000, 4000)),
+            node_work_ms=(50, 3000), **{**_SWARM, "hold": (*HOLD[:2], ("prepare", 1.0, 0.15), *HOLD[3:])}),
+    # mixed intervals, adaptive ones rising and falling, shorter bumps held (E)
+    Profile(500, 16_000, (200, 20_000), **{**_SWARM, "hold": (*HOLD[:5], ("shorter", 1.0, 0.6), *HOLD[6:])}),
+    Profile(1000, 30_000, (1000, 16_000), proc_any_interval=False, **_SWARM),
+)
 
 PROFILES = (
     Profile(200, 2000, (200, 1000)),
@@ -106,6 +130,14 @@ PROFILES = (
     # landing late within F1's window (8 s, 20 s): the ground of schedules A, C and D
     Profile(500, 8000, (200, 5000), mmp_slow_p=0.12, mmp_hang_p=0.06, late_land_p=0.8, resources=1),
     Profile(1000, 20_000, (200, 20_000), mmp_slow_p=0.12, mmp_hang_p=0.06, late_land_p=0.8, resources=1),
+    # swarm (TigerBeetle's VOPR, Jepsen): one hot resource, short and mixed intervals, clients
+    # that wait (retry while another holds), and per seed a random set of kinds of MMP I/O held
+    # in the I/O stack, each write landing late in F1's window at the moment that hurts most
+    # (World._hold): abandoned ballots after the writer's next attempt chose (D), bumps that
+    # shorten the advertised interval completing late (E), commits and CLEANs over a later
+    # holder's block and claims going past a claim in progress (the ground of A and C); the
+    # fast and the mixed ones twice (they find D and E)
+    *SWARM, *SWARM[:2],
 )
 
 
@@ -177,6 +209,12 @@ class World:
         self.seed = seed
         self.rng = Rng(seed)
         self.profile = profile or self.rng.choice(PROFILES)
+        # swarm: the kinds of MMP writes this seed holds (none for scripts: they pick their own)
+        self.holding = {k: p for k, on, p in self.profile.hold if self.rng.random() < on} if script is None else {}
+        self._held: list[HeldWrite] = []  # held writes not landed yet (World._hold)
+        self._advertised: dict[tuple, int] = {}  # (block, holder, generation, epoch) -> last interval written
+        self._bumps: dict[int, object] = {}  # id(request) -> request: bumps in flight
+        self._previous_interval: int | None = None  # write_kind: what the holder advertised before this bump
         self.end_ms = seconds * 1000
         self.now = 0
         self._heap: list = []
@@ -224,9 +262,10 @@ class World:
         return self._hash.hexdigest()[:16]
 
     def run(self) -> "World":
+        heap, pop, end = self._heap, heapq.heappop, self.end_ms
         try:
-            while self._heap and self._heap[0][0] <= self.end_ms:
-                t, _, fn, args = heapq.heappop(self._heap)
+            while heap and heap[0][0] <= end:
+                t, _, fn, args = pop(heap)
                 self.now = t
                 fn(*args)
         except Violation as v:
@@ -349,6 +388,21 @@ class World:
                 return (None if fate.complete == HELD else fate.complete), fate.eio
         if node.disk_stalled_until > self.now:
             return node.disk_stalled_until - self.now + rng.randint(*p.io_ms), False
+        if mmp_write and self.holding and req is not None and not (
+                req.issue_by_ms is not None and self.now > req.issue_by_ms) and self._hold(node, req):
+            return None, False  # schedule_write follows its Fate
+        if "p2read" in self.holding and req is not None and req.op == "read" and req.length > SECTOR \
+                and self._accepted(node, req.offset) and rng.random() < self.holding["p2read"]:
+            # a claimant's read after its phase 2 is slow: its claim stands accepted, not committed,
+            # while others' watches end (they go past it, CL2: schedule C's Q)
+            self.checker.stats["held_p2read"] += 1
+            return rng.randint(200, 1500), False
+        if "verify" in self.holding and req is not None and req.op == "read" and req.length == SECTOR \
+                and self._overwritten(node, req.offset) and rng.random() < self.holding["verify"]:
+            # the verify read of a holder whose block was overwritten completes late: it learns late
+            self.checker.stats["held_verify"] += 1
+            left = max(1, req.deadline_ms - self.now - 1)
+            return rng.randint(left // 2, left), False
         hang_p, slow_p = (p.mmp_hang_p, p.mmp_slow_p) if mmp_write else (p.hang_p, p.slow_p)
         r = rng.random()
         if r < hang_p:
@@ -372,6 +426,8 @@ class World:
     def schedule_write(self, actor, req, issue: int, delay: int | None, eio: bool, land: tuple, done: tuple) -> None:
         """An MMP write issued: its landing (unless eio) and its completion, as `latency` said, or
         as the script's Fate says. land/done: (fn, *args) to run then."""
+        if self.holding:
+            land = (self._landed, actor, req, land)
         got = self._fates.pop(id(req), None) if self._fates else None
         if got is None or got[0] is not req:
             if not eio:
@@ -389,6 +445,159 @@ class World:
         if fate.complete not in (None, HELD):
             self.complete(fate, issue + fate.complete)
 
+    # -- swarm: writes held in the I/O stack, by kind ------------------------------------------------
+
+    def write_kind(self, req) -> str | None:
+        """What an MMP write is, from its bytes (and the disk): a seq block "commit" (the first
+        write of a holder's epoch), "bump" or "shorter" (a bump advertising a shorter interval
+        than the holder's previous write), "clean" (a release); a ballot "accept" (phase 2:
+        bal == mbal), "past" (phase 1 of a claimant that went past a live claim in progress,
+        CL2) or "prepare" (any other phase 1)."""
+        span = (1 + SLOTS) * SECTOR
+        base, rel = req.offset - req.offset % span, req.offset % span
+        try:
+            if rel == 0:
+                b = mf.decode_seq_block(req.data)
+                if b is None or b.state == "fsck":
+                    return None
+                if b.state == "clean":
+                    return "clean"
+                key = (base, b.holder_id, b.holder_generation, b.epoch)
+                old = self._advertised.get(key)
+                self._advertised[key] = b.interval_ms
+                self._previous_interval = old
+                return "commit" if old is None else "shorter" if b.interval_ms < old else "bump"
+            b = mf.decode_ballot(req.data, expect_node_id=rel // SECTOR)
+            if b is None or b.bal == b.mbal:
+                return None if b is None else "accept"
+            seq = mf.decode_seq_block(bytes(self.mmp[base: base + SECTOR]))
+            if b.lver <= (seq.epoch if seq is not None else 0) + 1:
+                return "prepare"
+            # "past": past a claim in progress (accepted at lver - 1 above the block's epoch)
+            # whose commit is not held here (a live claim: it will hold)
+            for i in range(1, SLOTS + 1):
+                o = mf.decode_ballot(bytes(self.mmp[base + i * SECTOR: base + (i + 1) * SECTOR]), expect_node_id=i)
+                if o is not None and o.lver == b.lver - 1 and o.inp is not None and i != b.node_id and not any(
+                        h.kind == "commit" and h.base == base and h.actor.node_id == i for h in self._held):
+                    return "past"
+        except mf.BlockError:
+            return None
+        return "prepare"
+
+    def _accepted(self, actor, offset: int) -> bool:
+        """Whether `actor`'s ballot in the block at `offset` accepted a claim past its epoch."""
+        span = (1 + SLOTS) * SECTOR
+        if offset % span or actor.node_id > SLOTS:
+            return False
+        pos = offset + actor.node_id * SECTOR
+        try:
+            b = mf.decode_ballot(bytes(self.mmp[pos: pos + SECTOR]), expect_node_id=actor.node_id)
+            seq = mf.decode_seq_block(bytes(self.mmp[offset: offset + SECTOR]))
+        except mf.BlockError:
+            return False
+        return b is not None and b.inp is not None and b.bal == b.mbal and b.lver > (seq.epoch if seq else 0)
+
+    def _overwritten(self, actor, offset: int) -> bool:
+        """Whether `actor` acts on the resource of the seq block at `offset` (a read of that
+        block is its verify) while the block names someone else (a late landing overwrote it)."""
+        span = (1 + SLOTS) * SECTOR
+        if offset % span or f"r{offset // span}" not in actor.acts:
+            return False
+        try:
+            b = mf.decode_seq_block(bytes(self.mmp[offset: offset + SECTOR]))
+        except mf.BlockError:
+            return True
+        return b is None or b.state != "held" or b.holder_id != actor.node_id
+
+    def _hold(self, actor, req) -> bool:
+        """Swarm: whether this MMP write of `actor`, just issued, is held in the I/O stack (its
+        Fate then says when it lands and completes, within F1: between its issue and its
+        completion, by write_land_max_ms after its issue). By kind:
+          commit, clean  given up on by the writer (it lands after the request's deadline), it
+                         lands right after another actor's bump landed on the block (that later
+                         holder learns of it only at its next verify: schedules A, C),
+                         or late in its window; it completes just after it landed;
+          prepare, accept  completes past its deadline (the writer gives it up, GD1); lands when
+                         the writer issues its next seq write to the block (its next attempt
+                         chose: schedule D), or (drawn per write) when another actor issues one
+                         (its commit check has read the ballots: the open instance of A and C),
+                         or late in its window;
+          shorter        lands at once and completes late, between the classic waits of its
+                         interval and of the previous one (schedule E).
+        A commit issued right after it made one of its own old ballots land is slow to land
+        (D: a rival's whole ballot fits before it)."""
+        p, rng, now = self.profile, self.rng, self.now
+        kind = self.write_kind(req)
+        span = (1 + SLOTS) * SECTOR
+        base = req.offset - req.offset % span
+        bound = p.write_land_max_ms
+        own_landed = False
+        if kind in ("bump", "shorter"):
+            self._bumps[id(req)] = req
+        if kind in ("commit", "bump", "shorter", "clean") and self._held:
+            own_landed = self._trigger("issue", actor, base)
+        if own_landed and kind == "commit":
+            land = rng.randint(30, 440)
+            self._fates[id(req)] = (req, Fate(complete=land + rng.randint(1, 40), land=land, actor=actor, req=req,
+                                              issue=now))
+            return True
+        if kind not in self.holding or any(h.kind == kind and h.base == base for h in self._held) \
+                or rng.random() >= self.holding[kind]:
+            return False  # one held write of a kind per block at a time: the others go on
+        fate = Fate(complete=HELD, land=HELD, actor=actor, req=req, issue=now)
+        if kind == "shorter":
+            old = self._previous_interval
+            lo, hi = timing.classic_wait_ms(mf.decode_seq_block(req.data).interval_ms), timing.classic_wait_ms(old)
+            fate.land, fate.complete = rng.randint(0, min(5, bound)), rng.randint(lo, max(lo, hi))
+        elif kind in ("commit", "clean"):
+            lo = max(0, req.deadline_ms - now)
+            if lo >= bound:
+                return False
+            self._held.append(HeldWrite(fate, base, actor, kind, now + lo, now + rng.randint(lo, bound), None,
+                                        ("land-other",), 0.3))
+        else:
+            complete = req.deadline_ms - now + rng.randint(1, max(1, bound))
+            last = min(bound, complete)
+            first = min(last, req.deadline_ms - now + 1) if rng.random() < 0.5 else last - last // 4
+            trigger = "issue-other" if kind == "past" else rng.choice(("issue-own", "issue-own", "issue-other"))
+            self._held.append(HeldWrite(fate, base, actor, kind, now, now + rng.randint(first, last),
+                                        now + complete, (trigger,), 1.0 if kind == "past" else 0.5))
+        if fate.land == HELD:
+            self.at(self._held[-1].until, self._held_land, self._held[-1])
+        self._fates[id(req)] = (req, fate)
+        self.checker.stats[f"held_{kind}"] += 1
+        return True
+
+    def _trigger(self, event: str, actor, base: int) -> bool:
+        """A seq write of `actor` to the block at `base` was issued or landed: held writes that
+        wait for it land now (with their probability). True if one of actor's own landed."""
+        own_landed = False
+        for h in list(self._held):
+            if h.base != base or self.now < h.lo or h.fate.landed_at is not None:
+                continue
+            what = f"{event}-{'own' if h.actor is actor else 'other'}"
+            if what in h.triggers and (what == "issue-own" or self.rng.random() < h.q):
+                self._held_land(h, self.now + 1)
+                self.log(f"{h.actor.name}'s held {h.kind} write lands ({what})")
+                own_landed = own_landed or h.actor is actor
+        return own_landed
+
+    def _landed(self, actor, req, land: tuple) -> None:
+        land[0](*land[1:])
+        if self._bumps.get(id(req)) is req:
+            del self._bumps[id(req)]
+            if self._held:  # right after a holder's bump: it learns of what lands next at its next verify
+                self._trigger("land", actor, req.offset)
+
+    def _held_land(self, h: "HeldWrite", t: int | None = None) -> None:
+        fate = h.fate
+        if fate.landed_at is not None or fate._land is None:
+            return
+        self._held.remove(h)
+        self.land(fate, min(self.now if t is None else t, h.until))
+        self.complete(fate, fate.landed_at + self.rng.randint(1, 30) if h.complete_at is None else
+                      max(h.complete_at, fate.landed_at))
+
     def land(self, fate: Fate, t: int) -> None:
         """A scripted write lands at t: F1 holds (between its issue and its completion, by
         write_land_max_ms after its issue), or the script is wrong."""
@@ -405,6 +614,22 @@ class World:
         assert t >= fate.landed_at if fate.landed_at is not None else True
         fate.completed_at = max(t, self.now)
         self.at(fate.completed_at, *fate._done)
+
+
+@dataclass(eq=False)
+class HeldWrite:
+    """A write World._hold holds in the I/O stack: it lands when one of `triggers` happens on
+    its block at or after `lo` (with probability q each time), or at `until` at the latest
+    (within F1), and completes at complete_at (None: just after it landed)."""
+    fate: Fate
+    base: int
+    actor: object
+    kind: str
+    lo: int
+    until: int
+    complete_at: int | None
+    triggers: tuple[str, ...]
+    q: float
 
 
 # -- a node ----------------------------------------------------------------------------------------------
@@ -576,8 +801,9 @@ class SimNode(Actor):
         actions = inc.core.step(w.now, obs, wall_ms=w.now)
         for a in actions:
             self._act(inc, a)
-        for ev in inc.core.drain_events():
-            w.checker.event(self, inc, ev)
+        if inc.core.events:
+            for ev in inc.core.drain_events():
+                w.checker.event(self, inc, ev)
         if inc.running:
             due = inc.core.due_ms
             if due != inc.due_ms:  # the loop wakes 0-3 ms after the moment it asked for (once per moment)
@@ -826,7 +1052,7 @@ class SimNode(Actor):
             resource = self.rng.choice(free)
             rid = 1_000_000 + self.rng.getrandbits(30)
             inc.requests[rid] = ("acquire", resource)
-            wait = self.rng.choice((0, 2000, 10_000, 30_000))
+            wait = self.rng.choice(self.w.profile.node_waits)
             self.w.log(f"{self.name} asks for {resource} (wait {wait} ms)")
             self._deliver(inc, core.AcquireRequest(rid, resource, wait, False))
         self.w.at(self.w.now + self.rng.randint(100, 3000), self._want, inc)
@@ -842,7 +1068,7 @@ class SimNode(Actor):
             act = Act(resource, epoch, inc.number, self.w.now)
             self.w.checker.act_starts(self, inc, act)
             self.acts[resource] = act
-            self.w.at(self.w.now + self.rng.randint(50, 8_000), self._done_with, inc, resource, epoch)
+            self.w.at(self.w.now + self.rng.randint(*self.w.profile.node_work_ms), self._done_with, inc, resource, epoch)
         elif what == "acquire":
             self.w.log(f"{self.name} refused {resource}: {a.answer.get('error', a.answer)}")
 
