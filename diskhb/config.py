@@ -16,6 +16,12 @@
     [[region]]
     type = "disk"                 # "disk" | "net" | "serial"
     path = "/dev/disk/by-id/..."
+    [quorum]                      # optional: the cluster's voters (diskhb.core.quorum)
+    nodes = [1, 2, 3]             # every node id of the cluster, this one included
+    votes = { 3 = 2 }             # votes per node id [default 1 each]
+    expected_votes = 4            # [default: the sum of votes]
+    wait_for_all = false          # no first quorum until every node was seen [default false]
+    initdead_ms = 0               # ... or until this long after start
 """
 
 from __future__ import annotations
@@ -74,6 +80,16 @@ class RegionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QuorumConfig:
+    """[quorum]: the cluster's voters (diskhb.core.quorum's QuorumSpec, rules Q1-Q7)."""
+    nodes: tuple[int, ...]
+    votes: tuple[tuple[int, int], ...]  # (node id, votes), every node in `nodes`
+    expected_votes: int | None = None
+    wait_for_all: bool = False
+    initdead_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     node: NodeConfig
@@ -82,13 +98,15 @@ class Config:
     log_level: str
     regions: tuple[RegionConfig, ...]
     resources: tuple[Any, ...] = field(default=())  # [[resource]] entries, parsed by diskhb.mmp
+    quorum: QuorumConfig | None = None  # None: no [quorum] (this node never claims quorum)
 
     @property
     def disk_regions(self) -> tuple[RegionConfig, ...]:
         return tuple(r for r in self.regions if r.type == "disk")
 
 
-_SECTIONS = {"node", "cluster", "metrics", "log", "region", "resource"}
+_SECTIONS = {"node", "cluster", "metrics", "log", "region", "resource", "quorum"}
+_QUORUM_KEYS = {"nodes", "votes", "expected_votes", "wait_for_all", "initdead_ms"}
 _NODE_KEYS = {"name", "id", "run_dir", "mlock", "sched", "rt_priority", "oom_score_adj"}
 _CLUSTER_KEYS = {"name", "interval_ms", "dead_ms"}
 _METRICS_KEYS = {"listen"}
@@ -217,8 +235,40 @@ def parse_config(raw: dict, path: str = "<config>") -> Config:
     if not isinstance(resources_t, list):
         raise where.fail("resource", "must be [[resource]] tables")
     resources = tuple(parse_resources(resources_t, where))  # the MMP guard validates its own tables
+    quorum = _parse_quorum(where, raw["quorum"], node_id) if "quorum" in raw else None
     return Config(path=path, node=node, cluster=cluster, metrics_listen=listen,
-                  log_level=level, regions=tuple(regions), resources=resources)
+                  log_level=level, regions=tuple(regions), resources=resources, quorum=quorum)
+
+
+def _parse_quorum(where: _Where, table: Any, node_id: int) -> QuorumConfig:
+    """[quorum] nodes = [1, 2, 3], votes = { 3 = 2 } (default 1 each), expected_votes,
+    wait_for_all, initdead_ms; checked by the quorum rules' own validation (one line)."""
+    from diskhb.core.quorum import QuorumSpec
+
+    if not isinstance(table, dict):
+        raise where.fail("quorum", "must be a table")
+    where.unknown_keys(table, _QUORUM_KEYS, "quorum.")
+    nodes = _get(where, table, "nodes", list, "quorum.", required=True)
+    if not nodes or not all(isinstance(n, int) and not isinstance(n, bool) for n in nodes):
+        raise where.fail("quorum.nodes", "must list the node ids of the cluster", "e.g. nodes = [1, 2, 3]")
+    if len(set(nodes)) != len(nodes):
+        raise where.fail("quorum.nodes", f"node ids listed twice: {sorted({n for n in nodes if nodes.count(n) > 1})}")
+    votes_t = _get(where, table, "votes", dict, "quorum.", default={})
+    votes = {n: 1 for n in nodes}
+    for key, v in votes_t.items():
+        if not key.isdigit() or int(key) not in votes:
+            raise where.fail(f"quorum.votes.{key}", "is not a node id listed in quorum.nodes")
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise where.fail(f"quorum.votes.{key}", f"must be an integer, got {v!r}")
+        votes[int(key)] = v
+    expected = _get(where, table, "expected_votes", int, "quorum.")
+    wait_for_all = _get(where, table, "wait_for_all", bool, "quorum.", default=False)
+    initdead_ms = _get(where, table, "initdead_ms", int, "quorum.", default=0)
+    try:
+        QuorumSpec(node_id, votes, expected, wait_for_all=wait_for_all, initdead_ms=initdead_ms).validate()
+    except ValueError as e:
+        raise where.fail("quorum", str(e).removeprefix("[quorum] ")) from None
+    return QuorumConfig(tuple(nodes), tuple(sorted(votes.items())), expected, wait_for_all, initdead_ms)
 
 
 def _parse_region(where: _Where, table: Any, i: int) -> RegionConfig:

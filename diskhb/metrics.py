@@ -54,3 +54,6 @@ SELF_STALLS = Counter("diskhb_self_stalls_total",
                       "Times this daemon found itself stalled (frozen, stopped or starved) for longer than the"
                       " stall report threshold")
 SELF_STALL_SECONDS = Gauge("diskhb_self_stall_last_seconds", "Length of the last stall of this daemon")
+QUORATE = Gauge("diskhb_quorate", "1 if this node's partition holds a majority of the votes ([quorum])")
+QUORUM_VOTES = Gauge("diskhb_quorum_votes", "Votes of the members this node counts for quorum")
+QUORUM_EXPECTED_VOTES = Gauge("diskhb_quorum_expected_votes", "Votes a majority is counted against")

@@ -12,6 +12,7 @@ import logging
 from diskhb import metrics as m
 from diskhb.core.liveness import NodeRestarted, NodeStateChanged, RegionNodeChanged
 from diskhb.core.node import BeatDue, Hearing, MmpEvent, Note, Stalled
+from diskhb.core.quorum import DigestMismatch, QuorumChanged
 from diskhb.core.region_health import RegionHealthChanged
 from diskhb.core.types import NodeState
 from diskhb.mmp.loss import ACQUIRED, REFUSED
@@ -25,6 +26,7 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 class Reporter:
     def __init__(self, regions: int):
         self.regions = regions  # with one region, a per-region change says nothing the overall one does not
+        self._quorum_judged = False  # the first quorum verdict is no loss
 
     def report(self, ev) -> None:
         if isinstance(ev, NodeStateChanged):
@@ -64,6 +66,17 @@ class Reporter:
             else:
                 log.error("region %s: no heartbeat from any peer for %d ms while peers are alive on other regions"
                           " (wrong port or address, or a one-way firewall?)", ev.region, ev.silent_ms)
+        elif isinstance(ev, QuorumChanged):
+            m.QUORATE.set(1 if ev.quorate else 0)
+            m.QUORUM_VOTES.set(ev.votes)
+            m.QUORUM_EXPECTED_VOTES.set(ev.expected_votes)
+            what = "gained" if ev.quorate else "lost" if self._quorum_judged else "not reached yet"
+            self._quorum_judged = True
+            log.log(logging.INFO if ev.quorate else logging.WARNING, "quorum %s: %s (members %s)",
+                    what, ev.reason, ", ".join(map(str, ev.members)))
+        elif isinstance(ev, DigestMismatch):
+            log.error("node %d advertises another cluster (node list or votes, digest %#010x; ours %#010x):"
+                      " not counted for quorum; make [quorum] the same on every node", ev.node_id, ev.theirs, ev.ours)
         elif isinstance(ev, Note):
             log.log(_LEVELS[ev.level], "%s", ev.text)
         else:

@@ -130,6 +130,13 @@ def render_table(view: dict) -> str:
             lines.append(f"  region {r['name']}: {state}")
         for h in view.get("mmp", []):
             lines.append(f"  holds MMP resource {h['resource']} (epoch {h['epoch']}, {h['state']}) on {h['path']}")
+        q = view.get("quorum")
+        if q is None:
+            lines.append("  quorum: not configured ([quorum] in the config)")
+        else:
+            lines.append(f"  quorum: {'QUORATE' if q['quorate'] else 'NOT QUORATE'}, {q['votes']} of"
+                         f" {q['expected_votes']} votes, members {', '.join(map(str, q['members'])) or '-'}"
+                         f" ({q['reason']})")
     cols = ["ID", "NAME", "STATE", "SEQ", "GENERATION", "AGE_S", "FLAGS"]
     if view["source"] == "daemon":
         cols.append("REGIONS")

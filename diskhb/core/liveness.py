@@ -595,6 +595,10 @@ class Liveness:
         """Whether some node is ALIVE (X1), without building views (every beat asks)."""
         return any(n.state is _A for n in self._nodes.values())
 
+    def states(self) -> dict[int, NodeState]:
+        """Every known node's overall state (X1-X4), without building views (quorum asks every beat)."""
+        return {nid: n.state for nid, n in self._nodes.items()}
+
     def node(self, node_id: int) -> NodeView | None:
         node = self._nodes.get(node_id)
         return None if node is None else self._view(node)

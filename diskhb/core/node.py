@@ -38,6 +38,10 @@ MMP guards (diskhb.mmp.guard); the rules of its own are these:
   N9 JUDGING: liveness deadlines are applied at every beat and at once after a disk region's
      read completes (what it sampled may prove a silence): judged only at beats, a death was
      declared up to one interval after the read that proved it.
+  N10 QUORUM: with a [quorum], the quorum rules (diskhb.core.quorum, Q1-Q7) are applied each time
+     liveness is judged (N9), to the states it holds then; their events go out with the others.
+     Peers' cluster digests are not exchanged yet (Q3 then counts every ALIVE configured node)
+     and the two-node tie-break race is not run yet.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from dataclasses import dataclass, field
 
 from diskhb.core import timing
 from diskhb.core.liveness import Liveness
+from diskhb.core.quorum import QuorumSpec, QuorumState
 from diskhb.core.region_health import OwnIoHealth, RegionHealthChanged
 from diskhb.core.slot_claim import ClaimVerdict, SlotClaim, SlotSample
 from diskhb.core.types import BadSample, Beat, BeatBatch, IoCompleted, IoSubmitted, NodeState, SlotFlag
@@ -97,6 +102,7 @@ class NodeSpec:
     default_target: gd.TargetInfo | None = None  # where an undeclared resource lives (first disk region)
     default_timing: timing.MmpTiming | None = None
     lock_scope: str | None = None  # the node-local ballot lock's scope (None: no lock; simulation)
+    quorum: QuorumSpec | None = None  # None: no [quorum] configured (never quorate, Q-rules not run)
 
 
 # -- observations (in) -------------------------------------------------------------------------------
@@ -317,6 +323,7 @@ class NodeCore:
         self.flags = int(SlotFlag.ACTIVE)
         self.exit_code: int | None = None
         self.liveness = Liveness(self_id=spec.node_id, interval_ms=spec.interval_ms, dead_ms=spec.dead_ms)
+        self.quorum = QuorumState(spec.quorum, started_ms=now_ms) if spec.quorum is not None else None  # N10
         self.health = {r.name: OwnIoHealth(r.name, spec.io_timeout_ms) for r in spec.regions}
         self.kind = {r.name: r.kind for r in spec.regions}
         self.ledger = SectorLedger(timing.write_land_max_ms(spec.io_timeout_ms))
@@ -535,6 +542,8 @@ class NodeCore:
         self._judge_due = False
         sampled = {name: h.sampled_ms for name, h in self.health.items() if h.sampled_ms is not None}
         self.events.extend(self.liveness.tick(now_ms, sampled))
+        if self.quorum is not None:  # N10
+            self.events.extend(self.quorum.evaluate(now_ms, self.liveness.states(), {})[1])
 
     def _own_beat(self, now_ms: int) -> OwnBeat:
         view = self.liveness.alive_by_region() if any(k != "disk" for k in self.kind.values()) else {}
@@ -806,7 +815,18 @@ class NodeCore:
             "mmp": [{"resource": n, "path": h.spec.target.path, "block": _block_index(h), "epoch": h.epoch,
                      "state": h.state, "takeover_ms": h.takeover_ms} for n, h in sorted(self.held.items())
                     if h.state != "acquiring"],
+            "quorum": self._quorum_view(),
         }
+
+    def _quorum_view(self) -> dict | None:
+        if self.quorum is None:
+            return None
+        q = self.quorum.last
+        if q is None:  # before the first beat
+            return {"quorate": False, "votes": 0, "expected_votes": self.quorum.spec.expected, "members": [],
+                    "reason": "not judged yet (before the first beat)", "refused": []}
+        return {"quorate": q.quorate, "votes": q.votes, "expected_votes": q.expected_votes,
+                "members": list(q.members), "reason": q.reason, "refused": list(q.refused)}
 
 
 def _block_index(h: _Held) -> int | None:

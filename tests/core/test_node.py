@@ -13,6 +13,7 @@ import pytest
 from diskhb.core import node as core
 from diskhb.core import timing
 from diskhb.core.liveness import NodeStateChanged
+from diskhb.core.quorum import QuorumChanged, QuorumSpec
 from diskhb.core.types import Beat, SlotFlag
 from diskhb.mmp import format as mf
 from diskhb.mmp import guard as gd
@@ -35,13 +36,13 @@ def area() -> bytearray:
 class Driver:
     """One NodeCore and its world: every MMP request answered at once (or held, when asked)."""
 
-    def __init__(self, *, regions=("disk",), resources=True, loss_budget=0):
+    def __init__(self, *, regions=("disk",), resources=True, loss_budget=0, quorum=None):
         self.disk = area()
         specs = [core.RegionSpec(r, "disk" if r == "disk" else "net", r == "disk", r) for r in regions]
         res = {"db": core.ResourceSpec("db", TARGET, timing.MmpTiming(1000, loss_budget))} if resources else {}
         spec = core.NodeSpec(node_id=1, name="n1", generation=0x1234, cluster="c", interval_ms=INTERVAL,
                              dead_ms=DEAD, io_timeout_ms=DEAD // 2, regions=tuple(specs), resources=res,
-                             default_target=TARGET, default_timing=timing.MmpTiming(1000, 0))
+                             default_target=TARGET, default_timing=timing.MmpTiming(1000, 0), quorum=quorum)
         self.now = 0
         self.core = core.NodeCore(spec, now_ms=0, rand=random.Random(1).randrange)
         self.inbox: list = []
@@ -265,6 +266,24 @@ def test_n9_a_death_is_declared_when_the_read_that_proves_it_completes_not_at_th
     assert not [a for a in got if isinstance(a, core.Publish)], "no beat of ours in this step"
     dead = [e for e in d.events if isinstance(e, NodeStateChanged) and e.new.value == "dead"]
     assert [e.node_id for e in dead] == [2], "declared at this read, not one interval later"
+
+
+def test_n10_quorum_follows_liveness_at_every_beat_and_shows_in_the_snapshot():
+    d = Driver(quorum=QuorumSpec(1, {1: 1, 2: 1, 3: 1}))
+    assert d.core.snapshot()["quorum"]["quorate"] is False
+    d.started()
+    assert [e.quorate for e in d.events if isinstance(e, QuorumChanged)] == [False]
+    seq = 0
+    while d.now < 1000:  # node 2 beats: a majority of three
+        seq += 1
+        d.step(d.now + INTERVAL // 2, [Beat(2, "disk", 0x77, seq, 1, "n2")])
+    assert [e.quorate for e in d.events if isinstance(e, QuorumChanged)] == [False, True]
+    q = d.core.snapshot()["quorum"]
+    assert (q["quorate"], q["votes"], q["expected_votes"], q["members"]) == (True, 2, 3, [1, 2])
+    d.run(d.now + 2 * DEAD)  # node 2 falls silent: dead, and the quorum goes with it
+    assert [e.quorate for e in d.events if isinstance(e, QuorumChanged)] == [False, True, False]
+    assert d.core.snapshot()["quorum"]["members"] == [1]
+    assert Driver().core.snapshot()["quorum"] is None  # no [quorum]: none claimed
 
 
 def test_n1_phases_move_only_along_the_table():

@@ -68,3 +68,36 @@ def test_mixed_regions():
     })
     assert [r.type for r in cfg.regions] == ["disk", "net", "serial"]
     assert cfg.regions[1].peers == ("127.0.0.1:7000",) and cfg.regions[2].baud == 19200
+
+
+QUORUM = GOOD + """
+[quorum]
+nodes = [1, 2, 3]
+votes = { 3 = 2 }
+wait_for_all = true
+initdead_ms = 30000
+"""
+
+
+def test_quorum_section_parses(tmp_path):
+    q = load_config(write(tmp_path, QUORUM)).quorum
+    assert q.nodes == (1, 2, 3) and dict(q.votes) == {1: 1, 2: 1, 3: 2}
+    assert q.expected_votes is None and q.wait_for_all and q.initdead_ms == 30000
+    assert load_config(write(tmp_path, GOOD)).quorum is None
+
+
+@pytest.mark.parametrize("change,match", [
+    (("nodes = [1, 2, 3]", "nodes = [2, 3]"), "'quorum': this node \\(1\\) is not in the node list"),
+    (("nodes = [1, 2, 3]", "nodes = []"), "'quorum.nodes': must list the node ids"),
+    (("nodes = [1, 2, 3]", "nodes = [1, 2, 2]"), "'quorum.nodes': node ids listed twice: \\[2\\]"),
+    (("nodes = [1, 2, 3]", 'nodes = ["a"]'), "'quorum.nodes': must list the node ids"),
+    (("votes = { 3 = 2 }", "votes = { 4 = 2 }"), "'quorum.votes.4': is not a node id listed"),
+    (("votes = { 3 = 2 }", "votes = { 3 = 300 }"), "'quorum': node 3: votes 300 is not in 0..255"),
+    (("votes = { 3 = 2 }", 'votes = { 3 = "x" }'), "'quorum.votes.3': must be an integer"),
+    (("initdead_ms = 30000", "initdead_ms = 30000\nexpected_votes = 3"), "'quorum': expected_votes 3 is less than"),
+    (("initdead_ms = 30000", "initdead_ms = 30000\ntwo_node = true"), "'quorum.two_node': unknown key"),
+])
+def test_quorum_mistakes_are_one_line(tmp_path, change, match):
+    with pytest.raises(OperatorError, match=match) as e:
+        load_config(write(tmp_path, QUORUM.replace(*change)))
+    assert "\n" not in str(e.value)

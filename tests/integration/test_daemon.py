@@ -47,6 +47,33 @@ def test_three_daemons_see_each_other_and_status_agrees(cluster):
     assert all(cluster.region.endswith(list(n["regions"])[0].split(":", 1)[1]) for n in view["nodes"])
     table = diskhb("status", cluster.region, "--run-dir", cluster.run_dir).stdout
     assert "node2" in table and "alive" in table
+    assert view["quorum"] is None and "quorum: not configured" in table
+
+
+def test_quorum_in_status_and_metrics_follows_the_nodes_seen(cluster):
+    quorum = "[quorum]\nnodes = [1, 2, 3]\n"
+    cluster.start(1, extra=quorum)
+
+    def quorum_of(node_id):
+        return (cluster.view(node_id) or {}).get("quorum")
+
+    wait_until(lambda: quorum_of(1) is not None and quorum_of(1)["votes"] == 1, timeout_s=10, what="node 1 judged")
+    q = quorum_of(1)
+    assert (q["quorate"], q["votes"], q["expected_votes"], q["members"]) == (False, 1, 3, [1])
+    cluster.start(2, extra=quorum)
+    wait_until(lambda: quorum_of(1)["quorate"], timeout_s=10, what="node 1 quorate with node 2 alive")
+    q = quorum_of(1)
+    assert (q["votes"], q["members"]) == (2, [1, 2])
+    wait_until(lambda: (quorum_of(2) or {}).get("quorate"), timeout_s=10, what="node 2 quorate too")
+    table = diskhb("status", cluster.region, "--run-dir", cluster.run_dir).stdout  # either daemon answers
+    assert "quorum: QUORATE, 2 of 3 votes, members 1, 2" in table
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{cluster.ports[1]}/metrics", timeout=5).read().decode()
+    assert re.search(r"^diskhb_quorate 1\.0$", metrics, re.M)
+    assert re.search(r"^diskhb_quorum_votes 2\.0$", metrics, re.M)
+    assert re.search(r"^diskhb_quorum_expected_votes 3\.0$", metrics, re.M)
+    cluster.kill(2)
+    wait_until(lambda: not quorum_of(1)["quorate"], timeout_s=10, what="node 1 loses quorum when node 2 dies")
+    assert "quorum lost" in cluster.log(1)
 
 
 def test_sigkill_is_detected_by_every_peer_within_dead_time(cluster):
