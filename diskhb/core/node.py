@@ -280,7 +280,7 @@ class Phase(enum.Enum):
     FAILED = "failed"
 
 
-_BEATING = frozenset({Phase.CLAIMING, Phase.RUNNING, Phase.LEAVING})  # phases that beat (or claim) on schedule
+_BEATING = (Phase.CLAIMING, Phase.RUNNING, Phase.LEAVING)  # phases that beat (or claim) on schedule (a tuple: no enum hashing)
 
 # N1: the phases each phase may move to.
 _PHASES: dict[Phase, frozenset[Phase]] = {

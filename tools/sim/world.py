@@ -53,6 +53,7 @@ TRACE_MAX = 4000
 ENFORCER_BUDGET_MS = 250  # the sim's lease enforcer needs this to stop a hold's consumers
 REPLAY_REBOOT_QUIET_MS = 3_000
 PROCS = 5  # command-line guard processes (tools.sim.procs) beside the daemons, on the free node ids
+_LEFT = int(SlotFlag.LEFT)  # a plain int: Flag arithmetic is slow, and every publish asks
 SPIN_STEPS = 1000  # steps of one process at one simulated ms: its loop spins (see World.spinning)
 
 
@@ -819,7 +820,7 @@ class SimNode(Actor):
     def _act(self, inc: Incarnation, a) -> None:
         w = self.w
         if isinstance(a, core.Publish):
-            if a.beat.flags & SlotFlag.LEFT:
+            if a.beat.flags & _LEFT:
                 w.checker.left(self, inc, a.region)
             if a.region == "disk":
                 self._slot_write(inc, a.beat)
