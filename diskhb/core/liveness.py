@@ -499,13 +499,17 @@ class Liveness:
                 if region in self._stale:  # R8
                     self._move(now_ms, node, region, track, _Trigger.STALE)
                     moved.append((region, f"stale: {region} not read for {now_ms - looked_ms} ms"))
-            if moved:
+            # R5: a candidate that moved while the current generation was not quiet yet wins once
+            # it is, if that move came within restart_quiet_ms (after the current one went silent).
+            # Adopted in this tick, the new generation's state is the node's (settled by _adopt):
+            # the old one's deadline passing in the same tick is no death of the node (found by
+            # the simulator's bench run, seed 72278: a DEAD, then the restart, in one tick)
+            adopt = pending is not None and self._quiet(now_ms, node)
+            if moved and not adopt:
                 new = overall_state([t.state for t in node.tracks.values() if t.generation != GENERATION_NONE])
                 region, why = next(((r, w) for r, w in reversed(moved) if node.tracks[r].state is new), moved[-1])
                 self._settle(now_ms, node, region, why)
-            # R5: a candidate that moved while the current generation was not quiet yet wins once
-            # it is, if that move came within restart_quiet_ms (after the current one went silent)
-            if pending is not None and self._quiet(now_ms, node):
+            if adopt:
                 self._adopt(now_ms, node, *pending)
         events, self._events = self._events, []
         return events

@@ -403,3 +403,34 @@ def test_one_tick_settles_each_node_once_so_no_transient_death():
     assert DEAD not in [e.new for e in events if isinstance(e, NodeStateChanged)], events
     assert [(e.old, e.new) for e in events if isinstance(e, NodeStateChanged)] == [(ALIVE, UNKNOWN)], events
     assert lv.node(2).state is UNKNOWN
+
+
+def test_a_restart_adopted_in_the_tick_that_ends_the_old_generation_is_no_death():
+    """R5 with R3 and X1-X4, found by the simulator's bench run (seed 72278): n1 crashed and
+    restarted; our disk reads hung, so the new generation, beating on the net, could not be
+    adopted (a stale region cannot testify that the old one is quiet) and n1 stayed UNKNOWN. The
+    next fresh disk read showed the old generation's slot unchanged: in that one tick its disk
+    deadline passed (DEAD) and the restart was adopted. Settled before the adoption, the node
+    was declared DEAD, then ALIVE a moment later; a fencer would have shot a beating node."""
+    lv = live()
+    node = Node(lv, ("disk", "net"))
+    t = node.run(0, 2000)
+    old_seq = node.seq
+    read_ms = t + 100  # our disk reads hang from here
+    events = []
+    for now in range(t + INTERVAL_MS, t + 3000, INTERVAL_MS):  # it crashed: silent (its restart's
+        events += lv.tick(now, sampled_ms={"disk": read_ms, "net": now})  # packets not let in yet)
+    assert lv.node(2).regions["net"].state is DEAD and lv.node(2).state is UNKNOWN  # disk: stale
+    node.gen, node.seq, node.regions = 9, 0, {"net"}  # its new generation, heard on the net only
+    for now in range(t + 3000, t + 6000, INTERVAL_MS):
+        node.beat(now)
+        events += lv.tick(now, sampled_ms={"disk": read_ms, "net": now})
+    assert lv.node(2).state is UNKNOWN and restarts(events) == []
+    assert DEAD not in [e.new for e in events if isinstance(e, NodeStateChanged)]
+    now = t + 6000  # a fresh disk read: the old generation's last slot, unchanged
+    lv.observe(now, Beat(2, "disk", LIVE, old_seq, A, "n2"))
+    node.beat(now)
+    ev = lv.tick(now, sampled_ms={"disk": now, "net": now})
+    assert DEAD not in [e.new for e in ev if isinstance(e, NodeStateChanged)], ev
+    assert restarts(ev) and lv.node(2).generation == 9 and lv.node(2).state is ALIVE
+    lv.check_invariants()
