@@ -23,7 +23,7 @@ from diskhb.mmp import guard as gd
 from diskhb.mmp.ledger import SectorLedger
 from diskhb.mmp.steps import Claimant
 
-from tools.sim.world import ENFORCER_BUDGET_MS, SECTOR, Act, Actor, Rng
+from tools.sim.world import ENFORCER_BUDGET_MS, Act, Actor, Rng
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,33 @@ class Rng(random.Random):
         return a + int(self.random() * (b - a + 1))
 
 
+READ_SPAN_MAX_MS = 60_000  # no simulated read lasts longer (hangs: 30 s; stalls: 6 s); asserted
+
+
+class SectorHistory:
+    """What one MMP sector or heartbeat slot held over time, so that a read samples it at its
+    own moment between its issue and its completion (F2) when it completes, with no event per
+    sector. Bounded: landings older than READ_SPAN_MAX_MS are dropped, but for the one in force
+    then (no read reaches further back)."""
+
+    def __init__(self, initial):
+        self.times, self.values = [-1], [initial]
+
+    def land(self, t: int, value) -> None:
+        self.times.append(t)
+        self.values.append(value)
+        if len(self.times) > 64 and self.times[1] < t - READ_SPAN_MAX_MS:
+            k = bisect.bisect_right(self.times, t - READ_SPAN_MAX_MS) - 1
+            del self.times[:k], self.values[:k]
+
+    def sample(self, rng, issue: int, done: int):
+        """No draw when nothing landed during the read."""
+        assert done - issue <= READ_SPAN_MAX_MS, f"a read of {done - issue} ms: raise READ_SPAN_MAX_MS"
+        if self.times[-1] <= issue:
+            return self.values[-1]
+        return self.values[bisect.bisect_right(self.times, issue + int(rng.random() * (done - issue + 1))) - 1]
+
+
 # -- one run ------------------------------------------------------------------------------------------
 
 
@@ -213,9 +240,8 @@ class World:
         # swarm: the kinds of MMP writes this seed holds (none for scripts: they pick their own)
         self.holding = {k: p for k, on, p in self.profile.hold if self.rng.random() < on} if script is None else {}
         self._held: list[HeldWrite] = []  # held writes not landed yet (World._hold)
-        self._advertised: dict[tuple, int] = {}  # (block, holder, generation, epoch) -> last interval written
+        self._advertised: dict[tuple, tuple] = {}  # (block, holder id) -> (generation, epoch, interval) of its last seq write
         self._bumps: dict[int, object] = {}  # id(request) -> request: bumps in flight
-        self._previous_interval: int | None = None  # write_kind: what the holder advertised before this bump
         self.end_ms = seconds * 1000
         self.now = 0
         self._heap: list = []
@@ -228,8 +254,8 @@ class World:
         self.mmp = fresh_mmp_area()
         # every landing of a slot or MMP sector, as (times, values) per slot / sector offset: a
         # read samples each sector at its own moment when it completes (F2), with no event per sector
-        self._slot_hist: dict[int, tuple[list[int], list]] = {}
-        self._mmp_hist: dict[int, tuple[list[int], list[bytes]]] = {}
+        self._slot_hist: dict[int, SectorHistory] = {}
+        self._mmp_hist: dict[int, SectorHistory] = {}
         self.mmp_size, self.blocks = mmp_layout()
         self.target = gd.TargetInfo("sim-disk", self.blocks, False)
         self.checker = Checker(self)
@@ -318,26 +344,17 @@ class World:
     def land_slot(self, node_id: int, value) -> None:
         self.slots[node_id] = value
         self.written_slots.add(node_id)
-        times, values = self._slot_hist.setdefault(node_id, ([], []))
-        times.append(self.now)
-        values.append(value)
+        self._slot_hist.setdefault(node_id, SectorHistory(None)).land(self.now, value)
 
     def read_slot(self, rng, node_id: int, issue: int, done: int):
-        """F2: slot node_id as a read from issue to done saw it, at its own random moment between
-        them (None: not written by then). No draw when no landing falls inside the read."""
-        times, values = self._slot_hist[node_id]
-        if times[-1] <= issue:
-            return values[-1]
-        k = bisect.bisect_right(times, issue + int(rng.random() * (done - issue + 1))) - 1
-        return values[k] if k >= 0 else None
+        """F2: slot node_id as a read from issue to done saw it (None: not written by then)."""
+        return self._slot_hist[node_id].sample(rng, issue, done)
 
     def land_mmp(self, offset: int, data: bytes) -> None:
         for off in range(offset, offset + len(data), SECTOR):
             if off not in self._mmp_hist:
-                self._mmp_hist[off] = ([-1], [bytes(self.mmp[off: off + SECTOR])])
-            times, values = self._mmp_hist[off]
-            times.append(self.now)
-            values.append(bytes(data[off - offset: off - offset + SECTOR]))
+                self._mmp_hist[off] = SectorHistory(bytes(self.mmp[off: off + SECTOR]))
+            self._mmp_hist[off].land(self.now, bytes(data[off - offset: off - offset + SECTOR]))
         self.mmp[offset: offset + len(data)] = data
 
     def read_mmp(self, rng, offset: int, length: int, issue: int, done: int) -> bytes:
@@ -345,12 +362,8 @@ class World:
         out = []
         for off in range(offset, offset + length, SECTOR):
             h = self._mmp_hist.get(off)
-            if h is None:
-                out.append(bytes(self.mmp[off: off + SECTOR]))  # never written since the start
-            elif h[0][-1] <= issue:
-                out.append(h[1][-1])  # no landing inside the read
-            else:
-                out.append(h[1][bisect.bisect_right(h[0], issue + int(rng.random() * (done - issue + 1))) - 1])
+            # never written since the start: as it is
+            out.append(bytes(self.mmp[off: off + SECTOR]) if h is None else h.sample(rng, issue, done))
         return b"".join(out)
 
     # -- I/O latency --------------------------------------------------------------------------------
@@ -448,42 +461,42 @@ class World:
 
     # -- swarm: writes held in the I/O stack, by kind ------------------------------------------------
 
-    def write_kind(self, req) -> str | None:
-        """What an MMP write is, from its bytes (and the disk): a seq block "commit" (the first
-        write of a holder's epoch), "bump" or "shorter" (a bump advertising a shorter interval
-        than the holder's previous write), "clean" (a release); a ballot "accept" (phase 2:
-        bal == mbal), "past" (phase 1 of a claimant that went past a live claim in progress,
-        CL2) or "prepare" (any other phase 1)."""
+    def write_kind(self, req) -> tuple[str | None, int | None]:
+        """What an MMP write is, from its bytes (and the disk), and for a bump the interval its
+        holder's previous write advertised: a seq block "commit" (the first write of a holder's
+        epoch), "bump" or "shorter" (a bump advertising a shorter interval than the holder's
+        previous write), "clean" (a release); a ballot "accept" (phase 2: bal == mbal), "past"
+        (phase 1 of a claimant that went past a live claim in progress, CL2) or "prepare" (any
+        other phase 1). Remembers what each seq write advertised (one entry per block and holder)."""
         span = (1 + SLOTS) * SECTOR
         base, rel = req.offset - req.offset % span, req.offset % span
         try:
             if rel == 0:
                 b = mf.decode_seq_block(req.data)
                 if b is None or b.state == "fsck":
-                    return None
+                    return None, None
                 if b.state == "clean":
-                    return "clean"
-                key = (base, b.holder_id, b.holder_generation, b.epoch)
-                old = self._advertised.get(key)
-                self._advertised[key] = b.interval_ms
-                self._previous_interval = old
-                return "commit" if old is None else "shorter" if b.interval_ms < old else "bump"
+                    return "clean", None
+                prev = self._advertised.get((base, b.holder_id))
+                old = prev[2] if prev is not None and prev[:2] == (b.holder_generation, b.epoch) else None
+                self._advertised[(base, b.holder_id)] = (b.holder_generation, b.epoch, b.interval_ms)
+                return ("commit" if old is None else "shorter" if b.interval_ms < old else "bump"), old
             b = mf.decode_ballot(req.data, expect_node_id=rel // SECTOR)
             if b is None or b.bal == b.mbal:
-                return None if b is None else "accept"
+                return (None if b is None else "accept"), None
             seq = mf.decode_seq_block(bytes(self.mmp[base: base + SECTOR]))
             if b.lver <= (seq.epoch if seq is not None else 0) + 1:
-                return "prepare"
+                return "prepare", None
             # "past": past a claim in progress (accepted at lver - 1 above the block's epoch)
             # whose commit is not held here (a live claim: it will hold)
             for i in range(1, SLOTS + 1):
                 o = mf.decode_ballot(bytes(self.mmp[base + i * SECTOR: base + (i + 1) * SECTOR]), expect_node_id=i)
                 if o is not None and o.lver == b.lver - 1 and o.inp is not None and i != b.node_id and not any(
                         h.kind == "commit" and h.base == base and h.actor.node_id == i for h in self._held):
-                    return "past"
+                    return "past", None
         except mf.BlockError:
-            return None
-        return "prepare"
+            return None, None
+        return "prepare", None
 
     def _accepted(self, actor, offset: int) -> bool:
         """Whether `actor`'s ballot in the block at `offset` accepted a claim past its epoch."""
@@ -528,7 +541,7 @@ class World:
         A commit issued right after it made one of its own old ballots land is slow to land
         (D: a rival's whole ballot fits before it)."""
         p, rng, now = self.profile, self.rng, self.now
-        kind = self.write_kind(req)
+        kind, old = self.write_kind(req)
         span = (1 + SLOTS) * SECTOR
         base = req.offset - req.offset % span
         bound = p.write_land_max_ms
@@ -547,7 +560,6 @@ class World:
             return False  # one held write of a kind per block at a time: the others go on
         fate = Fate(complete=HELD, land=HELD, actor=actor, req=req, issue=now)
         if kind == "shorter":
-            old = self._previous_interval
             lo, hi = timing.classic_wait_ms(mf.decode_seq_block(req.data).interval_ms), timing.classic_wait_ms(old)
             fate.land, fate.complete = rng.randint(0, min(5, bound)), rng.randint(lo, max(lo, hi))
         elif kind in ("commit", "clean"):
