@@ -33,6 +33,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from diskhb.core.quorum import QuorumSpec
 from diskhb.core.types import NODE_ID_MAX, NODE_NAME_BYTES_MAX
 from diskhb.errors import OperatorError
 from diskhb.mmp.config import parse_resources
@@ -80,16 +81,6 @@ class RegionConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class QuorumConfig:
-    """[quorum]: the cluster's voters (diskhb.core.quorum's QuorumSpec, rules Q1-Q7)."""
-    nodes: tuple[int, ...]
-    votes: tuple[tuple[int, int], ...]  # (node id, votes), every node in `nodes`
-    expected_votes: int | None = None
-    wait_for_all: bool = False
-    initdead_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     node: NodeConfig
@@ -98,7 +89,7 @@ class Config:
     log_level: str
     regions: tuple[RegionConfig, ...]
     resources: tuple[Any, ...] = field(default=())  # [[resource]] entries, parsed by diskhb.mmp
-    quorum: QuorumConfig | None = None  # None: no [quorum] (this node never claims quorum)
+    quorum: QuorumSpec | None = None  # [quorum], validated (Q1-Q7); None: none (this node never claims quorum)
 
     @property
     def disk_regions(self) -> tuple[RegionConfig, ...]:
@@ -240,13 +231,14 @@ def parse_config(raw: dict, path: str = "<config>") -> Config:
                   log_level=level, regions=tuple(regions), resources=resources, quorum=quorum)
 
 
-def _parse_quorum(where: _Where, table: Any, node_id: int) -> QuorumConfig:
+def _parse_quorum(where: _Where, table: Any, node_id: int) -> QuorumSpec:
     """[quorum] nodes = [1, 2, 3], votes = { 3 = 2 } (default 1 each), expected_votes,
     wait_for_all, initdead_ms; checked by the quorum rules' own validation (one line)."""
-    from diskhb.core.quorum import QuorumSpec
-
     if not isinstance(table, dict):
         raise where.fail("quorum", "must be a table")
+    if "two_node" in table:  # corosync's key: say why it is refused, not "did you mean"
+        raise where.fail("quorum.two_node", "not supported yet (the two-node tie-break race is not built)",
+                         "give a third node or vote so a majority can form")
     where.unknown_keys(table, _QUORUM_KEYS, "quorum.")
     nodes = _get(where, table, "nodes", list, "quorum.", required=True)
     if not nodes or not all(isinstance(n, int) and not isinstance(n, bool) for n in nodes):
@@ -264,11 +256,12 @@ def _parse_quorum(where: _Where, table: Any, node_id: int) -> QuorumConfig:
     expected = _get(where, table, "expected_votes", int, "quorum.")
     wait_for_all = _get(where, table, "wait_for_all", bool, "quorum.", default=False)
     initdead_ms = _get(where, table, "initdead_ms", int, "quorum.", default=0)
+    spec = QuorumSpec(node_id, votes, expected, wait_for_all=wait_for_all, initdead_ms=initdead_ms)
     try:
-        QuorumSpec(node_id, votes, expected, wait_for_all=wait_for_all, initdead_ms=initdead_ms).validate()
+        spec.validate()
     except ValueError as e:
         raise where.fail("quorum", str(e).removeprefix("[quorum] ")) from None
-    return QuorumConfig(tuple(nodes), tuple(sorted(votes.items())), expected, wait_for_all, initdead_ms)
+    return spec
 
 
 def _parse_region(where: _Where, table: Any, i: int) -> RegionConfig:

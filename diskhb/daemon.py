@@ -38,7 +38,6 @@ from diskhb import metrics as m
 from diskhb.config import Config, RegionConfig, parse_listen
 from diskhb.core import node as core
 from diskhb.core import timing
-from diskhb.core.quorum import QuorumSpec
 from diskhb.core.types import BadSample, NodeState, SlotFlag
 from diskhb.errors import OperatorError
 from diskhb.mmp import guard as gd
@@ -244,11 +243,11 @@ class Daemon:
             regions=tuple(core.RegionSpec(r.name, r.kind, r.owns_slot, r.path) for r in self.regions),
             resources=resources, default_target=next(iter(targets.values()), None),
             default_timing=timing.MmpTiming(timing.MMP_INTERVAL_MS_DEFAULT, 0),
-            lock_scope=lock_scope(cfg.node.run_dir), quorum=_quorum_spec(cfg))
+            lock_scope=lock_scope(cfg.node.run_dir), quorum=cfg.quorum)
         self.core = core.NodeCore(spec, now_ms=self.clock_ms(), rand=secrets.randbelow)
         self.reporter = Reporter(len(self.regions))
         if cfg.quorum is not None:
-            m.QUORUM_EXPECTED_VOTES.set(spec.quorum.expected)
+            m.QUORUM_EXPECTED_VOTES.set(cfg.quorum.expected)
         by_name = {rc.name: rc for rc in cfg.resources}
         self.executor = MmpExecutor(devices, notify=self.wake, clock_ms=self.clock_ms)
         self.loss = LossWorker(by_name, self.wake)
@@ -541,10 +540,3 @@ def run_daemon(cfg: Config) -> int:
     finally:
         listener.stop()
 
-
-def _quorum_spec(cfg) -> QuorumSpec | None:
-    q = cfg.quorum
-    if q is None:
-        return None
-    return QuorumSpec(cfg.node.id, dict(q.votes), q.expected_votes, wait_for_all=q.wait_for_all,
-                      initdead_ms=q.initdead_ms)

@@ -35,9 +35,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from diskhb.core.types import NodeState
+from diskhb.core.types import NODE_ID_MAX, NodeState
 
-NODES_MAX = 255  # node ids 1..255, the slot area's limit
 VOTES_MAX = 255
 
 
@@ -53,11 +52,11 @@ class QuorumSpec:
 
     def validate(self) -> None:
         """One line for an operator's mistake (ValueError)."""
-        if not 1 <= len(self.votes) <= NODES_MAX:
-            raise ValueError(f"[quorum] needs 1..{NODES_MAX} nodes, got {len(self.votes)}")
+        if not 1 <= len(self.votes) <= NODE_ID_MAX:
+            raise ValueError(f"[quorum] needs 1..{NODE_ID_MAX} nodes, got {len(self.votes)}")
         for nid, v in self.votes.items():
-            if not 1 <= nid <= NODES_MAX:
-                raise ValueError(f"[quorum] node id {nid} is not in 1..{NODES_MAX}")
+            if not 1 <= nid <= NODE_ID_MAX:
+                raise ValueError(f"[quorum] node id {nid} is not in 1..{NODE_ID_MAX}")
             if not 0 <= v <= VOTES_MAX:
                 raise ValueError(f"[quorum] node {nid}: votes {v} is not in 0..{VOTES_MAX}")
         if self.node_id not in self.votes:

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from diskhb.core.quorum import DigestMismatch, QuorumChanged, QuorumSpec, QuorumState
-from diskhb.core.types import NodeState
+from diskhb.core.types import NODE_ID_MAX, NodeState
 
 A, U, D, L = NodeState.ALIVE, NodeState.UNKNOWN, NodeState.DEAD, NodeState.LEFT
 
@@ -24,7 +24,7 @@ def digest(q: QuorumState) -> int:
 
 
 @pytest.mark.parametrize("kw, error", [
-    (dict(votes={}), "needs 1..255 nodes"),
+    (dict(votes={}), f"needs 1..{NODE_ID_MAX} nodes"),
     (dict(votes={1: 1, 0: 1}), "node id 0"),
     (dict(votes={1: 1, 2: 300}), "votes 300"),
     (dict(votes={2: 1}), "this node (1) is not in the node list"),
