@@ -98,6 +98,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from diskhb.core import timing
+from diskhb.core.record import record
 from diskhb.core.types import (
     GENERATION_NONE,
     NODE_ID_MAX,
@@ -122,7 +123,7 @@ _U, _A, _D, _L = NodeState.UNKNOWN, NodeState.ALIVE, NodeState.DEAD, NodeState.L
 # -- events and views (what callers see) -------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeStateChanged:
     """The overall state (X1-X4) of a node changed."""
 
@@ -136,7 +137,7 @@ class NodeStateChanged:
     generation: int = 0  # the incarnation the new state is about
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RegionNodeChanged:
     """One region's view of a node changed (R1-R5, R8)."""
 
@@ -148,7 +149,7 @@ class RegionNodeChanged:
     age_ms: int  # ms since the node last advanced on this region
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeRestarted:
     """A candidate generation was adopted (R5)."""
 
@@ -162,7 +163,7 @@ class NodeRestarted:
 Event = NodeStateChanged | RegionNodeChanged | NodeRestarted
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RegionView:
     state: NodeState
     seq: int  # 0 until the region has a sample of the current generation
@@ -174,7 +175,7 @@ class RegionView:
     candidate: int = GENERATION_NONE  # R5: another generation this region shows (NONE: none)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeView:
     node_id: int
     name: str

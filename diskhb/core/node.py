@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from diskhb.core import timing
 from diskhb.core.liveness import Liveness
 from diskhb.core.quorum import QuorumSpec, QuorumState
+from diskhb.core.record import record
 from diskhb.core.region_health import OwnIoHealth, RegionHealthChanged
 from diskhb.core.slot_claim import ClaimVerdict, SlotClaim, SlotSample
 from diskhb.core.types import BadSample, Beat, BeatBatch, IoCompleted, IoSubmitted, NodeState, SlotFlag
@@ -70,7 +71,7 @@ PUBLISH_LEFT_IO_TIMEOUTS = 1  # the LEFT write on a disk region gets one io time
 # -- specs (what the daemon read at start) -----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RegionSpec:
     name: str
     kind: str  # "disk" | "net" | "serial"
@@ -78,7 +79,7 @@ class RegionSpec:
     path: str | None = None  # for status
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ResourceSpec:
     name: str
     target: gd.TargetInfo  # the MMP blocks of the disk region it lives on
@@ -108,7 +109,7 @@ class NodeSpec:
 # -- observations (in) -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OwnSlotRead:
     """Our own slot as a read saw it. `after_write`: the read was submitted after one of our
     writes to it had completed (only such a read can judge what the slot must hold, N3)."""
@@ -123,7 +124,7 @@ class OwnSlotRead:
     completed_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DuplicateId:
     """A packet under our own node id but another generation, authenticated and fresh."""
     region: str
@@ -131,19 +132,19 @@ class DuplicateId:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RegionFault:
     """A region driver raised: the region counts as failing; the daemon goes on (never the tick)."""
     region: str
     error: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MmpIoDone:
     result: gd.IoResult
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AcquireRequest:
     request_id: int
     resource: str
@@ -151,18 +152,18 @@ class AcquireRequest:
     create: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReleaseRequest:
     request_id: int
     resource: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StopRequest:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LossDone:
     resource: str
     epoch: int
@@ -189,30 +190,30 @@ class OwnBeat:
     view: dict[str, tuple[int, ...]] = field(default_factory=dict)  # region -> ids seen alive (links)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Publish:
     region: str
     beat: OwnBeat
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReadOwnSlot:
     region: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MmpIo:
     request: gd.IoRequest
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunLoss:
     resource: str
     epoch: int
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Enforce:
     """The resource's lease enforcer: start (first lease), renew, or done (released cleanly)."""
     resource: str
@@ -220,13 +221,13 @@ class Enforce:
     deadline_ms: int = 0  # when it must fire unless renewed: takeover - its own budget (the daemon subtracts)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Reply:
     request_id: int
     answer: dict
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Exit:
     code: int
     reason: str
@@ -238,24 +239,24 @@ Action = Publish | ReadOwnSlot | MmpIo | RunLoss | Enforce | Reply | Exit
 # -- events (for logs and metrics; the daemon's reporter words them) ---------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Note:
     """A line worth logging: level is a logging level name."""
     level: str
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BeatDue:
     lateness_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Stalled:
     gap_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Hearing:
     """N7: a link region started or stopped hearing peers."""
     region: str
@@ -263,7 +264,7 @@ class Hearing:
     silent_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MmpEvent:
     resource: str
     what: str  # acquired | refused | lost | released | unconfirmed
@@ -307,11 +308,12 @@ class _Held:
     loss_deadline_ms: int = 0
     enforced: bool = False
     loss_running: bool = False
-    wake_ms: int | None = 0  # the guard's next_wakeup_ms() as of the end of the last step (0: step it)
+    wake_ms: int | None = 0  # the guard's next_wakeup_ms(), kept exact: a new guard is due at once (0),
+    # and a guard changes only in its step or on release(), after each of which this is refreshed
 
     def release(self) -> None:
         self.guard.release()
-        self.wake_ms = 0  # the guard acts on it at its next step
+        self.wake_ms = self.guard.next_wakeup_ms()
 
 
 class NodeCore:
@@ -390,7 +392,8 @@ class NodeCore:
             self._publishing_left(now_ms, actions)
         elif self.phase is Phase.FAILED:
             self._failing(now_ms, actions)
-        self._core_ms = max(self._core_ms, now_ms)
+        if now_ms > self._core_ms:
+            self._core_ms = now_ms
         self.due_ms = self.next_wakeup_ms()
         return actions
 
@@ -398,7 +401,7 @@ class NodeCore:
         """When step() must run again even if nothing is observed."""
         t = self.next_beat_ms if self.phase in _BEATING else self._last_step_ms + LEAVE_MS_MAX
         for h in self.held.values():
-            w = h.wake_ms = h.guard.next_wakeup_ms()
+            w = h.wake_ms
             if w is not None and w < t:
                 t = w
         if self.phase is Phase.PUBLISHING_LEFT:
@@ -644,10 +647,11 @@ class NodeCore:
             results = self._guard_results.pop(name, None)
             if not results and (h.wake_ms is None or h.wake_ms > now_ms):
                 # nothing to feed it and nothing due: a step would do nothing (next_wakeup_ms's
-                # contract). wake_ms is exact: a guard changes only in its step or on release()
+                # contract)
                 continue
             g.wall_ms = self.wall_ms
             requests = g.step(now_ms, results or ())
+            h.wake_ms = g.next_wakeup_ms()
             for ev in g.drain():  # first: a lease shortened by a write reaches the enforcer before it
                 self._guard_event(now_ms, h, ev, actions)
             for req in requests:

@@ -10,7 +10,8 @@ Rules of this file:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+from diskhb.core.record import record
 
 # Limits shared by every region type. Node ids are slot numbers: 1..NODE_ID_MAX.
 NODE_ID_MAX = 4096
@@ -44,7 +45,7 @@ class NodeState(enum.Enum):
     LEFT = "left"  # published LEFT: stopped cleanly
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Beat:
     """One valid (checksum-verified) heartbeat sample of one node, as one region saw it.
 
@@ -59,7 +60,7 @@ class Beat:
     name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BadSample:
     """A slot/packet that failed validation (bad checksum, torn write, wrong magic).
 
@@ -71,7 +72,7 @@ class BadSample:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BeatBatch:
     """Many valid samples of one region at once, as columns: the hot path of a disk region
     with thousands of slots (no object per slot). Means exactly one Beat per row."""
@@ -91,7 +92,7 @@ class BeatBatch:
             yield Beat(row[0], self.region, row[1], row[2], row[3], row[4])
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IoSubmitted:
     """One of our own heartbeat I/Os started on a region (tag: the beat's seq for writes)."""
     region: str
@@ -100,7 +101,7 @@ class IoSubmitted:
     tag: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IoCompleted:
     region: str
     kind: str

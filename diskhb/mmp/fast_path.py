@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from diskhb.core.record import record
 from diskhb.core.types import NodeState
 
 
@@ -32,7 +32,7 @@ class Verdict(enum.Enum):
     CLASSIC_WAIT = "classic-wait"  # we know nothing decisive: watch the seq block
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PeerInfo:
     """What a daemon knows of the node named as holder in the block."""
 

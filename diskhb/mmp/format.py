@@ -37,12 +37,12 @@ Ballot sector (sanlock's paxos dblock idea, plus the proposal itself):
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import construct as cs
 from crc32c import crc32c
 
 from diskhb.core import timing
+from diskhb.core.record import record
 from diskhb.core.types import NODE_ID_MAX, NODE_NAME_BYTES_MAX
 
 STRUCT_BYTES = 512
@@ -154,7 +154,7 @@ def next_seq(seq: int) -> int:
     return 1 if seq == SEQ_MAX else seq + 1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SeqBlock:
     seq: int
     epoch: int
@@ -233,6 +233,7 @@ def encode_seq_block(block: SeqBlock) -> bytes:
     return out
 
 
+_ZERO_STRUCT = bytes(STRUCT_BYTES)
 DECODE_CACHE_MAX = 4096  # decoded sectors remembered: a watch or a hold reads the same bytes again and again
 
 
@@ -245,7 +246,7 @@ def decode_seq_block(data: bytes | memoryview) -> SeqBlock | None:
 def _decode_seq_block(data: bytes) -> SeqBlock | None:
     if len(data) < STRUCT_BYTES:
         raise BlockError("truncated MMP block")
-    if data == bytes(STRUCT_BYTES):
+    if data == _ZERO_STRUCT:
         return None
     magic = int.from_bytes(data[:4], "little")
     if magic != SEQ_MAGIC:
@@ -267,7 +268,7 @@ def _decode_seq_block(data: bytes) -> SeqBlock | None:
 # Ballots
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Proposal:
     """The value a ballot decides: who holds the next epoch, and on what observation it based
     its claim (the seq block it saw: if that block has changed since, this winner's pre-write
@@ -296,7 +297,7 @@ class Proposal:
         return f"{self.holder_name} (node {self.node_id}, generation {self.generation:#x})"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ballot:
     """Node `node_id`'s Disk Paxos block for instance `lver` (the epoch being decided)."""
 
@@ -350,7 +351,7 @@ def decode_ballot(data: bytes | memoryview, *, expect_node_id: int) -> Ballot | 
 
 @functools.lru_cache(maxsize=DECODE_CACHE_MAX)  # pure, see decode_seq_block
 def _decode_ballot(data: bytes, expect_node_id: int) -> Ballot | None:
-    if data == bytes(STRUCT_BYTES):
+    if data == _ZERO_STRUCT:
         return None
     magic = int.from_bytes(data[:4], "little")
     if magic != BALLOT_MAGIC:
@@ -379,7 +380,7 @@ def _decode_ballot(data: bytes, expect_node_id: int) -> Ballot | None:
 # One read of a whole resource (seq block + every ballot sector), decoded.
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ResourceView:
     """What one contiguous read of a resource showed. Errors are kept, never skipped: a corrupt
     seq block or ballot sector may hide a holder or an accepted proposal."""
@@ -410,18 +411,16 @@ def decode_seq_sector(data: bytes, uuid: bytes | None) -> tuple[SeqBlock | None,
 
 
 def decode_resource(data: bytes, *, sector_size: int, slot_count: int, uuid: bytes) -> ResourceView:
-    import numpy as np  # local: only this bulk path needs it
-
     assert len(data) >= (1 + slot_count) * sector_size
-    seq, seq_error = decode_seq_sector(data[:sector_size], uuid)
-    rows = np.frombuffer(data, dtype=np.uint8, count=(1 + slot_count) * sector_size)
-    rows = rows.reshape(1 + slot_count, sector_size)[1:, :STRUCT_BYTES]
+    seq, seq_error = decode_seq_sector(data[:STRUCT_BYTES], uuid)
     ballots: dict[int, Ballot] = {}
     errors: dict[int, str] = {}
-    for k in np.nonzero(rows.any(axis=1))[0].tolist():
-        node_id = k + 1
+    for node_id in range(1, slot_count + 1):
+        raw = data[node_id * sector_size: node_id * sector_size + STRUCT_BYTES]
+        if raw == _ZERO_STRUCT:  # never written: most sectors of a big cluster's block
+            continue
         try:
-            b = decode_ballot(rows[k].tobytes(), expect_node_id=node_id)
+            b = decode_ballot(raw, expect_node_id=node_id)
         except BlockError as e:
             errors[node_id] = str(e)
             continue

@@ -33,6 +33,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from diskhb.core.record import record
 from diskhb.core.timing import MmpTiming
 from diskhb.mmp import format as mf
 from diskhb.mmp.acquisition import POLL_MS_MAX, Acquisition
@@ -60,7 +61,7 @@ WRITE_DEADLINE_MS = 10_000  # a ballot write likewise
 WAIT_MS_MAX = 24 * 3600 * 1000
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BlockLocation:
     """One resource block: its seq block at `base`, node i's ballot sector at base + i * sector_size."""
 
@@ -85,7 +86,7 @@ def lock_key(scope: str, loc: BlockLocation) -> str:
     return f"{scope} mmp-{loc.uuid.hex()}-{'dev' if loc.index is None else loc.index}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TargetInfo:
     """Where a guard looks: the MMP blocks of one device (a region's area, or one block)."""
 
@@ -97,7 +98,7 @@ class TargetInfo:
 # -- the I/O it asks for --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IoRequest:
     id: int
     op: str  # "read" | "write" | "lock" | "unlock"
@@ -110,7 +111,7 @@ class IoRequest:
     lock: str = ""  # lock ops: the block's lock key
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IoResult:
     id: int
     submitted_ms: int
@@ -123,7 +124,7 @@ class IoResult:
 # -- what it reports ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GotIt:
     resource: str
     epoch: int
@@ -132,14 +133,14 @@ class GotIt:
     issued_ms: int  # the acquisition write's issue
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Denied:
     resource: str
     reason: str
     exit_code: int  # 1 refused (may clear), 2 bad input / corrupt / unknown name
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Lease:
     """While held: consumers may act until loss_deadline_ms (then the loss action runs); nobody
     can take over before takeover_ms."""
@@ -148,7 +149,7 @@ class Lease:
     loss_deadline_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Gone:
     """The hold ended. `released` True: our CLEAN (or FSCK) write completed in time. Otherwise
     `lost` says why (HD rules), and `unknown_write` whether a write of ours may still land."""
@@ -241,22 +242,26 @@ class Guard:
         """When step() has something to do without a new result (None: only results)."""
         if self.state is State.DONE:
             return None
-        times = []
+        t = None  # the earliest of the moments below (no list: every core step asks every guard)
         if self._inflight is not None:
-            times.append(self._inflight.req.deadline_ms)
-        elif self.state in (State.BACKOFF, State.LOCKING):
-            times.append(self._retry_at_ms)
+            t = self._inflight.req.deadline_ms
+        elif self.state is State.BACKOFF or self.state is State.LOCKING:
+            t = self._retry_at_ms
         elif isinstance(self._step, (ReadResource, ReadSeq)):
-            times.append(self._step.at_ms)
+            t = self._step.at_ms
         elif self._step is not None or self.state is State.FINDING:
-            times.append(0)
-        if self.hold is not None and self.holding:
-            times.append(self.hold.loss_deadline_ms())
-            if self._inflight is None and self._step is None:
-                times.append(0 if self._release_asked else self.hold.due_ms())
+            return 0
         if self._release_asked and self._inflight is None:
-            times.append(0)  # GD5: a release (or a cancelled request) is acted on at once
-        return min(times) if times else None
+            return 0  # GD5: a release (or a cancelled request) is acted on at once
+        if self.hold is not None and self.holding:
+            due = self.hold.loss_deadline_ms()
+            if t is None or due < t:
+                t = due
+            if self._inflight is None and self._step is None:
+                due = self.hold.due_ms()
+                if due < t:
+                    t = due
+        return t
 
     def step(self, now_ms: int, results=()) -> list[IoRequest]:
         """Feed results, act on timers, and return the requests to carry out now (at most one

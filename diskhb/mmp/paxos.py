@@ -29,15 +29,15 @@ The protocol, per attempt at instance L with our proposal v0:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
+from diskhb.core.record import record
 from diskhb.mmp.format import Ballot, Proposal
 
 MBAL_STRIDE = 8192  # > NODE_ID_MAX (4096): mbal % MBAL_STRIDE is the proposer's node id
 MBAL_ROUND_MAX = 2**50  # limit: 2**50 rounds x 8192 stays inside u64
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Abort:
     """The attempt must stop; `later_lver` > 0 when a later instance was seen."""
 
@@ -46,7 +46,7 @@ class Abort:
     by_node: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Conflict:
     """Our own sector holds something we did not write: another process writes with our node
     id (a duplicate node id in the cluster, or two local processes without the node lock).
@@ -55,7 +55,7 @@ class Conflict:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Chosen:
     value: Proposal
     lver: int

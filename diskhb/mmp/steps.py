@@ -9,8 +9,8 @@ submission and completion times on its monotonic clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
+from diskhb.core.record import record
 from diskhb.mmp.format import Ballot, SeqBlock
 
 Identity = tuple[int, int, int, int]  # SeqBlock.identity: (seq, epoch, holder_id, holder_generation)
@@ -25,7 +25,7 @@ def who(seq: SeqBlock) -> str:
     return f"{seq.holder_name} (node {seq.holder_id}, generation {seq.holder_generation:#x})"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Claimant:
     """Who asks for a resource: a node id (its ballot sector), the generation of the process
     (a daemon's beat generation, or a CLI process's own), and the hold's base interval."""
@@ -42,26 +42,26 @@ class Claimant:
 # -- I/O steps -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReadResource:
     """Read the seq block and every ballot sector (one contiguous read), not before at_ms."""
 
     at_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReadSeq:
     """Read only the seq block, not before at_ms."""
 
     at_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WriteBallot:
     ballot: Ballot
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WriteSeq:
     """Write this block. The clock is checked right before the write syscall: after issue_by_ms
     it must not be issued (the check it rests on is too old); the machine is told instead.
@@ -75,7 +75,7 @@ class WriteSeq:
 # -- outcomes ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Acquired:
     block: SeqBlock
     submitted_ms: int  # when the acquisition write was issued (the hold's timing counts from it)
@@ -83,7 +83,7 @@ class Acquired:
     note: str = ""  # how we got it (clean, taken over after a watch, fast path, ...)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Refusal:
     reason: str  # one line for the operator
     retry: bool  # a later attempt may succeed (the holder may release); False: bad input
@@ -94,14 +94,14 @@ class Refusal:
     stale_own: Identity | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NotOurs:
     """The block is bound to another resource name: the walk moves to the next block."""
 
     bound_to: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Lost:
     reason: str
 

@@ -277,7 +277,7 @@ class World:
 
     def at(self, t: int, fn, *args) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (max(t, self.now), self._seq, fn, args))
+        heapq.heappush(self._heap, (t if t > self.now else self.now, self._seq, fn, args))
 
     def log(self, text: str) -> None:
         line = f"{self.now:>7} {text}"
@@ -693,7 +693,11 @@ class Actor:
         inc = self.inc
         if inc is None or not inc.running:
             return
-        t = max(t, self.w.now, inc.frozen_until)
+        now, frozen = self.w.now, inc.frozen_until
+        if t < now:
+            t = now
+        if t < frozen:
+            t = frozen
         if inc.step_at is not None and inc.step_at <= t:
             return
         inc.step_at = t
