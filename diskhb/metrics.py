@@ -57,3 +57,5 @@ SELF_STALL_SECONDS = Gauge("diskhb_self_stall_last_seconds", "Length of the last
 QUORATE = Gauge("diskhb_quorate", "1 if this node's partition holds a majority of the votes ([quorum])")
 QUORUM_VOTES = Gauge("diskhb_quorum_votes", "Votes of the members this node counts for quorum")
 QUORUM_EXPECTED_VOTES = Gauge("diskhb_quorum_expected_votes", "Votes a majority is counted against")
+FENCE_ATTEMPTS = Counter("diskhb_fence_attempts_total", "Fencing attempts this node made as a victim's fencer, by method"
+                         " and result (fenced: verified; failed)", ["method", "result"])

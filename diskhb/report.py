@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from diskhb import metrics as m
+from diskhb.core.fencing import FenceOutcome, VictimBack, VictimNamed
 from diskhb.core.liveness import NodeRestarted, NodeStateChanged, RegionNodeChanged
 from diskhb.core.node import BeatDue, Hearing, MmpEvent, Note, Stalled
 from diskhb.core.quorum import DigestMismatch, QuorumChanged
@@ -77,6 +78,15 @@ class Reporter:
         elif isinstance(ev, DigestMismatch):
             log.error("node %d advertises another cluster (node list or votes, digest %#010x; ours %#010x):"
                       " not counted for quorum; make [quorum] the same on every node", ev.node_id, ev.theirs, ev.ours)
+        elif isinstance(ev, VictimNamed):
+            log.error("node %d (generation %#x) must be fenced: %s", ev.node_id, ev.generation, ev.reason)
+        elif isinstance(ev, FenceOutcome):
+            m.FENCE_ATTEMPTS.labels(ev.method, "fenced" if ev.ok else "failed").inc()
+            log.log(logging.WARNING if ev.ok else logging.ERROR, "fencing node %d (generation %#x), attempt %d by %s:"
+                    " %s: %s", ev.node_id, ev.generation, ev.attempt, ev.method, "fenced" if ev.ok else "FAILED",
+                    ev.detail)
+        elif isinstance(ev, VictimBack):
+            log.warning("node %d (generation %#x) needs no fencing any more: %s", ev.node_id, ev.generation, ev.reason)
         elif isinstance(ev, Note):
             log.log(_LEVELS[ev.level], "%s", ev.text)
         else:

@@ -137,6 +137,12 @@ def render_table(view: dict) -> str:
             lines.append(f"  quorum: {'QUORATE' if q['quorate'] else 'NOT QUORATE'}, {q['votes']} of"
                          f" {q['expected_votes']} votes, members {', '.join(map(str, q['members'])) or '-'}"
                          f" ({q['reason']})")
+        for v in view.get("fencing") or []:
+            who = "this node" if v["fencer"] == node["id"] else f"node {v['fencer']}" if v["fencer"] else "nobody yet"
+            state = "FENCED" if v["fenced"] else "TO BE FENCED"
+            lines.append(f"  fencing: node {v['node']} ({v['generation']}) {state} for {v['since_ms'] / 1000:.1f} s,"
+                         f" fencer {who}, {v['attempts']} attempt{'s' if v['attempts'] != 1 else ''}"
+                         + (f": {v['last']}" if v["last"] else ""))
     cols = ["ID", "NAME", "STATE", "SEQ", "GENERATION", "AGE_S", "FLAGS"]
     if view["source"] == "daemon":
         cols.append("REGIONS")

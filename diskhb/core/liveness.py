@@ -107,6 +107,7 @@ from diskhb.core.types import (
     BeatBatch,
     NodeState,
     Observation,
+    Peer,
     SlotFlag,
 )
 
@@ -603,6 +604,10 @@ class Liveness:
     def states(self) -> dict[int, NodeState]:
         """Every known node's overall state (X1-X4), without building views (quorum asks every beat)."""
         return {nid: n.state for nid, n in self._nodes.items()}
+
+    def peers(self) -> dict[int, Peer]:
+        """Every known node's state and current incarnation (fencing asks every judgement)."""
+        return {nid: Peer(n.state, n.generation, n.flags) for nid, n in self._nodes.items()}
 
     def node(self, node_id: int) -> NodeView | None:
         node = self._nodes.get(node_id)

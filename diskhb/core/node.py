@@ -42,6 +42,11 @@ MMP guards (diskhb.mmp.guard); the rules of its own are these:
      liveness is judged (N9), to the states it holds then; their events go out with the others.
      Peers' cluster digests are not exchanged yet (Q3 then counts every ALIVE configured node)
      and the two-node tie-break race is not run yet.
+  N11 FENCING: with a [quorum], the fencing decisions (diskhb.core.fencing, FD1-FD7) are taken
+     right after quorum (N10), on the same liveness: each order is a Fence action, whose outcome
+     comes back as FenceDone; a Fence is carried out off the tick, bounded in time. Until a
+     fencing method is configured, the daemon reports each order as failed ("no fencing method
+     configured"): the victim and its fencer are named in logs and status, nothing is shot.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from diskhb.core import timing
+from diskhb.core.fencing import Fencing
 from diskhb.core.liveness import Liveness
 from diskhb.core.quorum import QuorumSpec, QuorumState
 from diskhb.core.record import record
@@ -171,8 +177,20 @@ class LossDone:
     ok: bool
 
 
+@record
+class FenceDone:
+    """N11: the outcome of a Fence action (ok: the victim was verified fenced)."""
+    node_id: int
+    generation: int
+    attempt: int
+    ok: bool
+    method: str
+    detail: str
+
+
 NodeObservation = (Beat | BadSample | BeatBatch | IoSubmitted | IoCompleted | OwnSlotRead | DuplicateId
-                   | RegionFault | MmpIoDone | AcquireRequest | ReleaseRequest | StopRequest | LossDone)
+                   | RegionFault | MmpIoDone | AcquireRequest | ReleaseRequest | StopRequest | LossDone
+                   | FenceDone)
 
 
 # -- actions (out) -----------------------------------------------------------------------------------
@@ -233,7 +251,16 @@ class Exit:
     reason: str
 
 
-Action = Publish | ReadOwnSlot | MmpIo | RunLoss | Enforce | Reply | Exit
+@record
+class Fence:
+    """N11: we are the elected fencer of this incarnation: carry the fence out, report FenceDone."""
+    node_id: int
+    generation: int
+    attempt: int
+    reason: str
+
+
+Action = Publish | ReadOwnSlot | MmpIo | RunLoss | Enforce | Reply | Exit | Fence
 
 
 # -- events (for logs and metrics; the daemon's reporter words them) ---------------------------------
@@ -326,6 +353,7 @@ class NodeCore:
         self.exit_code: int | None = None
         self.liveness = Liveness(self_id=spec.node_id, interval_ms=spec.interval_ms, dead_ms=spec.dead_ms)
         self.quorum = QuorumState(spec.quorum, started_ms=now_ms) if spec.quorum is not None else None  # N10
+        self.fencing = Fencing(spec.node_id, tuple(spec.quorum.votes)) if spec.quorum is not None else None  # N11
         self.health = {r.name: OwnIoHealth(r.name, spec.io_timeout_ms) for r in spec.regions}
         self.kind = {r.name: r.kind for r in spec.regions}
         self.ledger = SectorLedger(timing.write_land_max_ms(spec.io_timeout_ms))
@@ -387,7 +415,7 @@ class NodeCore:
             if self.phase in (Phase.RUNNING, Phase.LEAVING) and now_ms >= self.next_beat_ms:
                 self._beat(now_ms, actions)
             elif self._judge_due and self.phase in (Phase.RUNNING, Phase.LEAVING):
-                self._judge(now_ms)
+                self._judge(now_ms, actions)
         elif self.phase is Phase.PUBLISHING_LEFT:
             self._publishing_left(now_ms, actions)
         elif self.phase is Phase.FAILED:
@@ -482,6 +510,11 @@ class NodeCore:
                     h.enforced = False
                 del self.held[obs.resource]
             return
+        if isinstance(obs, FenceDone):
+            if self.fencing is not None:  # N11
+                self.events.extend(self.fencing.outcome(now_ms, obs.node_id, obs.generation, obs.attempt, obs.ok,
+                                                        obs.method, obs.detail))
+            return
         raise TypeError(f"unknown observation {obs!r}")
 
     def _own_slot(self, now_ms: int, obs: OwnSlotRead) -> None:
@@ -535,18 +568,23 @@ class NodeCore:
         beat = self._own_beat(now_ms)
         if self.conflict is None:
             actions.extend(Publish(r.name, beat) for r in self.spec.regions)
-        self._judge(now_ms)
+        self._judge(now_ms, actions)
         self._tick_links(now_ms)
         self.next_beat_ms += self.spec.interval_ms
         if self.next_beat_ms <= now_ms:  # we fell more than a beat behind: skip, do not burst
             self.next_beat_ms = now_ms + self.spec.interval_ms
 
-    def _judge(self, now_ms: int) -> None:
+    def _judge(self, now_ms: int, actions: list[Action]) -> None:
         self._judge_due = False
         sampled = {name: h.sampled_ms for name, h in self.health.items() if h.sampled_ms is not None}
         self.events.extend(self.liveness.tick(now_ms, sampled))
         if self.quorum is not None:  # N10
-            self.events.extend(self.quorum.evaluate(now_ms, self.liveness.states(), {})[1])
+            verdict, events = self.quorum.evaluate(now_ms, self.liveness.states(), {})
+            self.events.extend(events)
+            if self.fencing is not None and self.phase is Phase.RUNNING:  # N11: a leaving node fences nobody
+                orders, events = self.fencing.evaluate(now_ms, verdict, self.liveness.peers())
+                self.events.extend(events)
+                actions.extend(Fence(o.node_id, o.generation, o.attempt, o.reason) for o in orders)
 
     def _own_beat(self, now_ms: int) -> OwnBeat:
         view = self.liveness.alive_by_region() if any(k != "disk" for k in self.kind.values()) else {}
@@ -820,6 +858,7 @@ class NodeCore:
                      "state": h.state, "takeover_ms": h.takeover_ms} for n, h in sorted(self.held.items())
                     if h.state != "acquiring"],
             "quorum": self._quorum_view(),
+            "fencing": None if self.fencing is None else self.fencing.status(self._last_step_ms),
         }
 
     def _quorum_view(self) -> dict | None:

@@ -46,6 +46,14 @@ class NodeState(enum.Enum):
 
 
 @record
+class Peer:
+    """What liveness knows of one node: its overall state and its current incarnation."""
+    state: NodeState
+    generation: int
+    flags: int  # of its newest sample
+
+
+@record
 class Beat:
     """One valid (checksum-verified) heartbeat sample of one node, as one region saw it.
 

@@ -76,6 +76,35 @@ def test_quorum_in_status_and_metrics_follows_the_nodes_seen(cluster):
     assert "quorum lost" in cluster.log(1)
 
 
+def test_a_dead_node_is_named_for_fencing_by_the_quorate_survivors(cluster):
+    quorum = "[quorum]\nnodes = [1, 2, 3]\n"
+    for i in (1, 2, 3):
+        cluster.start(i, extra=quorum)
+    for i in (1, 3):
+        wait_until(lambda i=i: ((cluster.view(i) or {}).get("quorum") or {}).get("votes") == 3, timeout_s=10,
+                   what=f"node {i} sees all three")
+    cluster.kill(2)
+
+    def victims(node_id):
+        return (cluster.view(node_id) or {}).get("fencing") or []
+
+    # FD4: the fencer of node 2 is the next member after it, node 3; node 1 names it too
+    wait_until(lambda: victims(3) and victims(3)[0]["attempts"] >= 1, timeout_s=10, what="node 3 tries to fence 2")
+    wait_until(lambda: victims(1), timeout_s=10, what="node 1 names the victim")
+    v1, v3 = victims(1)[0], victims(3)[0]
+    assert (v1["node"], v1["fencer"], v1["attempts"], v1["fenced"]) == (2, 3, 0, False)
+    assert (v3["node"], v3["fencer"], v3["fenced"]) == (2, 3, False)
+    assert "no fencing method configured" in v3["last"]  # honest: nothing was shot
+    table = diskhb("status", cluster.region, "--run-dir", cluster.run_dir).stdout
+    assert re.search(r"fencing: node 2 \(0x[0-9a-f]+\) TO BE FENCED for \d+\.\d s, fencer", table)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{cluster.ports[3]}/metrics", timeout=5).read().decode()
+    assert re.search(r'^diskhb_fence_attempts_total\{method="none",result="failed"\} [1-9]', metrics, re.M)
+    wait_until(lambda: "node 2 (generation" in cluster.log(3) and "must be fenced" in cluster.log(3), 5, "logged")
+    cluster.start(2, extra=quorum)  # FD7: a restart is no victim any more
+    wait_until(lambda: not victims(3) and not victims(1), timeout_s=15, what="the restarted node 2 is no victim")
+    wait_until(lambda: "needs no fencing any more: restarted as generation" in cluster.log(3), 5, "logged")
+
+
 def test_sigkill_is_detected_by_every_peer_within_dead_time(cluster):
     for i in (1, 2, 3):
         cluster.start(i)

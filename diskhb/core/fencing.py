@@ -1,0 +1,221 @@
+"""Fencing decisions: who is a victim, who fences it, when to try again. I/O-free.
+
+Decisions only: carrying a fence out (the disk pill, SCSI-PR, a fence agent) is the caller's, who
+reports each attempt's outcome back. Inputs: the quorum verdict (diskhb.core.quorum), each peer's
+liveness (overall state, generation, flags: liveness X1-X4, with R3 and R8 behind every DEAD),
+the attempts' outcomes and the caller's monotonic now_ms. The rules:
+
+  FD1 QUORATE: only a quorate node names victims and orders fences. A node that loses quorum
+      starts no new attempt; one in flight finishes (it cannot be recalled), its outcome is kept.
+  FD2 VICTIM: a configured peer whose overall state is DEAD: no region showed it advancing for
+      dead_ms, judged on fresh evidence only (liveness R3, R8). UNKNOWN is no victim (not watched
+      long enough, or seen only through stale regions: a storage outage on every node fences
+      nobody), LEFT is none (it released its storage cleanly), ALIVE on any region is none
+      (losing one region never fences). Its last flags spare it of nothing: DISK_LOST says its
+      writes are late or failing, so they may still land; a READ_ONLY promise counts only while
+      the node renews it (FD3), never from a node gone silent.
+  FD3 READ_ONLY: a peer ALIVE whose newest beat of its current generation carries READ_ONLY has
+      stopped every guarded resource with no shared-storage write in flight (the sender's rule):
+      it is recovered without fencing, and its storage may be taken over at once (`released`).
+  FD4 ONE FENCER: a victim's fencer is the first quorum member after it in node-id order,
+      wrapping around: every node that sees the same membership names the same one, and the
+      work spreads over the cluster. When the fencer leaves the membership, the next member is
+      named at the next evaluation. Nodes with different views may both fence one victim:
+      fencing is idempotent, so that costs an attempt, never safety.
+  FD5 ONCE: a victim is one incarnation (node, generation), with at most one attempt of ours in
+      flight. Once an attempt is verified, that incarnation is fenced for good: no further
+      attempt, whatever it shows later (I/O fencing leaves it running and beating); only a new
+      generation is a new node.
+  FD6 RETRY: an attempt that fails, or outlives attempt_timeout_ms without an outcome, is retried
+      after a backoff doubling from RETRY_MS_MIN to RETRY_MS_MAX; every outcome is an event.
+  FD7 BACK: a victim not yet fenced that is seen ALIVE again (same generation advancing, or a
+      restart) is no victim any more: no new attempt, reported once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from diskhb.core.quorum import Quorum
+from diskhb.core.record import record
+from diskhb.core.types import GENERATION_NONE, NODE_ID_MAX, NodeState, Peer, SlotFlag
+
+RETRY_MS_MIN = 1_000
+RETRY_MS_MAX = 60_000
+ATTEMPT_TIMEOUT_MS_DEFAULT = 60_000  # a safety net: each method bounds its own run time
+VICTIMS_MAX = NODE_ID_MAX  # one record per configured peer at most (bounded by the node list)
+
+
+# -- out: orders (actions for the caller) and events --------------------------------------------------
+
+
+@record
+class FenceOrder:
+    """FD4: we are the fencer of this incarnation: run the configured methods, report outcome()."""
+    node_id: int
+    generation: int
+    attempt: int  # 1, 2, ... per incarnation (FD6)
+    reason: str
+
+
+@record
+class VictimNamed:
+    node_id: int
+    generation: int
+    fencer: int  # FD4: the node that fences it (possibly us)
+    reason: str
+
+
+@record
+class FenceOutcome:
+    node_id: int
+    generation: int
+    attempt: int
+    ok: bool  # verified fenced (FD5)
+    method: str
+    detail: str
+
+
+@record
+class VictimBack:
+    """FD7: no victim any more (alive again, restarted, or left)."""
+    node_id: int
+    generation: int
+    reason: str
+
+
+@dataclass(slots=True)
+class _Victim:
+    generation: int
+    since_ms: int  # named then
+    fencer: int = 0
+    attempts: int = 0
+    in_flight_since_ms: int | None = None  # our attempt running since (FD5: at most one)
+    retry_at_ms: int = 0  # FD6: no new attempt before
+    backoff_ms: int = RETRY_MS_MIN
+    fenced: bool = False
+    last: str = ""  # the last outcome, for status
+
+
+class Fencing:
+    def __init__(self, self_id: int, nodes: tuple[int, ...], *,
+                 attempt_timeout_ms: int = ATTEMPT_TIMEOUT_MS_DEFAULT):
+        if self_id not in nodes:
+            raise ValueError(f"fencing: this node ({self_id}) is not in the node list")
+        if attempt_timeout_ms <= 0:
+            raise ValueError(f"fencing: attempt_timeout_ms {attempt_timeout_ms} must be > 0")
+        self.self_id = self_id
+        self.nodes = tuple(sorted(nodes))
+        self.attempt_timeout_ms = attempt_timeout_ms
+        self.victims: dict[int, _Victim] = {}  # node id -> its current incarnation's record
+        self.released: dict[int, int] = {}  # FD3: peer -> the generation whose READ_ONLY promise stands
+        self.quorate = False  # as of the last evaluate()
+
+    def evaluate(self, now_ms: int, quorum: Quorum | None,
+                 peers: Mapping[int, Peer]) -> tuple[list[FenceOrder], list]:
+        """Orders to carry out now, and events, from the current quorum and liveness."""
+        orders: list[FenceOrder] = []
+        events: list = []
+        quorate = self.quorate = quorum is not None and quorum.quorate
+        self.released = {n: peers[n].generation for n in self.nodes
+                         if n != self.self_id and _read_only(peers.get(n))}  # FD3
+        for nid in self.nodes:
+            if nid == self.self_id:
+                continue
+            p = peers.get(nid)
+            v = self.victims.get(nid)
+            if v is not None and not v.fenced and _back(p, v):  # FD7
+                del self.victims[nid]
+                why = ("left cleanly" if p.state is NodeState.LEFT else
+                       f"restarted as generation {p.generation:#x}" if p.generation != v.generation else
+                       "its heartbeat advances again")
+                events.append(VictimBack(nid, v.generation, why))
+                v = None
+            if v is not None and v.fenced and p is not None and p.generation not in (v.generation, GENERATION_NONE):
+                del self.victims[nid]  # FD5: a new generation is a new node
+                v = None
+            if v is None and quorate and p is not None and p.state is NodeState.DEAD \
+                    and p.generation != GENERATION_NONE:  # FD1, FD2
+                v = self.victims[nid] = _Victim(p.generation, now_ms)
+            if v is None or v.fenced:
+                continue
+            if v.in_flight_since_ms is not None and now_ms - v.in_flight_since_ms >= self.attempt_timeout_ms:
+                v.in_flight_since_ms = None  # FD6: an outcome that never came is a failure
+                events.append(self._failed(now_ms, nid, v, v.attempts, "none",
+                                           f"no outcome within {self.attempt_timeout_ms} ms"))
+            if not quorate:
+                continue  # FD1
+            fencer = _fencer(nid, quorum.members)
+            if fencer != v.fencer:
+                v.fencer = fencer
+                events.append(VictimNamed(nid, v.generation, fencer,
+                                          f"dead on every region (generation {v.generation:#x}); fencer"
+                                          f" {'this node' if fencer == self.self_id else f'node {fencer}'}"))
+            if fencer == self.self_id and v.in_flight_since_ms is None and now_ms >= v.retry_at_ms:
+                v.attempts += 1
+                v.in_flight_since_ms = now_ms
+                orders.append(FenceOrder(nid, v.generation, v.attempts,
+                                         f"node {nid} dead on every region, this node is its fencer"))
+        return orders, events
+
+    def outcome(self, now_ms: int, node_id: int, generation: int, attempt: int, ok: bool, method: str,
+                detail: str) -> list:
+        """The result of a FenceOrder (verified: ok). A late outcome of an earlier attempt still
+        counts when it is a success: the incarnation is fenced either way (FD5)."""
+        v = self.victims.get(node_id)
+        if v is None or v.generation != generation:
+            return [FenceOutcome(node_id, generation, attempt, ok, method, detail)]  # history: logged only
+        if attempt == v.attempts:
+            v.in_flight_since_ms = None
+        if v.fenced:  # FD5: final already (a late outcome of another attempt): reported only
+            return [FenceOutcome(node_id, generation, attempt, ok, method, detail)]
+        if ok:
+            v.fenced, v.last = True, f"fenced by {method}: {detail}"
+            return [FenceOutcome(node_id, generation, attempt, True, method, detail)]
+        if attempt != v.attempts:
+            return [FenceOutcome(node_id, generation, attempt, False, method, detail)]
+        return [self._failed(now_ms, node_id, v, attempt, method, detail)]
+
+    def fenced(self, node_id: int, generation: int) -> bool:
+        """FD5: this incarnation was verified fenced (its storage may be taken over)."""
+        v = self.victims.get(node_id)
+        return v is not None and v.fenced and v.generation == generation
+
+    def may_take_over(self, node_id: int, generation: int) -> str | None:
+        """Why this incarnation's storage may be taken over now without waiting for it ("read-only":
+        FD3, "fenced": FD5), or None. Only a quorate node takes storage over (FD1)."""
+        if not self.quorate:
+            return None
+        if self.released.get(node_id) == generation:
+            return "read-only"
+        return "fenced" if self.fenced(node_id, generation) else None
+
+    def status(self, now_ms: int) -> list[dict]:
+        return [{"node": nid, "generation": f"{v.generation:#x}", "since_ms": now_ms - v.since_ms,
+                 "fencer": v.fencer, "attempts": v.attempts, "in_flight": v.in_flight_since_ms is not None,
+                 "fenced": v.fenced, "last": v.last}
+                for nid, v in sorted(self.victims.items())]
+
+    def _failed(self, now_ms: int, node_id: int, v: _Victim, attempt: int, method: str, detail: str) -> FenceOutcome:
+        v.retry_at_ms = now_ms + v.backoff_ms  # FD6
+        v.backoff_ms = min(RETRY_MS_MAX, 2 * v.backoff_ms)
+        v.last = f"attempt {attempt} failed ({method}): {detail}"
+        return FenceOutcome(node_id, v.generation, attempt, False, method, detail)
+
+
+def _fencer(victim: int, members: tuple[int, ...]) -> int:
+    """FD4: the first member after the victim in id order, wrapping around."""
+    ordered = sorted(members)
+    return next((m for m in ordered if m > victim), ordered[0])
+
+
+def _read_only(p: Peer | None) -> bool:
+    return p is not None and p.state is NodeState.ALIVE and bool(p.flags & SlotFlag.READ_ONLY)
+
+
+def _back(p: Peer | None, v: _Victim) -> bool:
+    """FD7: a victim that shows life again (or left cleanly) needs no fence."""
+    if p is None:
+        return False
+    return p.state in (NodeState.ALIVE, NodeState.LEFT) or p.generation not in (v.generation, GENERATION_NONE)
