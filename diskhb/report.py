@@ -76,8 +76,13 @@ class Reporter:
             log.log(logging.INFO if ev.quorate else logging.WARNING, "quorum %s: %s (members %s)",
                     what, ev.reason, ", ".join(map(str, ev.members)))
         elif isinstance(ev, DigestMismatch):
-            log.error("node %d advertises another cluster (node list or votes, digest %#010x; ours %#010x):"
-                      " not counted for quorum; make [quorum] the same on every node", ev.node_id, ev.theirs, ev.ours)
+            if ev.theirs == 0:
+                log.error("node %d has no [quorum]: not counted for quorum; make [quorum] the same on every node",
+                          ev.node_id)
+            else:
+                log.error("node %d advertises another cluster (node list or votes, digest %#010x; ours %#010x):"
+                          " not counted for quorum; make [quorum] the same on every node", ev.node_id, ev.theirs,
+                          ev.ours)
         elif isinstance(ev, VictimNamed):
             log.error("node %d (generation %#x) must be fenced: %s", ev.node_id, ev.generation, ev.reason)
         elif isinstance(ev, FenceOutcome):

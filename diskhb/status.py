@@ -136,7 +136,9 @@ def render_table(view: dict) -> str:
         else:
             lines.append(f"  quorum: {'QUORATE' if q['quorate'] else 'NOT QUORATE'}, {q['votes']} of"
                          f" {q['expected_votes']} votes, members {', '.join(map(str, q['members'])) or '-'}"
-                         f" ({q['reason']})")
+                         f" ({q['reason']})"
+                         + (f"; NOT COUNTED (another [quorum]): {', '.join(map(str, q['refused']))}"
+                            if q.get("refused") else ""))
         for v in view.get("fencing") or []:
             who = "this node" if v["fencer"] == node["id"] else f"node {v['fencer']}" if v["fencer"] else "nobody yet"
             state = "FENCED" if v["fenced"] else "TO BE FENCED"

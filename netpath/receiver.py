@@ -86,4 +86,4 @@ class Receiver:
         self.views[p.node_id] = p.view
         self.view_partial[p.node_id] = p.view_partial
         return Beat(node_id=p.node_id, region=self.region, generation=p.generation, seq=p.seq,
-                    flags=p.flags, name=p.name)
+                    flags=p.flags, name=p.name, digest=p.digest)

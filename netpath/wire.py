@@ -18,6 +18,7 @@ Layout (version 1):
   0      4    magic        b"DHBn"
   4      1    version      1
   5      1    wire_flags   bit 0: VIEW_PARTIAL (the view did not fit; some regions left out)
+                           bit 1: DIGEST (a cluster digest ends the body)
   6      2    length       total packet bytes, tag included (<= PACKET_BYTES_MAX)
   8      2    key_id       which key of the key file signed it (1..65535)
   10     4    cluster_id   cluster_id(cluster name): first 4 bytes of SHA-256
@@ -32,6 +33,7 @@ Layout (version 1):
                              encoding 0 (list):   u16 count + count x u16 node ids
                              encoding 1 (bitmap): u16 byte count + bytes; bit b of byte k
                                                   (LSB first) set = node 8k+b+1 alive
+  L-36   4    digest       with DIGEST: the sender's [quorum] node list and votes (quorum Q3)
   L-32   32   tag          HMAC-SHA256(key[key_id], bytes 0 .. L-33)
 """
 
@@ -50,7 +52,9 @@ from diskhb.core.types import NODE_ID_MAX, NODE_NAME_BYTES_MAX
 MAGIC = b"DHBn"
 VERSION = 1
 WIRE_VIEW_PARTIAL = 0x01
-WIRE_FLAGS_KNOWN = WIRE_VIEW_PARTIAL
+WIRE_DIGEST = 0x02
+WIRE_FLAGS_KNOWN = WIRE_VIEW_PARTIAL | WIRE_DIGEST
+DIGEST_BYTES = 4
 
 TAG_BYTES = 32  # HMAC-SHA256
 # One Ethernet frame without IP fragmentation: 1500 MTU - 40 (IPv6) - 8 (UDP) = 1452, rounded
@@ -150,6 +154,7 @@ class Packet:
     view: dict[str, tuple[int, ...]] = field(default_factory=dict)
     view_partial: bool = False
     key_id: int = 0  # set by decode (the key that verified it); encode uses the key ring's
+    digest: int = 0  # the sender's cluster digest (quorum Q3); 0: none (no DIGEST flag)
 
 
 class Keys(Protocol):
@@ -202,7 +207,7 @@ def encode(p: Packet, keys: Keys, *, budget_bytes: int = PACKET_BYTES_MAX) -> by
     if not PACKET_BYTES_MIN + NODE_NAME_BYTES_MAX <= budget_bytes <= PACKET_BYTES_MAX:
         raise ValueError(f"budget {budget_bytes} bytes out of range")
     name = p.name.encode()
-    used = HEADER_BYTES + 1 + len(name) + 1 + TAG_BYTES
+    used = HEADER_BYTES + 1 + len(name) + 1 + TAG_BYTES + (DIGEST_BYTES if p.digest else 0)
     entries = []
     partial = p.view_partial
     for region in sorted(p.view):
@@ -218,19 +223,23 @@ def encode(p: Packet, keys: Keys, *, budget_bytes: int = PACKET_BYTES_MAX) -> by
         used += size
         entries.append({"region": region, "encoding": encoding, "ids": payload})
     body = _BODY_FAST.build({"name": p.name, "view": entries})
+    if p.digest:
+        body += p.digest.to_bytes(DIGEST_BYTES, "big")
     length = HEADER_BYTES + len(body) + TAG_BYTES
     assert length == used <= budget_bytes, (length, used)
     key_id = keys.signing_id
     header = _HEADER_STRUCT.pack(
-        MAGIC, VERSION, WIRE_VIEW_PARTIAL if partial else 0, length, key_id, p.cluster_id,
+        MAGIC, VERSION, (WIRE_VIEW_PARTIAL if partial else 0) | (WIRE_DIGEST if p.digest else 0), length, key_id,
+        p.cluster_id,
         p.node_id, p.flags, p.generation, p.seq, p.mono_ms,
     )
     signed = header + body
     out = signed + hmac.digest(keys.key(key_id), signed, "sha256")
     # Pair assertion: what leaves must decode to what we meant (views are checked by tests).
     back = decode(out, keys, p.cluster_id)
-    assert isinstance(back, Packet) and (back.node_id, back.generation, back.seq, back.flags, back.name) == (
-        p.node_id, p.generation, p.seq, p.flags, p.name), back
+    assert isinstance(back, Packet) and (back.node_id, back.generation, back.seq, back.flags, back.name,
+                                         back.digest) == (p.node_id, p.generation, p.seq, p.flags, p.name,
+                                                          p.digest), back
     return out
 
 
@@ -297,15 +306,24 @@ def _decode(data: bytes, keys: Keys, cluster: int) -> Packet | str:
     # Authenticated from here on: a failure below is a sender bug, not an attack.
     if wire_flags & ~WIRE_FLAGS_KNOWN:
         return "format"
+    end, digest = len(signed), 0
+    if wire_flags & WIRE_DIGEST:
+        end -= DIGEST_BYTES
+        if end < HEADER_BYTES + BODY_BYTES_MIN:
+            return "format"
+        digest = int.from_bytes(signed[end:], "big")
+        if digest == 0:
+            return "format"  # a sender without a digest leaves the flag clear
     try:
-        body = _BODY_FAST.parse(bytes(signed[HEADER_BYTES:]))
+        body = _BODY_FAST.parse(bytes(signed[HEADER_BYTES:end]))
     except Exception:  # noqa: BLE001 - construct, unicode or stream errors alike: not a v1 body
         return "format"
     view = _decode_view(body.view)
     if view is None:
         return "format"
     p = Packet(cluster_id=cid, node_id=node_id, generation=gen, seq=seq, mono_ms=mono, flags=flags,
-               name=body.name, view=view, view_partial=bool(wire_flags & WIRE_VIEW_PARTIAL), key_id=key_id)
+               name=body.name, view=view, view_partial=bool(wire_flags & WIRE_VIEW_PARTIAL), key_id=key_id,
+               digest=digest)
     if _check_fields(p) is not None:
         return "format"
     return p

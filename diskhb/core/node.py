@@ -40,8 +40,9 @@ MMP guards (diskhb.mmp.guard); the rules of its own are these:
      declared up to one interval after the read that proved it.
   N10 QUORUM: with a [quorum], the quorum rules (diskhb.core.quorum, Q1-Q7) are applied each time
      liveness is judged (N9), to the states it holds then; their events go out with the others.
-     Peers' cluster digests are not exchanged yet (Q3 then counts every ALIVE configured node)
-     and the two-node tie-break race is not run yet.
+     Every beat advertises our cluster digest (its slot's cluster_digest, the packet's DIGEST);
+     Q3 judges each peer by the digest of its newest beat. The two-node tie-break race is not
+     run yet.
   N11 FENCING: with a [quorum], the fencing decisions (diskhb.core.fencing, FD1-FD7) are taken
      right after quorum (N10), on the same liveness: each order is a Fence action, whose outcome
      comes back as FenceDone; a Fence is carried out off the tick, bounded in time. Until a
@@ -206,6 +207,7 @@ class OwnBeat:
     flags: int  # SlotFlag bits
     mono_ms: int  # the writer's monotonic clock (readers only compare it with itself)
     view: dict[str, tuple[int, ...]] = field(default_factory=dict)  # region -> ids seen alive (links)
+    digest: int = 0  # our cluster digest (quorum Q3); 0 without a [quorum]
 
 
 @record
@@ -354,6 +356,8 @@ class NodeCore:
         self.liveness = Liveness(self_id=spec.node_id, interval_ms=spec.interval_ms, dead_ms=spec.dead_ms)
         self.quorum = QuorumState(spec.quorum, started_ms=now_ms) if spec.quorum is not None else None  # N10
         self.fencing = Fencing(spec.node_id, tuple(spec.quorum.votes)) if spec.quorum is not None else None  # N11
+        self._digest = spec.quorum.digest() if spec.quorum is not None else 0  # Q3: what our beats advertise
+        self.peer_digests: dict[int, int] = {}  # Q3: node -> the digest its newest beat advertised
         self.health = {r.name: OwnIoHealth(r.name, spec.io_timeout_ms) for r in spec.regions}
         self.kind = {r.name: r.kind for r in spec.regions}
         self.ledger = SectorLedger(timing.write_land_max_ms(spec.io_timeout_ms))
@@ -459,6 +463,11 @@ class NodeCore:
                 self.left_done[obs.region] = obs.ok
             return
         if isinstance(obs, (Beat, BadSample, BeatBatch)):
+            if self.quorum is not None:  # N10, Q3
+                if type(obs) is Beat:
+                    self.peer_digests[obs.node_id] = obs.digest
+                elif type(obs) is BeatBatch:
+                    self.peer_digests.update(zip(obs.node_ids, obs.digests or [0] * len(obs.node_ids)))
             seen = getattr(obs, "seen_ms", None)
             t = max(now_ms if seen is None else min(seen, now_ms), self._core_ms)
             self.liveness.observe(t, obs)
@@ -579,7 +588,7 @@ class NodeCore:
         sampled = {name: h.sampled_ms for name, h in self.health.items() if h.sampled_ms is not None}
         self.events.extend(self.liveness.tick(now_ms, sampled))
         if self.quorum is not None:  # N10
-            verdict, events = self.quorum.evaluate(now_ms, self.liveness.states(), {})
+            verdict, events = self.quorum.evaluate(now_ms, self.liveness.states(), self.peer_digests)
             self.events.extend(events)
             if self.fencing is not None and self.phase is Phase.RUNNING:  # N11: a leaving node fences nobody
                 orders, events = self.fencing.evaluate(now_ms, verdict, self.liveness.peers())
@@ -589,7 +598,7 @@ class NodeCore:
     def _own_beat(self, now_ms: int) -> OwnBeat:
         view = self.liveness.alive_by_region() if any(k != "disk" for k in self.kind.values()) else {}
         return OwnBeat(self.spec.node_id, self.spec.name, self.spec.generation, self.seq, int(self.flags),
-                       now_ms, view)
+                       now_ms, view, self._digest)
 
     def _tick_health(self, now_ms: int) -> None:
         disk_lost = False

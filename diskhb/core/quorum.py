@@ -11,10 +11,11 @@ caller's monotonic now_ms. Output: the verdict (Quorum) and QuorumChanged events
      never tells us its votes.
   Q2 MEMBERS: this node and every configured node that liveness shows ALIVE on some region. An
      UNKNOWN, DEAD or LEFT node is no member: votes of a node we cannot see beating never count.
-  Q3 AGREEMENT: every peer advertises the digest of its node list and votes (cluster_digest). A
-     peer whose digest differs from ours is no member (counting it could give two partitions a
-     majority each) and is reported once per digest it shows; a peer with no digest yet (a
-     first beat not read) is counted: liveness already demands it beats with our node id.
+  Q3 AGREEMENT: every peer advertises the digest of its node list and votes (cluster_digest,
+     never 0; 0 is advertised by a node without a [quorum]). A peer whose digest differs from
+     ours (0 included) is no member (counting it could give two partitions a majority each) and
+     is reported once per digest it shows; a peer with no digest yet (a first beat not read) is
+     counted: liveness already demands it beats with our node id.
   Q4 MAJORITY: quorate while member votes * 2 > expected_votes (a strict majority: two halves
      of an even cluster are never both quorate).
   Q5 WAIT_FOR_ALL: with wait_for_all, no first quorum until every configured node with votes was
@@ -81,7 +82,7 @@ class QuorumSpec:
         """Q3: what every node advertises: its node list, votes and expected votes, as 32 bits."""
         text = ";".join(f"{nid}:{self.votes[nid]}" for nid in sorted(self.votes)) + f";e{self.expected}"
         text += ";2n" if self.two_node else ""
-        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") or 1  # 0: "no [quorum]"
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class Beat:
     seq: int
     flags: int
     name: str = ""
+    digest: int = 0  # the sender's cluster digest (quorum Q3); 0: it advertises no [quorum]
 
 
 @record
@@ -94,10 +95,12 @@ class BeatBatch:
     # When the medium was sampled (the read's submission: its data is at least that new).
     # The caller clamps it so the core's clock never goes back.
     seen_ms: int | None = None
+    digests: list[int] | None = None  # each row's cluster digest (quorum Q3); None: not carried
 
     def beats(self):
-        for row in zip(self.node_ids, self.generations, self.seqs, self.flags, self.names):
-            yield Beat(row[0], self.region, row[1], row[2], row[3], row[4])
+        digests = self.digests or [0] * len(self.node_ids)
+        for row in zip(self.node_ids, self.generations, self.seqs, self.flags, self.names, digests):
+            yield Beat(row[0], self.region, row[1], row[2], row[3], row[4], row[5])
 
 
 @record

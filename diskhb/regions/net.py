@@ -143,7 +143,8 @@ class NetRegion(SignedRegion):
 
     def _encode(self, beat: OwnBeat) -> bytes:
         p = wire.Packet(cluster_id=self.receiver.cluster_id, node_id=beat.node_id, generation=beat.generation,
-                        seq=beat.seq, mono_ms=beat.mono_ms, flags=beat.flags, name=beat.name, view=beat.view)
+                        seq=beat.seq, mono_ms=beat.mono_ms, flags=beat.flags, name=beat.name, view=beat.view,
+                        digest=beat.digest)
         return wire.encode(p, self.keys)
 
     def _note_dest(self, dest: str, err: str | None) -> None:

@@ -210,7 +210,8 @@ class SerialRegion(SignedRegion):
 
     def _encode(self, beat: OwnBeat) -> bytes:
         p = wire.Packet(cluster_id=self.receiver.cluster_id, node_id=beat.node_id, generation=beat.generation,
-                        seq=beat.seq, mono_ms=beat.mono_ms, flags=beat.flags, name=beat.name, view=beat.view)
+                        seq=beat.seq, mono_ms=beat.mono_ms, flags=beat.flags, name=beat.name, view=beat.view,
+                        digest=beat.digest)
         return wire.encode(p, self.keys, budget_bytes=self.budget_bytes)
 
     def _queue(self, now_ms: int, beat: OwnBeat) -> None:

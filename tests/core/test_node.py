@@ -13,8 +13,8 @@ import pytest
 from diskhb.core import node as core
 from diskhb.core import timing
 from diskhb.core.liveness import NodeStateChanged
-from diskhb.core.quorum import QuorumChanged, QuorumSpec
-from diskhb.core.types import Beat, SlotFlag
+from diskhb.core.quorum import DigestMismatch, QuorumChanged, QuorumSpec
+from diskhb.core.types import Beat, BeatBatch, SlotFlag
 from diskhb.mmp import format as mf
 from diskhb.mmp import guard as gd
 
@@ -269,14 +269,16 @@ def test_n9_a_death_is_declared_when_the_read_that_proves_it_completes_not_at_th
 
 
 def test_n10_quorum_follows_liveness_at_every_beat_and_shows_in_the_snapshot():
-    d = Driver(quorum=QuorumSpec(1, {1: 1, 2: 1, 3: 1}))
+    spec = QuorumSpec(1, {1: 1, 2: 1, 3: 1})
+    d = Driver(quorum=spec)
     assert d.core.snapshot()["quorum"]["quorate"] is False
     d.started()
     assert [e.quorate for e in d.events if isinstance(e, QuorumChanged)] == [False]
+    assert {p.beat.digest for p in d.published()} == {spec.digest()}  # Q3: every beat advertises ours
     seq = 0
     while d.now < 1000:  # node 2 beats: a majority of three
         seq += 1
-        d.step(d.now + INTERVAL // 2, [Beat(2, "disk", 0x77, seq, 1, "n2")])
+        d.step(d.now + INTERVAL // 2, [Beat(2, "disk", 0x77, seq, 1, "n2", spec.digest())])
     assert [e.quorate for e in d.events if isinstance(e, QuorumChanged)] == [False, True]
     q = d.core.snapshot()["quorum"]
     assert (q["quorate"], q["votes"], q["expected_votes"], q["members"]) == (True, 2, 3, [1, 2])
@@ -284,6 +286,25 @@ def test_n10_quorum_follows_liveness_at_every_beat_and_shows_in_the_snapshot():
     assert [e.quorate for e in d.events if isinstance(e, QuorumChanged)] == [False, True, False]
     assert d.core.snapshot()["quorum"]["members"] == [1]
     assert Driver().core.snapshot()["quorum"] is None  # no [quorum]: none claimed
+
+
+@pytest.mark.parametrize("theirs", [0, 0x1234])
+def test_n10_a_peer_advertising_another_cluster_is_no_member(theirs):
+    spec = QuorumSpec(1, {1: 1, 2: 1, 3: 1})
+    d = Driver(quorum=spec)
+    d.started()
+    seq = 0
+    while d.now < 1000:  # node 2 beats with another node list (or none): never a member (Q3)
+        seq += 1
+        batch = BeatBatch("disk", [2], [0x77], [seq], [1], ["n2"], None, [theirs])
+        d.step(d.now + INTERVAL // 2, [batch])
+    q = d.core.snapshot()["quorum"]
+    assert (q["quorate"], q["members"], q["refused"]) == (False, [1], [2])
+    assert [(e.node_id, e.theirs) for e in d.events if isinstance(e, DigestMismatch)] == [(2, theirs)]
+    seq += 1  # it restarts with our [quorum]: counted
+    d.step(d.now + INTERVAL // 2, [BeatBatch("disk", [2], [0x77], [seq], [1], ["n2"], None, [spec.digest()])])
+    d.run(d.now + 2 * INTERVAL)
+    assert d.core.snapshot()["quorum"]["members"] == [1, 2]
 
 
 def test_n1_phases_move_only_along_the_table():

@@ -76,6 +76,22 @@ def test_quorum_in_status_and_metrics_follows_the_nodes_seen(cluster):
     assert "quorum lost" in cluster.log(1)
 
 
+def test_nodes_that_disagree_about_the_node_list_are_not_counted(cluster):
+    cluster.start(1, extra="[quorum]\nnodes = [1, 2, 3]\n")
+    cluster.start(2, extra="[quorum]\nnodes = [1, 2]\n")  # another cluster description (Q3)
+
+    def quorum_of(node_id):
+        return ((cluster.view(node_id) or {}).get("quorum")) or {}
+
+    wait_until(lambda: quorum_of(1).get("refused") == [2], timeout_s=10, what="node 1 refuses node 2")
+    wait_until(lambda: quorum_of(2).get("refused") == [1], timeout_s=10, what="node 2 refuses node 1")
+    assert (quorum_of(1)["quorate"], quorum_of(1)["members"]) == (False, [1])
+    assert cluster.state_of(1, 2) == "alive"  # alive, only not counted
+    table = diskhb("status", cluster.region, "--run-dir", cluster.run_dir).stdout
+    assert "NOT COUNTED (another [quorum]): " in table
+    wait_until(lambda: "node 2 advertises another cluster" in cluster.log(1), 5, "one line in node 1's log")
+
+
 def test_a_dead_node_is_named_for_fencing_by_the_quorate_survivors(cluster):
     quorum = "[quorum]\nnodes = [1, 2, 3]\n"
     for i in (1, 2, 3):

@@ -41,6 +41,27 @@ def test_round_trip_keeps_every_field():
     assert len(data) <= wire.PACKET_BYTES_MAX
 
 
+@pytest.mark.parametrize("digest", [1, 0xDEADBEEF, 2**32 - 1])
+def test_a_cluster_digest_rides_at_the_end_of_the_body(digest):
+    p = packet(digest=digest)
+    data = wire.encode(p, RING)
+    assert data[5] & wire.WIRE_DIGEST and data[-36:-32] == digest.to_bytes(4, "big")
+    got = wire.decode(data, RING, CID)
+    assert isinstance(got, wire.Packet) and got.digest == digest and got.view == p.view and got.name == p.name
+    assert len(data) == len(wire.encode(packet(), RING)) + wire.DIGEST_BYTES
+    assert not wire.encode(packet(), RING)[5] & wire.WIRE_DIGEST  # none: no flag, no bytes
+
+
+def test_a_digest_flag_without_room_or_with_digest_zero_is_format():
+    good = wire.encode(packet(view={}, name=""), RING)
+    signed = bytearray(good[:-32])
+    signed[5] |= wire.WIRE_DIGEST  # the flag, but the body has no 4 bytes to spare
+    assert wire.decode(sign(bytes(signed)), RING, CID) == "format"
+    zero = wire.encode(packet(view={}, digest=5), RING)[:-32]
+    zero = zero[:-4] + bytes(4)
+    assert wire.decode(sign(zero), RING, CID) == "format"
+
+
 def test_layout_offsets_match_the_documented_table():
     data = wire.encode(packet(view={}), RING)
     assert data[0:4] == b"DHBn" and data[4] == 1 and data[5] == 0

@@ -56,8 +56,8 @@ def regions():
             r.close()
 
 
-def beat(node_id: int, generation: int, seq: int, flags: int = ACTIVE) -> OwnBeat:
-    return OwnBeat(node_id, f"n{node_id}", generation, seq, flags, 1_000_000 + 200 * seq, {})
+def beat(node_id: int, generation: int, seq: int, flags: int = ACTIVE, digest: int = 0) -> OwnBeat:
+    return OwnBeat(node_id, f"n{node_id}", generation, seq, flags, 1_000_000 + 200 * seq, {}, digest)
 
 
 def poll_until(region: DiskRegion, done, what: str, timeout_s: float = WAIT_S) -> list:
@@ -128,7 +128,7 @@ def test_publish_and_poll_report_our_io_our_slot_and_a_peers_batch(disk_tmp_path
 
     # A second writer beats in its own slot.
     time.sleep(0.003)  # the next reads are submitted in a later millisecond than w1 completed
-    b.publish(monotonic_ms(), beat(2, peer_gen, 7), 0)
+    b.publish(monotonic_ms(), beat(2, peer_gen, 7, digest=0xC0FFEE), 0)  # quorum Q3: its cluster digest
     poll_until(b, completed("write", 7), "the peer's write")
 
     t2 = monotonic_ms()
@@ -137,7 +137,8 @@ def test_publish_and_poll_report_our_io_our_slot_and_a_peers_batch(disk_tmp_path
     obs2 = poll_until(a, lambda got: completed("write", 2)(got) and completed("read")(got), "beat 2's I/O")
     assert obs2[:2] == [IoSubmitted("disk:r", "write", t2, 2), IoSubmitted("disk:r", "read", t2, None)]
     batches = [(o, at) for o, at in by_read(obs2) if isinstance(o, BeatBatch)]
-    assert batches == [(BeatBatch("disk:r", [2], [peer_gen], [7], [ACTIVE], ["n2"], seen_ms=t2), t2)]
+    assert batches == [(BeatBatch("disk:r", [2], [peer_gen], [7], [ACTIVE], ["n2"], seen_ms=t2, digests=[0xC0FFEE]),
+                        t2)]
 
     # Our slot is reported when a read finds it changed; each read races the write submitted
     # with it, so which beat's read reports it first varies: beat on (bounded) until one has.

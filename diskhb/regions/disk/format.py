@@ -98,7 +98,8 @@ SLOT = cs.Struct(
     "region_uuid" / cs.Bytes(16),  # @40 ties the slot to this format of the region
     "name" / _pad_name(NODE_NAME_BYTES_MAX),  # @56
     "interval_ms" / cs.Int32ul,  # @120 writer's beat interval (cross-check)
-    "reserved" / cs.Padding(CRC_OFFSET - 124),  # @124
+    "cluster_digest" / cs.Int32ul,  # @124 the writer's [quorum] node list and votes (quorum Q3); 0: none
+    "reserved" / cs.Padding(CRC_OFFSET - 128),  # @128
     "crc" / cs.Int32ul,  # @508
 )
 
@@ -132,6 +133,7 @@ _SLOT_FIELDS = [
     ("region_uuid", "V16", 40),
     ("name", f"S{NODE_NAME_BYTES_MAX}", 56),
     ("interval_ms", "<u4", 120),
+    ("cluster_digest", "<u4", 124),
     ("crc", "<u4", CRC_OFFSET),
 ]
 
@@ -333,10 +335,13 @@ class Slot:
     region_uuid: bytes
     name: str
     interval_ms: int
+    cluster_digest: int = 0  # quorum Q3 (0: the writer has no [quorum])
 
     def validate(self) -> None:
         if not 1 <= self.node_id <= SLOTS_MAX:
             raise FormatError(f"node id {self.node_id} not in 1..{SLOTS_MAX}")
+        if not 0 <= self.cluster_digest < 2**32:
+            raise FormatError("cluster digest out of range")
         if self.generation == GENERATION_NONE:
             raise FormatError("generation 0 is reserved for 'never written'")
         if self.seq >= 2**64 or self.seq < 0:
@@ -410,6 +415,7 @@ class ScanResult:
     flags: np.ndarray
     names: list[str]
     bad: list[tuple[int, str]]
+    digests: np.ndarray  # cluster_digest per valid slot (quorum Q3)
 
 
 def scan_slots(buf: np.ndarray, first_node_id: int, count: int, sector_size: int,
@@ -475,6 +481,7 @@ def scan_slot_rows(rows: np.ndarray, ids: np.ndarray, region_uuid: bytes) -> Sca
         flags=rec["flags"][good],
         names=names,
         bad=bad,
+        digests=rec["cluster_digest"][good],
     )
 
 

@@ -209,14 +209,14 @@ class DiskRegion(Region):
         Either way the bytes are checked before they go to disk (pair assertion with decode).
         """
         sb, s = self.sb, self.sb.sector_size
-        if self._template_key != (beat.generation, beat.flags):
+        if self._template_key != (beat.generation, beat.flags, beat.digest):
             slot = fmt.Slot(
                 node_id=self.node_id, flags=beat.flags, generation=beat.generation, seq=beat.seq,
                 mono_ms=beat.mono_ms, wall_ms=wall_ms, region_uuid=sb.uuid,
-                name=self.node_name, interval_ms=sb.interval_ms,
+                name=self.node_name, interval_ms=sb.interval_ms, cluster_digest=beat.digest,
             )
             self._write_buf.view[:s] = np.frombuffer(fmt.encode_slot(slot, s), dtype=np.uint8)
-            self._template_key = (beat.generation, beat.flags)
+            self._template_key = (beat.generation, beat.flags, beat.digest)
         else:
             if not (0 <= beat.seq < 2**64 and beat.mono_ms >= 0 and wall_ms >= 0):
                 raise ValueError(f"slot fields out of range: seq {beat.seq} mono {beat.mono_ms} wall {wall_ms}")
@@ -288,14 +288,14 @@ class DiskRegion(Region):
             if node_id != self.node_id:
                 out.append(BadSample(node_id, self.name, reason))
         ids, gens, seqs = res.node_ids.tolist(), res.generations.tolist(), res.seqs.tolist()
-        flags, names = res.flags.tolist(), res.names
+        flags, names, digests = res.flags.tolist(), res.names, res.digests.tolist()
         if self.node_id in ids:  # our own slot goes to the core as OwnSlotRead, never as a peer's beat
             k = ids.index(self.node_id)
             out.append(OwnSlotRead(self.name, gens[k], seqs[k], flags[k], names[k], True, judge_own))
-            for col in (ids, gens, seqs, flags, names):
+            for col in (ids, gens, seqs, flags, names, digests):
                 del col[k]
         if ids:
-            out.append(BeatBatch(self.name, ids, gens, seqs, flags, names, seen_ms))
+            out.append(BeatBatch(self.name, ids, gens, seqs, flags, names, seen_ms, digests))
         return out
 
 
