@@ -22,6 +22,9 @@
     expected_votes = 4            # [default: the sum of votes]
     wait_for_all = false          # no first quorum until every node was seen [default false]
     initdead_ms = 0               # ... or until this long after start
+    [watchdog]                    # optional: a Linux watchdog device the tick feeds (diskhb.watchdog)
+    device = "/dev/watchdog"
+    timeout_s = 10                # [default 10]; at least 4 beat intervals
 """
 
 from __future__ import annotations
@@ -80,6 +83,15 @@ class RegionConfig:
     baud: int = DEFAULT_BAUD  # serial
 
 
+WATCHDOG_TIMEOUT_S_DEFAULT = 10  # SBD's advice is 5-15 s: long enough for a slow tick, short for takeover
+
+
+@dataclass(frozen=True, slots=True)
+class WatchdogConfig:
+    device: str
+    timeout_s: int = WATCHDOG_TIMEOUT_S_DEFAULT
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     path: str
@@ -90,13 +102,15 @@ class Config:
     regions: tuple[RegionConfig, ...]
     resources: tuple[Any, ...] = field(default=())  # [[resource]] entries, parsed by diskhb.mmp
     quorum: QuorumSpec | None = None  # [quorum], validated (Q1-Q7); None: none (this node never claims quorum)
+    watchdog: WatchdogConfig | None = None  # [watchdog]; None: none (the tick feeds nothing)
 
     @property
     def disk_regions(self) -> tuple[RegionConfig, ...]:
         return tuple(r for r in self.regions if r.type == "disk")
 
 
-_SECTIONS = {"node", "cluster", "metrics", "log", "region", "resource", "quorum"}
+_SECTIONS = {"node", "cluster", "metrics", "log", "region", "resource", "quorum", "watchdog"}
+_WATCHDOG_KEYS = {"device", "timeout_s"}
 _QUORUM_KEYS = {"nodes", "votes", "expected_votes", "wait_for_all", "initdead_ms"}
 _NODE_KEYS = {"name", "id", "run_dir", "mlock", "sched", "rt_priority", "oom_score_adj"}
 _CLUSTER_KEYS = {"name", "interval_ms", "dead_ms"}
@@ -227,8 +241,23 @@ def parse_config(raw: dict, path: str = "<config>") -> Config:
         raise where.fail("resource", "must be [[resource]] tables")
     resources = tuple(parse_resources(resources_t, where))  # the MMP guard validates its own tables
     quorum = _parse_quorum(where, raw["quorum"], node_id) if "quorum" in raw else None
+    watchdog = _parse_watchdog(where, raw["watchdog"]) if "watchdog" in raw else None
     return Config(path=path, node=node, cluster=cluster, metrics_listen=listen,
-                  log_level=level, regions=tuple(regions), resources=resources, quorum=quorum)
+                  log_level=level, regions=tuple(regions), resources=resources, quorum=quorum, watchdog=watchdog)
+
+
+def _parse_watchdog(where: _Where, table: Any) -> WatchdogConfig:
+    """[watchdog] device, timeout_s (checked against the beat interval when the daemon starts)."""
+    if not isinstance(table, dict):
+        raise where.fail("watchdog", "must be a table")
+    where.unknown_keys(table, _WATCHDOG_KEYS, "watchdog.")
+    device = _get(where, table, "device", str, "watchdog.", required=True)
+    if not device:
+        raise where.fail("watchdog.device", "is empty", 'e.g. device = "/dev/watchdog"')
+    timeout_s = _get(where, table, "timeout_s", int, "watchdog.", default=WATCHDOG_TIMEOUT_S_DEFAULT)
+    if not 1 <= timeout_s <= 3600:
+        raise where.fail("watchdog.timeout_s", f"{timeout_s} is not in 1..3600")
+    return WatchdogConfig(device, timeout_s)
 
 
 def _parse_quorum(where: _Where, table: Any, node_id: int) -> QuorumSpec:

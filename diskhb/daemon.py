@@ -49,6 +49,7 @@ from diskhb.regions.disk.blockio import BlockDevice
 from diskhb.regions.disk.region import DiskRegion
 from diskhb.report import Reporter
 from diskhb.runtime import harden, monotonic_ms, new_generation, wall_ms
+from diskhb.watchdog import Watchdog, check_timeout
 
 log = logging.getLogger("diskhb")
 
@@ -57,6 +58,8 @@ INBOX_MAX = 64  # control and metrics requests waiting for the loop
 SNAPSHOT_WAIT_S = 3.0  # a status/metrics request waits at most this for the loop to answer
 FATAL_LOSS_WAIT_S = 30.0  # on a fatal error, loss actions get this long before we exit
 LINK_FLUSH_MS = 500  # at a clean stop, a serial line gets this long to take its LEFT frame
+WATCHDOG_FEED_MS = 100  # the tick feeds the watchdog at most this often (one ioctl: cheap, but no need)
+CLEAN_EXITS = (0, 1, 2)  # stopped, refused to start, operator error: nothing held or lost (magic close)
 
 
 class DroppingQueueHandler(logging.handlers.QueueHandler):
@@ -148,6 +151,8 @@ class Daemon:
         self._held: dict[str, int] = {}  # resource -> epoch, as reported (for the fatal path)
         self._io_seen: dict[str, dict[str, int]] = {}
         self.reporter: Reporter | None = None
+        self.watchdog: Watchdog | None = None
+        self._watchdog_warned_ms = 0  # the worst gap last warned about
 
     # -- start-up ------------------------------------------------------------------------------------
 
@@ -156,6 +161,7 @@ class Daemon:
             devices = self._open_regions()
             self._start_links()
             self._build_core(devices)
+            self._open_watchdog()
         except BaseException:
             self._close_quietly()
             raise
@@ -253,6 +259,37 @@ class Daemon:
         self.loss = LossWorker(by_name, self.wake)
         self.enforcers = Enforcers(by_name)
 
+    def _open_watchdog(self) -> None:
+        """Last in start-up: from the open on, the node is reset unless the tick feeds it."""
+        wc = self.cfg.watchdog
+        if wc is None:
+            return
+        check_timeout(wc.timeout_s, self.timing.interval_ms)
+        self.watchdog = Watchdog(wc.device, wc.timeout_s, self.clock_ms())
+        m.WATCHDOG_TIMEOUT.set(self.watchdog.timeout_s)
+        m.WATCHDOG_MARGIN.set(self.watchdog.margin_ms / 1000)
+        log.info("watchdog %s (%s) armed: timeout %d s, fed from the tick", wc.device, self.watchdog.identity,
+                 self.watchdog.timeout_s)
+
+    def _feed_watchdog(self, now: int) -> None:
+        """From the tick, never from a thread of our own (diskhb.watchdog). A node in a safety stop
+        (FAILED) is not fed: if it does not exit cleanly in time, the watchdog resets it."""
+        w = self.watchdog
+        if w is None or now - w.last_ms < WATCHDOG_FEED_MS or self.core.phase is core.Phase.FAILED:
+            return
+        if not w.keepalive(now):
+            m.WATCHDOG_ERRORS.inc()
+            if w.errors == 1:
+                log.error("watchdog %s: keepalive failed; the node will be reset unless a later one succeeds",
+                          w.device)
+            return
+        m.WATCHDOG_MARGIN.set(w.margin_ms / 1000)
+        if w.worst_gap_ms * 2 > w.timeout_s * 1000 and w.worst_gap_ms > self._watchdog_warned_ms:
+            self._watchdog_warned_ms = w.worst_gap_ms
+            log.warning("watchdog %s: a keepalive came %d ms after the previous one: %.1f s of its %d s timeout"
+                        " left (a stalled tick this long again resets the node)", w.device, w.worst_gap_ms,
+                        w.margin_ms / 1000, w.timeout_s)
+
     def _target_for(self, rc, targets: dict[str, gd.TargetInfo]) -> gd.TargetInfo | None:
         if not targets:
             return None
@@ -330,6 +367,7 @@ class Daemon:
                     self._fatal(f"{type(e).__name__}: {e}", traceback.format_exc())
                     break
                 self._execute(now, actions)
+                self._feed_watchdog(self.clock_ms())
                 if not self._serving and self.core.phase is core.Phase.RUNNING:
                     # Only once our slots are ours: a second daemon with our id must not take over
                     # the first one's control socket (it is refused by the slot claim instead).
@@ -395,6 +433,7 @@ class Daemon:
                 if snap is None:
                     snap = self.core.snapshot()
                     snap["node"]["pid"] = os.getpid()
+                    snap["watchdog"] = None if self.watchdog is None else self.watchdog.status()
                 answer.set(snap)
             else:
                 info = self.core.peer_info(req.node_id)
@@ -487,6 +526,12 @@ class Daemon:
 
     def _shutdown(self) -> None:
         clean = self.exit_code == 0
+        if self.watchdog is not None:  # magic close only when nothing was held or lost: else a reset
+            disarm = self.exit_code in CLEAN_EXITS
+            self.watchdog.close(clean=disarm)
+            log.log(logging.INFO if disarm else logging.CRITICAL, "watchdog %s %s", self.watchdog.device,
+                    "disarmed (clean stop)" if disarm else f"left armed (exit {self.exit_code}): the node will be"
+                    f" reset in {self.watchdog.timeout_s} s")
         for region in self.regions:
             try:
                 region.close(LINK_FLUSH_MS if clean else 0)
@@ -501,6 +546,8 @@ class Daemon:
         log.info("stopped")
 
     def _close_quietly(self) -> None:
+        if self.watchdog is not None:  # a start-up that failed after the open: disarm (a config mistake)
+            self.watchdog.close(clean=True)
         if self.http is not None:
             self.http.shutdown()
             self.http.server_close()

@@ -57,5 +57,9 @@ SELF_STALL_SECONDS = Gauge("diskhb_self_stall_last_seconds", "Length of the last
 QUORATE = Gauge("diskhb_quorate", "1 if this node's partition holds a majority of the votes ([quorum])")
 QUORUM_VOTES = Gauge("diskhb_quorum_votes", "Votes of the members this node counts for quorum")
 QUORUM_EXPECTED_VOTES = Gauge("diskhb_quorum_expected_votes", "Votes a majority is counted against")
+WATCHDOG_MARGIN = Gauge("diskhb_watchdog_margin_seconds", "Watchdog timeout minus the longest gap between two"
+                        " keepalives seen: how much longer a stuck tick may take before the node is reset")
+WATCHDOG_TIMEOUT = Gauge("diskhb_watchdog_timeout_seconds", "The watchdog device's timeout ([watchdog] timeout_s)")
+WATCHDOG_ERRORS = Counter("diskhb_watchdog_keepalive_errors_total", "Keepalives the watchdog device refused")
 FENCE_ATTEMPTS = Counter("diskhb_fence_attempts_total", "Fencing attempts this node made as a victim's fencer, by method"
                          " and result (fenced: verified; failed)", ["method", "result"])

@@ -139,6 +139,13 @@ def render_table(view: dict) -> str:
                          f" ({q['reason']})"
                          + (f"; NOT COUNTED (another [quorum]): {', '.join(map(str, q['refused']))}"
                             if q.get("refused") else ""))
+        wd = view.get("watchdog")
+        if wd:
+            lines.append(f"  watchdog: {wd['device']} ({wd['identity']}), timeout {wd['timeout_s']} s, worst keepalive"
+                         f" gap {wd['worst_gap_ms'] / 1000:.2f} s, margin {wd['margin_s']:.2f} s"
+                         + (f", {wd['errors']} keepalive errors" if wd["errors"] else ""))
+        elif "watchdog" in view:
+            lines.append("  watchdog: none ([watchdog] in the config)")
         for v in view.get("fencing") or []:
             who = "this node" if v["fencer"] == node["id"] else f"node {v['fencer']}" if v["fencer"] else "nobody yet"
             state = "FENCED" if v["fenced"] else "TO BE FENCED"

@@ -101,3 +101,30 @@ def test_quorum_mistakes_are_one_line(tmp_path, change, match):
     with pytest.raises(OperatorError, match=match) as e:
         load_config(write(tmp_path, QUORUM.replace(*change)))
     assert "\n" not in str(e.value)
+
+
+WATCHDOG = GOOD + """
+[watchdog]
+device = "/dev/watchdog"
+timeout_s = 15
+"""
+
+
+def test_watchdog_section_parses(tmp_path):
+    w = load_config(write(tmp_path, WATCHDOG)).watchdog
+    assert (w.device, w.timeout_s) == ("/dev/watchdog", 15)
+    assert load_config(write(tmp_path, WATCHDOG.replace("timeout_s = 15\n", ""))).watchdog.timeout_s == 10
+    assert load_config(write(tmp_path, GOOD)).watchdog is None
+
+
+@pytest.mark.parametrize("change,match", [
+    (('device = "/dev/watchdog"\n', ""), "'watchdog.device'"),
+    (('device = "/dev/watchdog"', 'device = ""'), "'watchdog.device': is empty"),
+    (("timeout_s = 15", "timeout_s = 0"), "'watchdog.timeout_s': 0 is not in 1..3600"),
+    (("timeout_s = 15", 'timeout_s = "15"'), "'watchdog.timeout_s'"),
+    (("timeout_s = 15", "timeout = 15"), "watchdog.timeout"),
+])
+def test_watchdog_mistakes_are_one_line(tmp_path, change, match):
+    with pytest.raises(OperatorError, match=match) as e:
+        load_config(write(tmp_path, WATCHDOG.replace(*change)))
+    assert "\n" not in str(e.value)
