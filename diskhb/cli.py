@@ -100,6 +100,18 @@ def dump_cmd(path, slot, raw):
     click.echo(dump_region(path, slot=slot, raw=raw))
 
 
+@cli.command("message")
+@click.argument("path")
+@click.argument("node", type=int)
+@click.argument("message", type=click.Choice(["test", "clear"]))
+@click.option("--sender", type=int, default=0, show_default=True, help="The sender's node id (0: an operator).")
+def message_cmd(path, node, message, sender):
+    """Write a message into NODE's mailbox on the region at PATH (never waits for it)."""
+    from diskhb.mailbox import send_message
+
+    click.echo(send_message(path, node, message, sender))
+
+
 @cli.command("run")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="TOML config (see README).")

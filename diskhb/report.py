@@ -12,7 +12,7 @@ import logging
 from diskhb import metrics as m
 from diskhb.core.fencing import FenceOutcome, VictimBack, VictimNamed
 from diskhb.core.liveness import NodeRestarted, NodeStateChanged, RegionNodeChanged
-from diskhb.core.node import BeatDue, Hearing, MmpEvent, Note, Stalled
+from diskhb.core.node import BeatDue, Hearing, MailboxMessage, MmpEvent, Note, Stalled
 from diskhb.core.quorum import DigestMismatch, QuorumChanged
 from diskhb.core.region_health import RegionHealthChanged
 from diskhb.core.types import NodeState
@@ -92,6 +92,13 @@ class Reporter:
                     ev.detail)
         elif isinstance(ev, VictimBack):
             log.warning("node %d (generation %#x) needs no fencing any more: %s", ev.node_id, ev.generation, ev.reason)
+        elif isinstance(ev, MailboxMessage):
+            sender = "an operator" if ev.sender_id == 0 else f"node {ev.sender_id}"
+            if ev.message == "test":
+                log.warning("region %s: test message from %s (seq %d) received and acknowledged", ev.region, sender,
+                            ev.seq)
+            else:
+                log.info("region %s: mailbox cleared by %s (seq %d)", ev.region, sender, ev.seq)
         elif isinstance(ev, Note):
             log.log(_LEVELS[ev.level], "%s", ev.text)
         else:

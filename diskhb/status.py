@@ -16,6 +16,7 @@ from diskhb.control import find_daemon
 from diskhb.core.liveness import Liveness
 from diskhb.core.types import Beat, BadSample, NodeState, SlotFlag
 from diskhb.errors import OperatorError
+from diskhb.mailbox import mailboxes
 from diskhb.regions.disk import format as fmt
 from diskhb.regions.disk.blockio import AlignedBuffer
 from diskhb.regions.disk.region import bounded_call, io_error, open_region
@@ -68,6 +69,7 @@ def sample_region(path: str, duration_ms: int | None = None) -> dict:
             if now - t0 >= limit_ms or (views and all(v.state is not NodeState.UNKNOWN for v in views)) \
                     or (not views and now - t0 >= 2 * sb.interval_ms):
                 slots = decoded_slots(raw, sb)
+                boxes = mailboxes(dev, sb, slots)
                 break
             time.sleep(sb.interval_ms / 1000)
         sampled_ms = now - t0
@@ -107,6 +109,7 @@ def sample_region(path: str, duration_ms: int | None = None) -> dict:
         "dead_ms": sb.dead_ms,
         "sampled_s": round(sampled_ms / 1000, 3),
         "nodes": nodes,
+        "mailboxes": {str(k): v for k, v in sorted(boxes.items())},  # messages in them, acknowledged or not
     }
 
 
@@ -146,6 +149,12 @@ def render_table(view: dict) -> str:
                          + (f", {wd['errors']} keepalive errors" if wd["errors"] else ""))
         elif "watchdog" in view:
             lines.append("  watchdog: none ([watchdog] in the config)")
+        for region, mb in (view.get("mailbox") or {}).items():
+            if "seq" not in mb:
+                lines.append(f"  mailbox on {region}: INVALID: {mb.get('error', '')}")
+                continue
+            sender = "an operator" if mb["sender"] == 0 else f"node {mb['sender']}"
+            lines.append(f"  mailbox on {region}: {mb['message']} from {sender} (seq {mb['seq']}): {mb['state']}")
         for v in view.get("fencing") or []:
             who = "this node" if v["fencer"] == node["id"] else f"node {v['fencer']}" if v["fencer"] else "nobody yet"
             state = "FENCED" if v["fenced"] else "TO BE FENCED"
@@ -170,6 +179,11 @@ def render_table(view: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for node_id, mb in (view.get("mailboxes") or {}).items():  # the disk view: mailboxes with a message
+        sender = "an operator" if mb.get("sender") == 0 else f"node {mb.get('sender')}"
+        lines.append(f"mailbox of node {node_id}: INVALID: {mb['error']}" if "error" in mb else
+                     f"mailbox of node {node_id}: {mb['message']} from {sender} (seq {mb['seq']}):"
+                     f" {'acknowledged' if mb['acknowledged'] else 'PENDING'}")
     return "\n".join(lines)
 
 

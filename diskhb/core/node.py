@@ -48,6 +48,13 @@ MMP guards (diskhb.mmp.guard); the rules of its own are these:
      comes back as FenceDone; a Fence is carried out off the tick, bounded in time. Until a
      fencing method is configured, the daemon reports each order as failed ("no fencing method
      configured"): the victim and its fencer are named in logs and status, nothing is shot.
+  N12 MAILBOX: every slot read of a disk region also reads our mailbox there (MailboxRead, when
+     it changed). A valid message meant for this incarnation (target generation ours, or 0 for
+     whoever runs) and new (another seq than the one acted on) is acted on once: "test" is logged
+     and shown, "clear" withdraws; both are acknowledged in our slot on that region (its
+     mailbox_ack = the message's seq), which is how the sender learns it arrived (it never waits
+     for it). A message for another incarnation, or of a kind this version does not know, is
+     reported once and not acknowledged: its sender sees it pending.
 """
 
 from __future__ import annotations
@@ -189,9 +196,21 @@ class FenceDone:
     detail: str
 
 
+@record
+class MailboxRead:
+    """N12: our mailbox on a disk region as a read found it (reported when it changed)."""
+    region: str
+    valid: bool  # False: a torn or corrupt sector (error says why); True with seq 0: never written
+    sender_id: int = 0
+    message: int = 0
+    target_generation: int = 0
+    seq: int = 0
+    error: str = ""
+
+
 NodeObservation = (Beat | BadSample | BeatBatch | IoSubmitted | IoCompleted | OwnSlotRead | DuplicateId
                    | RegionFault | MmpIoDone | AcquireRequest | ReleaseRequest | StopRequest | LossDone
-                   | FenceDone)
+                   | FenceDone | MailboxRead)
 
 
 # -- actions (out) -----------------------------------------------------------------------------------
@@ -208,6 +227,7 @@ class OwnBeat:
     mono_ms: int  # the writer's monotonic clock (readers only compare it with itself)
     view: dict[str, tuple[int, ...]] = field(default_factory=dict)  # region -> ids seen alive (links)
     digest: int = 0  # our cluster digest (quorum Q3); 0 without a [quorum]
+    mailbox_acks: Mapping[str, int] = field(default_factory=dict)  # N12: region -> the seq acted on there
 
 
 @record
@@ -273,6 +293,19 @@ class Note:
     """A line worth logging: level is a logging level name."""
     level: str
     text: str
+
+
+@record
+class MailboxMessage:
+    """N12: a message acted on (and acknowledged in our slot)."""
+    region: str
+    sender_id: int  # 0: an operator's `diskhb message`
+    message: str  # MAILBOX_MESSAGES' name
+    seq: int
+
+
+# N12: the messages this version acts on (diskhb.regions.disk.format's codes)
+MAILBOX_MESSAGES = {0: "clear", 1: "test"}
 
 
 @record
@@ -358,6 +391,8 @@ class NodeCore:
         self.fencing = Fencing(spec.node_id, tuple(spec.quorum.votes)) if spec.quorum is not None else None  # N11
         self._digest = spec.quorum.digest() if spec.quorum is not None else 0  # Q3: what our beats advertise
         self.peer_digests: dict[int, int] = {}  # Q3: node -> the digest its newest beat advertised
+        self.mailbox: dict[str, dict] = {}  # N12: region -> the newest message there, as status shows it
+        self._mailbox_acks: dict[str, int] = {}  # N12: region -> the seq acted on (published; replaced, not mutated)
         self.health = {r.name: OwnIoHealth(r.name, spec.io_timeout_ms) for r in spec.regions}
         self.kind = {r.name: r.kind for r in spec.regions}
         self.ledger = SectorLedger(timing.write_land_max_ms(spec.io_timeout_ms))
@@ -519,12 +554,45 @@ class NodeCore:
                     h.enforced = False
                 del self.held[obs.resource]
             return
+        if isinstance(obs, MailboxRead):
+            self._mailbox_read(now_ms, obs)
+            return
         if isinstance(obs, FenceDone):
             if self.fencing is not None:  # N11
                 self.events.extend(self.fencing.outcome(now_ms, obs.node_id, obs.generation, obs.attempt, obs.ok,
                                                         obs.method, obs.detail))
             return
         raise TypeError(f"unknown observation {obs!r}")
+
+    def _mailbox_read(self, now_ms: int, obs: MailboxRead) -> None:
+        """N12."""
+        if not obs.valid:
+            self.mailbox[obs.region] = {"state": "invalid", "error": obs.error}
+            self.events.append(Note("warning", f"region {obs.region}: our mailbox is unreadable: {obs.error}"))
+            return
+        if obs.seq == 0:  # never written
+            self.mailbox.pop(obs.region, None)
+            return
+        if obs.seq == self._mailbox_acks.get(obs.region):
+            return  # acted on already (our own slot shows it)
+        kind = MAILBOX_MESSAGES.get(obs.message)
+        shown = {"sender": obs.sender_id, "message": kind or f"code {obs.message}", "seq": obs.seq,
+                 "target_generation": obs.target_generation, "at_ms": now_ms}
+        sender = "an operator" if obs.sender_id == 0 else f"node {obs.sender_id}"
+        if obs.target_generation not in (0, self.spec.generation):
+            self.mailbox[obs.region] = {**shown, "state": "not for us"}
+            self.events.append(Note("warning", f"region {obs.region}: a {shown['message']} message from {sender}"
+                                               f" (seq {obs.seq}) is for generation {obs.target_generation:#x},"
+                                               f" not ours ({self.spec.generation:#x}): ignored"))
+            return
+        if kind is None:
+            self.mailbox[obs.region] = {**shown, "state": "not understood"}
+            self.events.append(Note("error", f"region {obs.region}: message code {obs.message} from {sender}"
+                                             f" (seq {obs.seq}) is unknown to this version: not acknowledged"))
+            return
+        self.mailbox[obs.region] = {**shown, "state": "acknowledged"}
+        self._mailbox_acks = {**self._mailbox_acks, obs.region: obs.seq}  # a new dict: beats already out keep theirs
+        self.events.append(MailboxMessage(obs.region, obs.sender_id, kind, obs.seq))
 
     def _own_slot(self, now_ms: int, obs: OwnSlotRead) -> None:
         if self.phase is Phase.CLAIMING:
@@ -598,7 +666,7 @@ class NodeCore:
     def _own_beat(self, now_ms: int) -> OwnBeat:
         view = self.liveness.alive_by_region() if any(k != "disk" for k in self.kind.values()) else {}
         return OwnBeat(self.spec.node_id, self.spec.name, self.spec.generation, self.seq, int(self.flags),
-                       now_ms, view, self._digest)
+                       now_ms, view, self._digest, self._mailbox_acks)
 
     def _tick_health(self, now_ms: int) -> None:
         disk_lost = False
@@ -868,6 +936,7 @@ class NodeCore:
                     if h.state != "acquiring"],
             "quorum": self._quorum_view(),
             "fencing": None if self.fencing is None else self.fencing.status(self._last_step_ms),
+            "mailbox": {r: dict(m) for r, m in sorted(self.mailbox.items())},
         }
 
     def _quorum_view(self) -> dict | None:

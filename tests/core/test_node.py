@@ -321,3 +321,50 @@ def test_the_fast_path_gets_liveness_as_data():
     info = d.core.peer_info(2)
     assert info.state.value == "alive" and info.generation == 0x77
     assert d.core.peer_info(3).state.value == "unknown"
+
+
+def test_n12_a_test_message_is_acted_on_once_and_acknowledged_in_our_slot():
+    d = Driver()
+    d.started()
+    gen = d.core.spec.generation
+    d.step(d.now + 10, [core.MailboxRead("disk", True, 0, 1, gen, 5)])
+    [ev] = [e for e in d.events if isinstance(e, core.MailboxMessage)]
+    assert (ev.region, ev.sender_id, ev.message, ev.seq) == ("disk", 0, "test", 5)
+    d.run(d.core.next_beat_ms)
+    assert d.published()[-1].beat.mailbox_acks == {"disk": 5}  # the ack goes out with our next beat
+    assert d.core.snapshot()["mailbox"]["disk"]["state"] == "acknowledged"
+    n = len(d.events)
+    d.step(d.now + 10, [core.MailboxRead("disk", True, 0, 1, gen, 5)])  # the same message again
+    d.step(d.now + 10, [core.MailboxRead("disk", True, 3, 0, 0, 6)])  # cleared by node 3, for anyone
+    assert [(e.message, e.seq) for e in d.events[n:] if isinstance(e, core.MailboxMessage)] == [("clear", 6)]
+    d.run(d.core.next_beat_ms)
+    assert d.published()[-1].beat.mailbox_acks == {"disk": 6}
+
+
+@pytest.mark.parametrize("obs, state", [
+    (lambda gen: core.MailboxRead("disk", True, 0, 1, gen + 1, 7), "not for us"),  # another incarnation's
+    (lambda gen: core.MailboxRead("disk", True, 2, 99, gen, 7), "not understood"),  # a code we do not know
+])
+def test_n12_messages_not_for_us_or_not_understood_are_never_acknowledged(obs, state):
+    d = Driver()
+    d.started()
+    d.step(d.now + 10, [obs(d.core.spec.generation)])
+    d.run(d.core.next_beat_ms + 1)
+    assert not [e for e in d.events if isinstance(e, core.MailboxMessage)]
+    assert d.published()[-1].beat.mailbox_acks == {}
+    assert d.core.snapshot()["mailbox"]["disk"]["state"] == state
+    assert [e for e in d.events if isinstance(e, core.Note) and "(seq 7)" in e.text]  # reported, once
+
+
+def test_n12_an_unreadable_mailbox_is_reported_and_changes_nothing():
+    d = Driver()
+    d.started()
+    d.step(d.now + 10, [core.MailboxRead("disk", False, error="mailbox checksum mismatch")])
+    assert d.core.snapshot()["mailbox"]["disk"] == {"state": "invalid", "error": "mailbox checksum mismatch"}
+    assert any(isinstance(e, core.Note) and "unreadable" in e.text for e in d.events)
+
+
+def test_n12_message_codes_are_the_formats():
+    from diskhb.regions.disk import format as fmt
+
+    assert core.MAILBOX_MESSAGES == fmt.MESSAGES  # the core cannot import the format (it does no I/O)

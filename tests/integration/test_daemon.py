@@ -92,6 +92,31 @@ def test_nodes_that_disagree_about_the_node_list_are_not_counted(cluster):
     wait_until(lambda: "node 2 advertises another cluster" in cluster.log(1), 5, "one line in node 1's log")
 
 
+def test_a_test_message_is_acknowledged_by_the_daemon_and_pending_for_a_node_not_running(cluster):
+    cluster.start(1)
+    wait_until(lambda: cluster.view(1) and cluster.view(1)["phase"] == "running", 10, "node 1 running")
+    t0 = time.monotonic()
+    r = diskhb("message", cluster.region, "1", "test")
+    assert r.returncode == 0 and "test message (seq 1) written to the mailbox of node 1 (generation 0x" in r.stdout
+    assert time.monotonic() - t0 < 5  # never waits for the node
+    wait_until(lambda: ((cluster.view(1) or {}).get("mailbox") or {}).get(f"disk:{cluster.region}", {}).get("state")
+               == "acknowledged", 5, "node 1 acknowledges")
+    wait_until(lambda: "test message from an operator (seq 1) received and acknowledged" in cluster.log(1), 5, "logged")
+    table = diskhb("status", cluster.region, "--run-dir", cluster.run_dir).stdout
+    assert f"mailbox on disk:{cluster.region}: test from an operator (seq 1): acknowledged" in table
+    assert diskhb("message", cluster.region, "2", "test", "--sender", "1").returncode == 0  # nobody runs node 2
+    view = json.loads(diskhb("status", cluster.region, "--no-daemon", "--json", "--sample-ms", "300").stdout)
+    assert view["mailboxes"]["1"]["acknowledged"] is True  # its slot carries the ack
+    assert (view["mailboxes"]["2"]["acknowledged"], view["mailboxes"]["2"]["sender"]) == (False, 1)
+    table = diskhb("status", cluster.region, "--no-daemon", "--sample-ms", "300").stdout
+    assert "mailbox of node 2: test from node 1 (seq 1): PENDING" in table
+    assert diskhb("message", cluster.region, "1", "clear").returncode == 0
+    wait_until(lambda: "1" not in json.loads(diskhb("status", cluster.region, "--no-daemon", "--json", "--sample-ms",
+                                                    "300").stdout)["mailboxes"], 5, "the clear acknowledged")
+    bad = diskhb("message", cluster.region, "9", "test")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "node 9 does not exist" in bad.stderr
+
+
 def test_a_dead_node_is_named_for_fencing_by_the_quorate_survivors(cluster):
     quorum = "[quorum]\nnodes = [1, 2, 3]\n"
     for i in (1, 2, 3):

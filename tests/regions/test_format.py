@@ -21,7 +21,7 @@ def slot_strategy(node_id=st.integers(1, fmt.SLOTS_MAX)):
     return st.builds(fmt.Slot, node_id=node_id, flags=st.integers(0, 0xFFFF),
                      generation=st.integers(1, 2**64 - 1), seq=u64, mono_ms=u64, wall_ms=u64,
                      region_uuid=st.just(UUID), name=names, interval_ms=st.integers(0, 2**32 - 1),
-                     cluster_digest=st.integers(0, 2**32 - 1))
+                     cluster_digest=st.integers(0, 2**32 - 1), mailbox_ack=u64)
 
 
 @settings(max_examples=300, deadline=None)

@@ -99,7 +99,8 @@ SLOT = cs.Struct(
     "name" / _pad_name(NODE_NAME_BYTES_MAX),  # @56
     "interval_ms" / cs.Int32ul,  # @120 writer's beat interval (cross-check)
     "cluster_digest" / cs.Int32ul,  # @124 the writer's [quorum] node list and votes (quorum Q3); 0: none
-    "reserved" / cs.Padding(CRC_OFFSET - 128),  # @128
+    "mailbox_ack" / cs.Int64ul,  # @128 seq of the newest message in the writer's mailbox it acted on
+    "reserved" / cs.Padding(CRC_OFFSET - 136),  # @136
     "crc" / cs.Int32ul,  # @508
 )
 
@@ -134,6 +135,7 @@ _SLOT_FIELDS = [
     ("name", f"S{NODE_NAME_BYTES_MAX}", 56),
     ("interval_ms", "<u4", 120),
     ("cluster_digest", "<u4", 124),
+    ("mailbox_ack", "<u8", 128),
     ("crc", "<u4", CRC_OFFSET),
 ]
 
@@ -336,12 +338,15 @@ class Slot:
     name: str
     interval_ms: int
     cluster_digest: int = 0  # quorum Q3 (0: the writer has no [quorum])
+    mailbox_ack: int = 0  # the seq of the newest message of its mailbox (this region's) it acted on
 
     def validate(self) -> None:
         if not 1 <= self.node_id <= SLOTS_MAX:
             raise FormatError(f"node id {self.node_id} not in 1..{SLOTS_MAX}")
         if not 0 <= self.cluster_digest < 2**32:
             raise FormatError("cluster digest out of range")
+        if not 0 <= self.mailbox_ack < 2**64:
+            raise FormatError("mailbox ack out of range")
         if self.generation == GENERATION_NONE:
             raise FormatError("generation 0 is reserved for 'never written'")
         if self.seq >= 2**64 or self.seq < 0:
@@ -486,7 +491,13 @@ def scan_slot_rows(rows: np.ndarray, ids: np.ndarray, region_uuid: bytes) -> Sca
 
 
 # --------------------------------------------------------------------------------------------
-# Mailboxes (written only by the elected fencer; the fencing issue gives messages meaning)
+# Mailboxes: mailbox i is written by those who send node i a message (an operator's `diskhb
+# message`, sender 0; the elected fencer); node i reads it with every slot read and acknowledges
+# in its own slot (mailbox_ack = the message's seq).
+
+MSG_CLEAR = 0  # no message (or a withdrawn one)
+MSG_TEST = 1  # acknowledge, log, show in status: proves the path from sender to node works
+MESSAGES = {MSG_CLEAR: "clear", MSG_TEST: "test"}  # the disk pill (fence) comes with self-fencing
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,8 +516,10 @@ _MBX_FIELD_NAMES = [f for f in Mailbox.__dataclass_fields__]
 
 
 def encode_mailbox(mbx: Mailbox, sector_size: int) -> bytes:
-    if not 1 <= mbx.target_id <= SLOTS_MAX or not 1 <= mbx.sender_id <= SLOTS_MAX:
-        raise FormatError("mailbox node ids out of range")
+    if not 1 <= mbx.target_id <= SLOTS_MAX or not 0 <= mbx.sender_id <= SLOTS_MAX:
+        raise FormatError("mailbox node ids out of range (sender 0 is an operator)")
+    if not 0 <= mbx.seq < 2**64 or not 0 <= mbx.message < 2**32:
+        raise FormatError("mailbox seq or message out of range")
     fields = {name: getattr(mbx, name) for name in _MBX_FIELD_NAMES}
     raw = _seal(MAILBOX.build({**fields, "magic": MAILBOX_MAGIC, "reserved0": 0, "crc": 0}))
     out = _to_sector(raw, sector_size)

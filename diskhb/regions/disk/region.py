@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 from crc32c import crc32c
 
-from diskhb.core.node import OwnSlotRead
+from diskhb.core.node import MailboxRead, OwnSlotRead
 from diskhb.core.types import BadSample, BeatBatch, IoCompleted, IoSubmitted
 from diskhb.errors import OperatorError
 from diskhb.regions.base import OwnBeat, Region
@@ -122,9 +122,11 @@ class DiskRegion(Region):
             )
         s = sb.sector_size
         self._read_buf = AlignedBuffer(sb.slot_count * s)
+        self._mbox_buf = AlignedBuffer(s)  # our mailbox, read in the same request as the slots
+        self._mbox_prev: bytes | None = None  # its bytes as last reported (a change is reported once)
         self._write_buf = AlignedBuffer(s)
         self._write_rec = self._write_buf.view[:s].view(fmt.slot_dtype(s))[0]
-        self._template_key: tuple[int, int] | None = None
+        self._template_key: tuple[int, int, int, int] | None = None
         self._prev = np.zeros((sb.slot_count, s), dtype=np.uint8)
         self._seen = np.zeros(sb.slot_count, dtype=bool)  # slot reported at least once
         self._reader = IoWorker(f"{self.name}:read", clock_ms=self.clock_ms, notify=self.notify)
@@ -179,6 +181,7 @@ class DiskRegion(Region):
             # our writes had completed can judge what our slot must hold (node core N3).
             judge_own = self._first_write_done_ms is not None and r.submitted_ms > self._first_write_done_ms
             out.extend(self._decode(lo, hi, judge_own, r.submitted_ms))
+            out.extend(self._mailbox())
         return out
 
     def counters(self) -> dict[str, int]:
@@ -209,14 +212,15 @@ class DiskRegion(Region):
         Either way the bytes are checked before they go to disk (pair assertion with decode).
         """
         sb, s = self.sb, self.sb.sector_size
-        if self._template_key != (beat.generation, beat.flags, beat.digest):
+        ack = beat.mailbox_acks.get(self.name, 0)
+        if self._template_key != (beat.generation, beat.flags, beat.digest, ack):
             slot = fmt.Slot(
                 node_id=self.node_id, flags=beat.flags, generation=beat.generation, seq=beat.seq,
                 mono_ms=beat.mono_ms, wall_ms=wall_ms, region_uuid=sb.uuid,
-                name=self.node_name, interval_ms=sb.interval_ms, cluster_digest=beat.digest,
+                name=self.node_name, interval_ms=sb.interval_ms, cluster_digest=beat.digest, mailbox_ack=ack,
             )
             self._write_buf.view[:s] = np.frombuffer(fmt.encode_slot(slot, s), dtype=np.uint8)
-            self._template_key = (beat.generation, beat.flags, beat.digest)
+            self._template_key = (beat.generation, beat.flags, beat.digest, ack)
         else:
             if not (0 <= beat.seq < 2**64 and beat.mono_ms >= 0 and wall_ms >= 0):
                 raise ValueError(f"slot fields out of range: seq {beat.seq} mono {beat.mono_ms} wall {wall_ms}")
@@ -250,9 +254,31 @@ class DiskRegion(Region):
             lo, hi = min(self._lo, self.node_id), max(self._hi, self.node_id)
         s = sb.sector_size
         pos, length = sb.slot_pos(lo), (hi - lo + 1) * s
-        dev, buf = self.dev, self._read_buf
-        if self._reader.submit(lambda: dev.read_into(buf, pos, length), tag=(lo, hi), now_ms=now_ms):
+        dev, buf, mbuf, mpos = self.dev, self._read_buf, self._mbox_buf, sb.mailbox_pos(self.node_id)
+
+        def read() -> None:  # one request: the slots, then our mailbox (the layout keeps them apart)
+            dev.read_into(buf, pos, length)
+            dev.read_into(mbuf, mpos, s)
+
+        if self._reader.submit(read, tag=(lo, hi), now_ms=now_ms):
             self._events.append(IoSubmitted(self.name, "read", now_ms))
+
+    def _mailbox(self) -> list:
+        """Our mailbox as the read found it, when it changed (node core N12 judges it)."""
+        s = self.sb.sector_size
+        raw = self._mbox_buf.view[:s].tobytes()
+        if raw == self._mbox_prev:
+            return []
+        self._mbox_prev = raw
+        try:
+            mb = fmt.decode_mailbox(raw, expect_target_id=self.node_id)
+        except fmt.FormatError as e:
+            return [MailboxRead(self.name, False, error=str(e))]
+        if mb is None:
+            return [MailboxRead(self.name, True)]
+        if mb.region_uuid != self.sb.uuid:
+            return [MailboxRead(self.name, False, error="mailbox belongs to an earlier format of this region")]
+        return [MailboxRead(self.name, True, mb.sender_id, mb.message, mb.target_generation, mb.seq)]
 
     def _own_slot_alone(self, submitted_ms: int, completed_ms: int) -> OwnSlotRead:
         s, when = self.sb.sector_size, (submitted_ms, completed_ms)
