@@ -59,14 +59,10 @@ def send_message(path: str, node_id: int, message: str, sender_id: int = OPERATO
 def mailboxes(dev, sb: fmt.Superblock, slots: dict[int, fmt.Slot | str]) -> dict[int, dict]:
     """node id -> its mailbox's message and whether its slot acknowledges it (written ones only)."""
     s = sb.sector_size
-    buf = AlignedBuffer(sb.slot_count * s)
-    try:
-        bounded_call(lambda: dev.read_into(buf, sb.mailbox_offset, sb.slot_count * s), IO_TIMEOUT_MS, dev.path)
-    except OSError as e:
-        raise io_error(dev.path, e) from None
+    area = _read_sector(dev, AlignedBuffer(sb.slot_count * s), sb.mailbox_offset, sb.slot_count * s)
     out: dict[int, dict] = {}
     for node_id in range(1, sb.slot_count + 1):
-        raw = buf.view[(node_id - 1) * s: node_id * s].tobytes()
+        raw = area[(node_id - 1) * s: node_id * s]
         try:
             mb = fmt.decode_mailbox(raw, expect_target_id=node_id)
         except fmt.FormatError as e:
@@ -83,25 +79,25 @@ def mailboxes(dev, sb: fmt.Superblock, slots: dict[int, fmt.Slot | str]) -> dict
     return out
 
 
-def _read_slot(dev, sb: fmt.Superblock, buf: AlignedBuffer, node_id: int) -> fmt.Slot | None:
-    s = sb.sector_size
+def _read_sector(dev, buf: AlignedBuffer, pos: int, size: int) -> bytes:
     try:
-        bounded_call(lambda: dev.read_into(buf, sb.slot_pos(node_id), s), IO_TIMEOUT_MS, dev.path)
+        bounded_call(lambda: dev.read_into(buf, pos, size), IO_TIMEOUT_MS, dev.path)
     except OSError as e:
         raise io_error(dev.path, e) from None
+    return buf.view[:size].tobytes()
+
+
+def _read_slot(dev, sb: fmt.Superblock, buf: AlignedBuffer, node_id: int) -> fmt.Slot | None:
+    raw = _read_sector(dev, buf, sb.slot_pos(node_id), sb.sector_size)
     try:
-        return fmt.decode_slot(buf.view[:s].tobytes(), expect_node_id=node_id, region_uuid=sb.uuid)
+        return fmt.decode_slot(raw, expect_node_id=node_id, region_uuid=sb.uuid)
     except (fmt.SlotEmpty, fmt.FormatError):
         return None
 
 
 def _read_mailbox(dev, sb: fmt.Superblock, buf: AlignedBuffer, node_id: int) -> fmt.Mailbox | None:
-    s = sb.sector_size
+    raw = _read_sector(dev, buf, sb.mailbox_pos(node_id), sb.sector_size)
     try:
-        bounded_call(lambda: dev.read_into(buf, sb.mailbox_pos(node_id), s), IO_TIMEOUT_MS, dev.path)
-    except OSError as e:
-        raise io_error(dev.path, e) from None
-    try:
-        return fmt.decode_mailbox(buf.view[:s].tobytes(), expect_target_id=node_id)
+        return fmt.decode_mailbox(raw, expect_target_id=node_id)
     except fmt.FormatError:
         return None  # a torn or foreign sector: overwritten by the new message (seq restarts at 1)

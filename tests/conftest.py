@@ -120,3 +120,34 @@ def make_faultdisk(disk_tmp_path):
 def faultdisk(make_faultdisk):
     """A mounted FaultDisk over a 1 MiB zeroed image, all modes ok; `.path` is the disk file."""
     return make_faultdisk()
+
+
+@pytest.fixture
+def fusewd(tmp_path):
+    """A mounted FUSE watchdog (tools.fusewatchdog), disarmed and unmounted after the test."""
+    missing = _faultdisk_missing()
+    if missing:
+        pytest.skip(f"the FUSE watchdog needs {missing}")
+    from tools.fusewatchdog import FuseWatchdog
+
+    wd = FuseWatchdog(str(tmp_path / "wd")).start()
+    try:
+        yield wd
+    finally:
+        wd.close()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Daemons on one formatted region (8 slots, 100/1000 ms), every one stopped after the test.
+    Modules with a cluster of their own define their own fixture."""
+    from cluster import Cluster, diskhb
+
+    region = str(tmp_path / "region.img")
+    r = diskhb("format", region, "--cluster", "test", "--slots", "8", "--interval-ms", "100", "--dead-ms", "1000")
+    assert r.returncode == 0, r.stderr
+    c = Cluster(str(tmp_path), region)
+    try:
+        yield c
+    finally:
+        c.stop_all()

@@ -8,21 +8,9 @@ import urllib.request
 
 import pytest
 
-from cluster import Cluster, diskhb, wait_until
+from cluster import diskhb, wait_until  # the `cluster` fixture: tests/conftest.py
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    region = str(tmp_path / "region.img")
-    r = diskhb("format", region, "--cluster", "test", "--slots", "8", "--interval-ms", "100", "--dead-ms", "1000")
-    assert r.returncode == 0, r.stderr
-    c = Cluster(str(tmp_path), region)
-    try:
-        yield c
-    finally:
-        c.stop_all()
 
 
 def test_three_daemons_see_each_other_and_status_agrees(cluster):

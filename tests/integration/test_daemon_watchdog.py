@@ -16,33 +16,8 @@ import urllib.request
 
 import pytest
 
-from cluster import Cluster, diskhb, metric_value, wait_until
-from conftest import _faultdisk_missing
-from tools.fusewatchdog import FuseWatchdog
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    region = str(tmp_path / "region.img")
-    r = diskhb("format", region, "--cluster", "test", "--slots", "8", "--interval-ms", "100", "--dead-ms", "1000")
-    assert r.returncode == 0, r.stderr
-    c = Cluster(str(tmp_path), region)
-    try:
-        yield c
-    finally:
-        c.stop_all()
-
-
-@pytest.fixture
-def fusewd(tmp_path):
-    missing = _faultdisk_missing()
-    if missing:
-        pytest.skip(f"the FUSE watchdog needs {missing}")
-    wd = FuseWatchdog(str(tmp_path / "wd")).start()
-    try:
-        yield wd
-    finally:
-        wd.close()
+from cluster import diskhb, metric_value, wait_until
+from tools.fusewatchdog import FuseWatchdog  # the `cluster` and `fusewd` fixtures: tests/conftest.py
 
 
 def watchdog_cfg(wd: FuseWatchdog, timeout_s: int = 2) -> str:

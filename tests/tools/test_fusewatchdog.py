@@ -16,21 +16,7 @@ import pytest
 
 from diskhb.errors import OperatorError
 from diskhb.watchdog import Watchdog, check_timeout
-from tools.fusewatchdog import FuseWatchdog
-
-from conftest import _faultdisk_missing  # the same needs as faultdisk
-
-
-@pytest.fixture
-def fusewd(tmp_path):
-    missing = _faultdisk_missing()
-    if missing:
-        pytest.skip(f"the FUSE watchdog needs {missing}")
-    wd = FuseWatchdog(str(tmp_path / "wd")).start()
-    try:
-        yield wd
-    finally:
-        wd.close()
+# the `fusewd` fixture (a started FuseWatchdog): tests/conftest.py
 
 
 @pytest.fixture
