@@ -176,7 +176,7 @@ class DiskRegion(Region):
                 out.append(self._own_slot_alone(r.submitted_ms, r.completed_ms))
                 continue
             lo, hi = r.tag
-            self.read_bytes_total += (hi - lo + 1) * self.sb.sector_size
+            self.read_bytes_total += (hi - lo + 2) * self.sb.sector_size  # the slots and our mailbox
             # Reads and writes run on separate workers: only a read that started after one of
             # our writes had completed can judge what our slot must hold (node core N3).
             judge_own = self._first_write_done_ms is not None and r.submitted_ms > self._first_write_done_ms
