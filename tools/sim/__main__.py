@@ -19,13 +19,14 @@ import sys
 import time
 
 
-def run_one(args: tuple[int, int, int, int | None]) -> tuple[int, str | None, str, list[str], dict, int]:
+def run_one(args: tuple[int, int, int, int | None]) -> tuple[int, str | None, str, list[str], dict, int, int]:
     from tools.sim.world import World
 
     seed, nodes, seconds, procs = args
     w = World(seed, nodes=nodes, seconds=seconds, procs=procs).run()
     v = w.checker.violation
-    return seed, (str(v) if v else None), w.trace_hash, (list(w.trace)[-60:] if v else []), dict(w.checker.stats), w.steps
+    return seed, (str(v) if v else None), w.trace_hash, (list(w.trace)[-60:] if v else []), dict(w.checker.stats), \
+        w.steps, w.end_ms
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -63,14 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     jobs = a.jobs or multiprocessing.cpu_count()
     work = [(s, a.nodes, a.seconds, a.procs) for s in range(a.start, a.start + a.seeds)]
     t0 = time.monotonic()
-    violations, totals, steps = [], {}, 0
+    violations, totals, steps, sim_ms = [], {}, 0, 0
     if jobs == 1 or a.trace:
         results = map(run_one, work)
     else:
         pool = multiprocessing.Pool(jobs)
         results = pool.imap_unordered(run_one, work, chunksize=4)
-    for seed, violation, digest, trace, stats, n in results:
+    for seed, violation, digest, trace, stats, n, end_ms in results:
         steps += n
+        sim_ms += end_ms
         for k, v in stats.items():
             totals[k] = totals.get(k, 0) + v
         if a.trace:
@@ -78,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         if violation:
             violations.append((seed, violation, digest, trace))
     real = time.monotonic() - t0
-    node_s = a.seeds * a.nodes * a.seconds
-    sim_s = a.seeds * a.seconds
+    node_s = sim_ms // 1000 * a.nodes  # some profiles run longer than --seconds (Profile.run_x)
+    sim_s = sim_ms / 1000
     print(f"{a.seeds} schedules, {len(violations)} violations, {node_s} simulated node-seconds,"
           f" {sim_s / real / jobs:.0f} x real time per core ({jobs} jobs, {real:.1f} s,"
           f" {steps} node steps; {', '.join(f'{k} {v}' for k, v in sorted(totals.items()))})")

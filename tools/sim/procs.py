@@ -105,7 +105,7 @@ class SimProc(Actor):
             resource = f"r{self.rng.randrange(p.resources)}"
             lo, hi = p.resource_intervals_ms  # the profile's range, or (unless it says not) anything from 200 ms to 20 s
             choices = (lo, hi, self.rng.randint(lo, hi), int(200 * 100 ** self.rng.random()))
-            interval = self.rng.choice(choices if p.proc_any_interval else choices[:3])
+            interval = self.rng.choice(choices[:2] if p.interval_ends else choices if p.proc_any_interval else choices[:3])
         budget = min(timing.loss_budget_ms(("kill",), kill_grace_ms=max(1, interval // 4), remount_timeout_ms=0,
                                            command_timeout_ms=0, mountpoint=False),
                      interval - timing.MMP_WRITE_MIN_MS)

@@ -90,8 +90,14 @@ class Profile:
     node_waits: tuple[int, ...] = (0, 2000, 10_000, 30_000)  # a daemon client's acquire --wait (ms)
     proc_waits: tuple[int, ...] = (0, 2000, 10_000, 30_000, 60_000)  # a command-line guard's --wait
     proc_any_interval: bool = True  # command-line guards also draw intervals from 200 ms to 20 s
+    interval_ends: bool = False  # every actor's interval is one of resource_intervals_ms's two ends
     proc_work_ms: tuple[tuple[int, int], ...] = ((50, 5000), (5000, 20_000))  # how long their command runs
     node_work_ms: tuple[int, int] = (50, 8_000)  # how long a daemon's consumer acts
+    run_x: int = 1  # a run of this profile lasts run_x times the run length asked for (--seconds)
+    # when a held commit or CLEAN lands (World._hold): right after another actor's bump, with this
+    # probability each time ("land-other"), or only after a bump under which an instance past the
+    # bumping holder's epoch is begun, nothing accepted at it yet ("land-open": late in F1's window)
+    stale_lands: tuple[str, float] = ("land-other", 0.3)
 
     @property
     def io_timeout_ms(self) -> int:
@@ -117,6 +123,31 @@ SWARM = (
     Profile(1000, 30_000, (1000, 16_000), proc_any_interval=False, **_SWARM),
 )
 
+# late: a commit or CLEAN given up on by its writer stays in the I/O stack (F1's whole window,
+# 30-60 s here) and lands right after a later holder's bump, at a moment when a claimant that
+# went past that holder's claim in progress has begun the next instance and given it up (its
+# phase 1 held, landing when the holder commits, completing past its deadline): the ground of
+# schedules A and C. Every kind of the five enabled in every seed; claimants wait long (the
+# writer of the stale commit is still trying when it lands), holders hold long and their verify
+# read is slow (they learn of the landing late); fewer of the other faults. Runs twice as long
+# (Profile.run_x): the watches are long (2 x 8 s + 1 s: the ceiling of the claim gone past).
+_LATE_HOLD = (("commit", 1.0, 0.25), ("clean", 1.0, 1.0), ("past", 1.0, 1.0), ("verify", 1.0, 1.0),
+              ("p2read", 1.0, 0.5))
+_LATE = {**_SWARM, "hold": _LATE_HOLD, "freeze_p_per_s": 0.005, "crash_p_per_s": 0.0025, "leave_p_per_s": 0.0025,
+         "stall_p_per_s": 0.005, "partition_p_per_s": 0.005, "node_waits": (60_000, 120_000),
+         "proc_waits": (60_000, 120_000), "proc_work_ms": ((5000, 30_000),), "node_work_ms": (2000, 30_000),
+         "stale_lands": ("land-open", 0.5), "run_x": 2}
+LATE = (
+    # one interval for all (A: the stale commit's writer, the claimant that went past its claim
+    # and the one that went past that claimant all watched with the same 8 s ceiling)
+    Profile(1000, 60_000, (1000, 1000), proc_any_interval=False, **_LATE),
+    # 700 ms and 5.6 s, nothing between (C: a claimant of 700 ms takes over from a 5.6 s holder
+    # whose CLEAN is held; another that watched as long goes past its claim: its 5.6 s ceiling
+    # is no longer than the watch); holds short or long
+    Profile(700, 30_000, (700, 5600), proc_any_interval=False, interval_ends=True,
+            **{**_LATE, "proc_work_ms": ((50, 3000), (5000, 30_000)), "node_work_ms": (50, 30_000)}),
+)
+
 PROFILES = (
     Profile(200, 2000, (200, 1000)),
     Profile(500, 5000, (200, 5000)),
@@ -136,9 +167,11 @@ PROFILES = (
     # in the I/O stack, each write landing late in F1's window at the moment that hurts most
     # (World._hold): abandoned ballots after the writer's next attempt chose (D), bumps that
     # shorten the advertised interval completing late (E), commits and CLEANs over a later
-    # holder's block and claims going past a claim in progress (the ground of A and C); the
-    # fast and the mixed ones twice (they find D and E)
+    # holder's block and claims going past a claim in progress; the fast and the mixed ones
+    # twice (they find D and E)
     *SWARM, *SWARM[:2],
+    # late (A, C); the second twice (C)
+    *LATE, LATE[1],
 )
 
 
@@ -242,7 +275,11 @@ class World:
         self._held: list[HeldWrite] = []  # held writes not landed yet (World._hold)
         self._advertised: dict[tuple, tuple] = {}  # (block, holder id) -> (generation, epoch, interval) of its last seq write
         self._bumps: dict[int, object] = {}  # id(request) -> request: bumps in flight
-        self.end_ms = seconds * 1000
+        self._commits: dict[int, tuple] = {}  # id(request) -> (request, block, epoch): commits in flight
+        self._committed: set[tuple[int, int]] = set()  # (block, epoch) of every commit that landed
+        self._after_p2: set = set()  # actors whose phase-2 ballot write was issued, until their next full read
+        self._held_ballots: dict[tuple[int, int], int] = {}  # (block, node) -> instance of its last held phase 1 landed
+        self.end_ms = seconds * 1000 * (self.profile.run_x if script is None else 1)
         self.now = 0
         self._heap: list = []
         self._seq = 0
@@ -406,17 +443,19 @@ class World:
                 req.issue_by_ms is not None and self.now > req.issue_by_ms) and self._hold(node, req):
             return None, False  # schedule_write follows its Fate
         if "p2read" in self.holding and req is not None and req.op == "read" and req.length > SECTOR \
-                and self._accepted(node, req.offset) and rng.random() < self.holding["p2read"]:
-            # a claimant's read after its phase 2 is slow: its claim stands accepted, not committed,
-            # while others' watches end (they go past it, CL2: schedule C's Q)
-            self.checker.stats["held_p2read"] += 1
-            return rng.randint(200, 1500), False
+                and node in self._after_p2:
+            self._after_p2.discard(node)
+            if self._accepted(node, req.offset) and rng.random() < self.holding["p2read"]:
+                # a claimant's read after its phase 2 is slow: its claim stands accepted, not
+                # committed, while others' watches end (they go past it, CL2: schedule C's Q)
+                self.checker.stats["held_p2read"] += 1
+                return rng.randint(200, 1500), False
         if "verify" in self.holding and req is not None and req.op == "read" and req.length == SECTOR \
                 and self._overwritten(node, req.offset) and rng.random() < self.holding["verify"]:
             # the verify read of a holder whose block was overwritten completes late: it learns late
             self.checker.stats["held_verify"] += 1
             left = max(1, req.deadline_ms - self.now - 1)
-            return rng.randint(left // 2, left), False
+            return rng.randint(left - left // 4, left), False
         hang_p, slow_p = (p.mmp_hang_p, p.mmp_slow_p) if mmp_write else (p.hang_p, p.slow_p)
         r = rng.random()
         if r < hang_p:
@@ -480,6 +519,8 @@ class World:
                 prev = self._advertised.get((base, b.holder_id))
                 old = prev[2] if prev is not None and prev[:2] == (b.holder_generation, b.epoch) else None
                 self._advertised[(base, b.holder_id)] = (b.holder_generation, b.epoch, b.interval_ms)
+                if old is None:
+                    self._commits[id(req)] = (req, base, b.epoch)
                 return ("commit" if old is None else "shorter" if b.interval_ms < old else "bump"), old
             b = mf.decode_ballot(req.data, expect_node_id=rel // SECTOR)
             if b is None or b.bal == b.mbal:
@@ -488,7 +529,10 @@ class World:
             if b.lver <= (seq.epoch if seq is not None else 0) + 1:
                 return "prepare", None
             # "past": past a claim in progress (accepted at lver - 1 above the block's epoch)
-            # whose commit is not held here (a live claim: it will hold)
+            # whose commit is not held here (a live claim: it will hold) and has not landed yet
+            # (a landed one was overwritten since: that claimant holds, or held, under it)
+            if (base, b.lver - 1) in self._committed:
+                return "prepare", None
             for i in range(1, SLOTS + 1):
                 o = mf.decode_ballot(bytes(self.mmp[base + i * SECTOR: base + (i + 1) * SECTOR]), expect_node_id=i)
                 if o is not None and o.lver == b.lver - 1 and o.inp is not None and i != b.node_id and not any(
@@ -497,6 +541,21 @@ class World:
         except mf.BlockError:
             return None, None
         return "prepare", None
+
+    def _open_above(self, base: int) -> bool:
+        """Whether the ballots of the block at `base` show an instance past its seq block's epoch
+        begun by a phase-1 write the I/O stack held (its writer gave that attempt up: past its
+        deadline) and nothing accepted at it (Profile.stale_lands "land-open")."""
+        try:
+            seq = mf.decode_seq_block(bytes(self.mmp[base: base + SECTOR]))
+            ballots = [mf.decode_ballot(bytes(self.mmp[base + i * SECTOR: base + (i + 1) * SECTOR]), expect_node_id=i)
+                       for i in range(1, SLOTS + 1)]
+        except mf.BlockError:
+            return False
+        ballots = [b for b in ballots if b is not None]
+        top = max((b.lver for b in ballots), default=0)
+        return seq is not None and top > seq.epoch and not any(b.lver == top and b.inp is not None for b in ballots) \
+            and any(b.lver == top and self._held_ballots.get((base, b.node_id)) == top for b in ballots)
 
     def _accepted(self, actor, offset: int) -> bool:
         """Whether `actor`'s ballot in the block at `offset` accepted a claim past its epoch."""
@@ -529,13 +588,18 @@ class World:
         completion, by write_land_max_ms after its issue). By kind:
           commit, clean  given up on by the writer (it lands after the request's deadline), it
                          lands right after another actor's bump landed on the block (that later
-                         holder learns of it only at its next verify: schedules A, C),
-                         or late in its window; it completes just after it landed;
+                         holder learns of it only at its next verify: schedules A, C; with
+                         Profile.stale_lands "land-open" only when an instance past that
+                         holder's is begun by a held phase 1 and nothing is accepted at it:
+                         World._open_above), or late in its window (one landing per bump); it
+                         completes just after it landed;
           prepare, accept  completes past its deadline (the writer gives it up, GD1); lands when
                          the writer issues its next seq write to the block (its next attempt
                          chose: schedule D), or (drawn per write) when another actor issues one
                          (its commit check has read the ballots: the open instance of A and C),
-                         or late in its window;
+                         or late in its window; "past" ones (any number of them at a time)
+                         complete half the time within 2 s of the deadline (their writer may
+                         claim again: schedule A's P);
           shorter        lands at once and completes late, between the classic waits of its
                          interval and of the previous one (schedule E).
         A commit issued right after it made one of its own old ballots land is slow to land
@@ -548,6 +612,8 @@ class World:
         own_landed = False
         if kind in ("bump", "shorter"):
             self._bumps[id(req)] = req
+        elif kind == "accept":
+            self._after_p2.add(actor)
         if kind in ("commit", "bump", "shorter", "clean") and self._held:
             own_landed = self._trigger("issue", actor, base)
         if own_landed and kind == "commit":
@@ -555,9 +621,9 @@ class World:
             self._fates[id(req)] = (req, Fate(complete=land + rng.randint(1, 40), land=land, actor=actor, req=req,
                                               issue=now))
             return True
-        if kind not in self.holding or any(h.kind == kind and h.base == base for h in self._held) \
+        if kind not in self.holding or (kind != "past" and any(h.kind == kind and h.base == base for h in self._held)) \
                 or rng.random() >= self.holding[kind]:
-            return False  # one held write of a kind per block at a time: the others go on
+            return False  # one held write of a kind per block at a time (but for claims going past): the others go on
         fate = Fate(complete=HELD, land=HELD, actor=actor, req=req, issue=now)
         if kind == "shorter":
             lo, hi = timing.classic_wait_ms(mf.decode_seq_block(req.data).interval_ms), timing.classic_wait_ms(old)
@@ -566,10 +632,14 @@ class World:
             lo = max(0, req.deadline_ms - now)
             if lo >= bound:
                 return False
-            self._held.append(HeldWrite(fate, base, actor, kind, now + lo, now + rng.randint(lo, bound), None,
-                                        ("land-other",), 0.3))
+            trigger, q = p.stale_lands
+            until = rng.randint(lo, bound) if trigger == "land-other" else rng.randint(max(lo, bound - bound // 4), bound)
+            self._held.append(HeldWrite(fate, base, actor, kind, now + lo, now + until, None, (trigger,), q))
         else:
-            complete = req.deadline_ms - now + rng.randint(1, max(1, bound))
+            # past its deadline: the writer gives it up (it never accepts at that instance); a
+            # "past" one often completes soon after (the writer may claim again then: schedule A's P)
+            complete = req.deadline_ms - now + rng.randint(1, max(1, bound if kind != "past" or rng.random() < 0.5
+                                                                    else min(bound, 2000)))
             last = min(bound, complete)
             first = min(last, req.deadline_ms - now + 1) if rng.random() < 0.5 else last - last // 4
             trigger = "issue-other" if kind == "past" else rng.choice(("issue-own", "issue-own", "issue-other"))
@@ -584,19 +654,29 @@ class World:
     def _trigger(self, event: str, actor, base: int) -> bool:
         """A seq write of `actor` to the block at `base` was issued or landed: held writes that
         wait for it land now (with their probability). True if one of actor's own landed."""
-        own_landed = False
+        own_landed, is_open = False, None
         for h in list(self._held):
             if h.base != base or self.now < h.lo or h.fate.landed_at is not None:
                 continue
             what = f"{event}-{'own' if h.actor is actor else 'other'}"
+            if what == "land-other" and "land-open" in h.triggers:
+                if is_open is None:
+                    is_open = self._open_above(base)
+                if is_open:
+                    what = "land-open"
             if what in h.triggers and (what == "issue-own" or self.rng.random() < h.q):
                 self._held_land(h, self.now + 1)
                 self.log(f"{h.actor.name}'s held {h.kind} write lands ({what})")
                 own_landed = own_landed or h.actor is actor
+                if event == "land":
+                    break  # one at a time over a holder's bump: the next one would only cover it
         return own_landed
 
     def _landed(self, actor, req, land: tuple) -> None:
         land[0](*land[1:])
+        got = self._commits.pop(id(req), None)
+        if got is not None and got[0] is req:
+            self._committed.add(got[1:])
         if self._bumps.get(id(req)) is req:
             del self._bumps[id(req)]
             if self._held:  # right after a holder's bump: it learns of what lands next at its next verify
@@ -607,6 +687,9 @@ class World:
         if fate.landed_at is not None or fate._land is None:
             return
         self._held.remove(h)
+        if h.kind in ("prepare", "past"):
+            b = mf.decode_ballot(fate.req.data, expect_node_id=(fate.req.offset - h.base) // SECTOR)
+            self._held_ballots[(h.base, b.node_id)] = b.lver
         self.land(fate, min(self.now if t is None else t, h.until))
         self.complete(fate, fate.landed_at + self.rng.randint(1, 30) if h.complete_at is None else
                       max(h.complete_at, fate.landed_at))
@@ -747,7 +830,8 @@ class SimNode(Actor):
         lo, hi = p.resource_intervals_ms
         for k in range(RESOURCES):
             # each node holds each resource with its own interval (schedule B: 20 s and 1 s)
-            interval = self.intervals.setdefault(k, self.rng.choice((lo, lo, hi, self.rng.randint(lo, hi))))
+            interval = self.intervals.setdefault(k, self.rng.choice((lo, hi) if p.interval_ends else
+                                                                    (lo, lo, hi, self.rng.randint(lo, hi))))
             budget = timing.loss_budget_ms(("kill",), kill_grace_ms=max(1, interval // 4), remount_timeout_ms=0,
                                            command_timeout_ms=0, mountpoint=True)
             budget = min(budget, interval - timing.MMP_WRITE_MIN_MS)
