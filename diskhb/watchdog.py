@@ -62,7 +62,7 @@ class Watchdog:
             info = bytearray(_INFO.size)
             fcntl.ioctl(self._fd, WDIOC_GETSUPPORT, info, True)
         except OSError:
-            self.close(clean=True)  # not a watchdog: the 'V' is harmless, and closing is all we can do
+            self.close(clean=False)  # not a watchdog: write nothing into whatever file this is
             raise OperatorError(f"watchdog {device}: not a watchdog device (WDIOC_GETSUPPORT fails);"
                                 " [watchdog] device must name one, e.g. /dev/watchdog") from None
         options, _fw, ident = _INFO.unpack(info)

@@ -87,6 +87,7 @@ def test_bad_devices_and_timeouts_are_one_line(tmp_path, fusewd):
     plain.write_bytes(b"")
     with pytest.raises(OperatorError, match="not a watchdog device"):
         Watchdog(str(plain), 5, ms())
+    assert plain.read_bytes() == b""  # nothing written into a file that is no watchdog
     with pytest.raises(OperatorError, match="cannot open: No such file"):
         Watchdog(str(tmp_path / "missing"), 5, ms())
     with pytest.raises(OperatorError, match="refused"):
