@@ -112,6 +112,58 @@ def message_cmd(path, node, message, sender):
     click.echo(send_message(path, node, message, sender))
 
 
+@cli.command("fence")
+@click.argument("node", type=click.IntRange(1, None))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="This node's daemon config [default: the only daemon in --run-dir].")
+@click.option("--run-dir", default=DEFAULT_RUN_DIR, show_default=True,
+              help="Where running daemons keep their control sockets.")
+@click.option("--method", type=click.Choice(["pill"]), default="pill", show_default=True,
+              help="How: the disk pill (the node fences itself on sight; its READ_ONLY beat verifies it).")
+@click.option("--force", is_flag=True, help="Fence even though this node is not quorate.")
+def fence_cmd(node, config_path, run_dir, method, force):
+    """Fence NODE through this node's daemon; returns at once (see 'diskhb status' for the outcome)."""
+    from diskhb.control import ControlError, FenceNode, request
+
+    sock = _daemon_socket(config_path, run_dir)
+    try:
+        out = request(sock, FenceNode(node, force), 10.0)
+    except ControlError as e:
+        raise OperatorError(f"no answer from the daemon ({e})") from None
+    if not out.get("ok"):
+        click.echo(f"diskhb: error: {out.get('error') or out}", err=True)
+        sys.exit(out.get("exit") if out.get("exit") in (1, 2) else 1)
+    click.echo(f"node {out['node']} (generation {out['generation']}): fence ordered (attempt {out['attempt']},"
+               f" {method}); see 'diskhb status' for its outcome")
+
+
+def _daemon_socket(config_path: str | None, run_dir: str) -> str:
+    """This node's daemon's control socket: from its config, or the only one in run_dir."""
+    import glob
+    import os
+
+    from diskhb.control import socket_path
+
+    if config_path is not None:
+        from diskhb.config import load_config
+
+        cfg = load_config(config_path)
+        if cfg.cluster.name is None:
+            found = sorted(glob.glob(os.path.join(cfg.node.run_dir, f"diskhb-*-{cfg.node.id}.sock")))
+        else:
+            found = [socket_path(cfg.node.run_dir, cfg.cluster.name, cfg.node.id)]
+        found = [p for p in found if os.path.exists(p)]
+        if len(found) != 1:
+            raise OperatorError(f"{config_path}: no running daemon of node {cfg.node.id} (no control socket in"
+                                f" {cfg.node.run_dir})")
+        return found[0]
+    found = sorted(glob.glob(os.path.join(run_dir, "diskhb-*.sock")))
+    if len(found) != 1:
+        raise OperatorError(f"{run_dir}: {'no' if not found else len(found)} running daemons; name this node's"
+                            " with --config")
+    return found[0]
+
+
 @cli.command("run")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="TOML config (see README).")

@@ -7,6 +7,8 @@ Protocol: one request line, one JSON answer line, then the daemon closes the con
                                     of a CLI process on this node: {"state", "generation"})
     mmp-acquire NAME WAIT_MS 0|1    acquire NAME and keep holding it (1: bind a new name)
     mmp-release NAME                write CLEAN and stop holding it
+    fence ID 0|1                    fence node ID (fencing FD10; 1: even without quorum), answered
+                                    at once: {"ok": true, "attempt", ...}; status shows the outcome
 Answers to mmp-*: {"ok": true, ...} or {"ok": false, "exit": 1|2, "error": "one line"}.
 Every wait and every answer is bounded; at most CLIENTS_MAX connections are served at once, and
 at most MMP_REQUESTS_MAX of them may be mmp-* (an acquisition may take a classic watch).
@@ -67,7 +69,13 @@ class Release:
     resource: str
 
 
-Request = Status | Peer | Acquire | Release
+@dataclass(frozen=True, slots=True)
+class FenceNode:
+    node_id: int
+    force: bool
+
+
+Request = Status | Peer | Acquire | Release | FenceNode
 
 
 def encode(req: Request) -> str:
@@ -79,6 +87,8 @@ def encode(req: Request) -> str:
         return f"mmp-acquire {req.resource} {req.wait_ms} {int(req.create)}"
     if isinstance(req, Release):
         return f"mmp-release {req.resource}"
+    if isinstance(req, FenceNode):
+        return f"fence {req.node_id} {int(req.force)}"
     raise TypeError(req)
 
 
@@ -93,6 +103,9 @@ def parse(line: str) -> Request:
         return Acquire(words[1], min(int(words[2]), WAIT_MS_MAX), words[3] == "1")
     if len(words) == 2 and words[0] == "mmp-release" and len(words[1].encode()) <= RESOURCE_NAME_BYTES_MAX:
         return Release(words[1])
+    if len(words) == 3 and words[0] == "fence" and words[1].isdigit() and len(words[1]) <= 6 \
+            and words[2] in ("0", "1"):
+        return FenceNode(int(words[1]), words[2] == "1")
     raise BadRequest(f"bad request {line[:64]!r}")
 
 

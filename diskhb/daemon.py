@@ -43,6 +43,7 @@ from diskhb.errors import OperatorError
 from diskhb.mmp import guard as gd
 from diskhb.mmp.actuators import Enforcers, LossWorker
 from diskhb.mmp.executor import MmpExecutor
+from diskhb.pill import PillWorker, set_read_only
 from diskhb.regions.base import Region
 from diskhb.regions.disk import format as fmt
 from diskhb.regions.disk.blockio import BlockDevice
@@ -59,6 +60,7 @@ SNAPSHOT_WAIT_S = 3.0  # a status/metrics request waits at most this for the loo
 FATAL_LOSS_WAIT_S = 30.0  # on a fatal error, loss actions get this long before we exit
 LINK_FLUSH_MS = 500  # at a clean stop, a serial line gets this long to take its LEFT frame
 WATCHDOG_FEED_MS = 100  # the tick feeds the watchdog at most this often (one ioctl: cheap, but no need)
+_UNFED = (core.Phase.FAILED, core.Phase.SELF_FENCED)  # phases whose watchdog is no longer fed
 CLEAN_EXITS = (0, 1, 2)  # stopped, refused to start, operator error: nothing held or lost (magic close)
 
 
@@ -137,6 +139,7 @@ class Daemon:
         self.inbox: queue.Queue = queue.Queue(maxsize=INBOX_MAX)
         self.executor: MmpExecutor | None = None
         self.loss: LossWorker | None = None
+        self.pills: PillWorker | None = None
         self.enforcers: Enforcers | None = None
         self.http = None
         self.control: control.Server | None = None
@@ -249,7 +252,7 @@ class Daemon:
             regions=tuple(core.RegionSpec(r.name, r.kind, r.owns_slot, r.path) for r in self.regions),
             resources=resources, default_target=next(iter(targets.values()), None),
             default_timing=timing.MmpTiming(timing.MMP_INTERVAL_MS_DEFAULT, 0),
-            lock_scope=lock_scope(cfg.node.run_dir), quorum=cfg.quorum)
+            lock_scope=lock_scope(cfg.node.run_dir), quorum=cfg.quorum, self_fence=True)
         self.core = core.NodeCore(spec, now_ms=self.clock_ms(), rand=secrets.randbelow)
         self.reporter = Reporter(len(self.regions))
         if cfg.quorum is not None:
@@ -257,6 +260,7 @@ class Daemon:
         by_name = {rc.name: rc for rc in cfg.resources}
         self.executor = MmpExecutor(devices, notify=self.wake, clock_ms=self.clock_ms)
         self.loss = LossWorker(by_name, self.wake)
+        self.pills = PillWorker([(r.name, r.path) for r in self.disks], cfg.node.id, self.wake)
         self.enforcers = Enforcers(by_name)
 
     def _open_watchdog(self) -> None:
@@ -273,9 +277,10 @@ class Daemon:
 
     def _feed_watchdog(self, now: int) -> None:
         """From the tick, never from a thread of our own (diskhb.watchdog). A node in a safety stop
-        (FAILED) is not fed: if it does not exit cleanly in time, the watchdog resets it."""
+        (FAILED) is not fed: if it does not exit cleanly in time, the watchdog resets it; nor is a
+        node that fenced itself (self_fence SF5)."""
         w = self.watchdog
-        if w is None or now - w.last_ms < WATCHDOG_FEED_MS or self.core.phase is core.Phase.FAILED:
+        if w is None or now - w.last_ms < WATCHDOG_FEED_MS or self.core.phase in _UNFED:
             return
         if not w.keepalive(now):
             m.WATCHDOG_ERRORS.inc()
@@ -407,6 +412,7 @@ class Daemon:
             obs.extend(got)
         obs.extend(core.MmpIoDone(r) for r in self.executor.poll())
         obs.extend(self.loss.done())
+        obs.extend(self.pills.done())
         while True:
             try:
                 req, answer = self.inbox.get_nowait()
@@ -418,8 +424,12 @@ class Daemon:
                 self._request_ids += 1
                 rid = self._request_ids
                 self._answers[rid] = answer
-                obs.append(core.AcquireRequest(rid, req.resource, req.wait_ms, req.create)
-                           if isinstance(req, control.Acquire) else core.ReleaseRequest(rid, req.resource))
+                if isinstance(req, control.Acquire):
+                    obs.append(core.AcquireRequest(rid, req.resource, req.wait_ms, req.create))
+                elif isinstance(req, control.FenceNode):
+                    obs.append(core.FenceRequest(rid, req.node_id, req.force))
+                else:
+                    obs.append(core.ReleaseRequest(rid, req.resource))
         if self.stop_requested and not self._stop_sent:
             self._stop_sent = True
             obs.append(core.StopRequest())
@@ -466,10 +476,17 @@ class Daemon:
                 self.exit_code = a.code
                 log.info("stopping: %s (exit %d)", a.reason, a.code)
             elif isinstance(a, core.Fence):
-                # N11: no fencing method exists in this version, so every order fails at once, honestly:
-                # the victim and its fencer are logged and shown in status, nothing is shot
-                self._later.append(core.FenceDone(a.node_id, a.generation, a.attempt, False, "none",
-                                                  "no fencing method configured"))
+                log.warning("fencing node %d (generation %#x), attempt %d: writing the disk pill (%s)", a.node_id,
+                            a.generation, a.attempt, a.reason)
+                done = self.pills.fence(a.node_id, a.generation, a.attempt)
+                if done is not None:
+                    self._later.append(done)
+            elif isinstance(a, core.SelfFence):
+                if self.watchdog is not None:
+                    log.critical("watchdog %s is no longer fed: the node is reset within %d s", self.watchdog.device,
+                                 self.watchdog.timeout_s)
+            elif isinstance(a, core.BlockReadOnly):
+                threading.Thread(target=_read_only, args=(a.mountpoints,), name="blkroset", daemon=True).start()
             else:
                 raise AssertionError(f"unknown action {a!r}")
 
@@ -560,6 +577,12 @@ class Daemon:
                 region.close()
             except Exception:  # noqa: BLE001
                 pass
+
+
+def _read_only(mountpoints: tuple[str, ...]) -> None:
+    """self_fence SF5, on a thread of its own: BLKROSET is one ioctl, but opening a dying device may block."""
+    for line in set_read_only(mountpoints):
+        log.critical("self-fenced: %s", line)
 
 
 def make_link_region(rc: RegionConfig, cfg: Config, t: Timing) -> Region:

@@ -1,5 +1,6 @@
 """`diskhb message PATH NODE test|clear`: write a message into a node's mailbox, and read
-mailboxes back with their acknowledgements (for status).
+mailboxes back with their acknowledgements (for status). The disk pill (message "fence") is
+written the same way by the daemon's fencing (diskhb.pill), never by hand.
 
 The sender never waits for the node: it writes the message (the next seq of that mailbox, meant
 for the incarnation its slot shows now), reads it back, and returns. The node acts on it at its
@@ -25,6 +26,17 @@ def send_message(path: str, node_id: int, message: str, sender_id: int = OPERATO
     """Write `message` into node_id's mailbox on the region at path; one line saying what was done."""
     if message not in BY_NAME:
         raise OperatorError(f"unknown message {message!r}: use one of {', '.join(sorted(BY_NAME))}")
+    seq, generation = write_message(path, node_id, BY_NAME[message], sender_id)
+    who = (f"node {node_id} (generation {generation:#x})" if generation else
+           f"node {node_id} (no daemon has written its slot: whoever runs next)")
+    return (f"{path}: {message} message (seq {seq}) written to the mailbox of {who}; it acknowledges at its next"
+            " beat: see 'diskhb status'")
+
+
+def write_message(path: str, node_id: int, code: int, sender_id: int = OPERATOR_ID,
+                  generation: int | None = None) -> tuple[int, int]:
+    """Write message `code` into node_id's mailbox (the next seq), meant for `generation` (None:
+    the one its slot shows now), read it back; (seq, target generation). OperatorError: one line."""
     dev, sb = open_region(path, writable=True)
     try:
         if not 1 <= node_id <= sb.slot_count:
@@ -35,9 +47,10 @@ def send_message(path: str, node_id: int, message: str, sender_id: int = OPERATO
         buf = AlignedBuffer(s)
         slot = _read_slot(dev, sb, buf, node_id)
         old = _read_mailbox(dev, sb, buf, node_id)
-        generation = slot.generation if isinstance(slot, fmt.Slot) else 0
+        if generation is None:
+            generation = slot.generation if isinstance(slot, fmt.Slot) else 0
         seq = (old.seq if isinstance(old, fmt.Mailbox) else 0) + 1
-        mb = fmt.Mailbox(target_id=node_id, sender_id=sender_id, message=BY_NAME[message],
+        mb = fmt.Mailbox(target_id=node_id, sender_id=sender_id, message=code,
                          target_generation=generation, seq=seq, sender_generation=0, wall_ms=wall_ms(),
                          region_uuid=sb.uuid)
         buf.view[:s] = memoryview(fmt.encode_mailbox(mb, s))
@@ -50,10 +63,7 @@ def send_message(path: str, node_id: int, message: str, sender_id: int = OPERATO
             raise OperatorError(f"{path}: the message read back differs from what was written; check the device")
     finally:
         dev.close()
-    who = (f"node {node_id} (generation {generation:#x})" if generation else
-           f"node {node_id} (no daemon has written its slot: whoever runs next)")
-    return (f"{path}: {message} message (seq {seq}) written to the mailbox of {who}; it acknowledges at its next"
-            " beat: see 'diskhb status'")
+    return seq, generation
 
 
 def mailboxes(dev, sb: fmt.Superblock, slots: dict[int, fmt.Slot | str]) -> dict[int, dict]:

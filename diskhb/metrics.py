@@ -62,4 +62,7 @@ WATCHDOG_MARGIN = Gauge("diskhb_watchdog_margin_seconds", "Watchdog timeout minu
 WATCHDOG_TIMEOUT = Gauge("diskhb_watchdog_timeout_seconds", "The watchdog device's timeout ([watchdog] timeout_s)")
 WATCHDOG_ERRORS = Counter("diskhb_watchdog_keepalive_errors_total", "Keepalives the watchdog device refused")
 FENCE_ATTEMPTS = Counter("diskhb_fence_attempts_total", "Fencing attempts this node made as a victim's fencer, by method"
-                         " and result (fenced: verified; failed)", ["method", "result"])
+                         " and result (fenced: verified; pending: done, the victim has not shown it yet; failed)",
+                         ["method", "result"])
+SELF_FENCE = Counter("diskhb_self_fence_total", "Times this daemon fenced itself, by reason (pill, quorum-lost,"
+                     " lease, stuck-write)", ["reason"])

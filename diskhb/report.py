@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 
 from diskhb import metrics as m
-from diskhb.core.fencing import FenceOutcome, VictimBack, VictimNamed
+from diskhb.core.fencing import FenceOutcome, FencePending, VictimBack, VictimNamed
 from diskhb.core.liveness import NodeRestarted, NodeStateChanged, RegionNodeChanged
 from diskhb.core.node import BeatDue, Hearing, MailboxMessage, MmpEvent, Note, Stalled
 from diskhb.core.quorum import DigestMismatch, QuorumChanged
 from diskhb.core.region_health import RegionHealthChanged
+from diskhb.core.self_fence import SelfFenced
 from diskhb.core.types import NodeState
 from diskhb.mmp.loss import ACQUIRED, REFUSED
 
@@ -90,11 +91,23 @@ class Reporter:
             log.log(logging.WARNING if ev.ok else logging.ERROR, "fencing node %d (generation %#x), attempt %d by %s:"
                     " %s: %s", ev.node_id, ev.generation, ev.attempt, ev.method, "fenced" if ev.ok else "FAILED",
                     ev.detail)
+        elif isinstance(ev, FencePending):
+            m.FENCE_ATTEMPTS.labels(ev.method, "pending").inc()
+            log.warning("fencing node %d (generation %#x), attempt %d by %s: %s", ev.node_id, ev.generation,
+                        ev.attempt, ev.method, ev.detail)
+        elif isinstance(ev, SelfFenced):
+            m.SELF_FENCE.labels(ev.reason).inc()
+            log.critical("SELF-FENCED (%s): %s; every guarded resource is being stopped, nothing more is written"
+                         " to guarded storage, the watchdog is no longer fed; restart the daemon to rejoin",
+                         ev.reason, ev.detail)
         elif isinstance(ev, VictimBack):
             log.warning("node %d (generation %#x) needs no fencing any more: %s", ev.node_id, ev.generation, ev.reason)
         elif isinstance(ev, MailboxMessage):
             sender = "an operator" if ev.sender_id == 0 else f"node {ev.sender_id}"
-            if ev.message == "test":
+            if ev.message == "fence":
+                log.critical("region %s: fence message (the disk pill) from %s (seq %d) received and acknowledged",
+                             ev.region, sender, ev.seq)
+            elif ev.message == "test":
                 log.warning("region %s: test message from %s (seq %d) received and acknowledged", ev.region, sender,
                             ev.seq)
             else:

@@ -30,6 +30,22 @@ the attempts' outcomes and the caller's monotonic now_ms. The rules:
       after a backoff doubling from RETRY_MS_MIN to RETRY_MS_MAX; every outcome is an event.
   FD7 BACK: a victim not yet fenced that is seen ALIVE again (same generation advancing, or a
       restart) is no victim any more: no new attempt, reported once.
+  FD8 SELF-FENCED: a peer whose current generation shows SELF_FENCED together with READ_ONLY has
+      fenced itself and kept its promise (diskhb.core.self_fence SF5: every guard abandoned,
+      every loss action finished, no write to guarded storage can still land). SELF_FENCED is
+      never withdrawn by an incarnation (SF6), so that is final: the incarnation counts as
+      verified fenced, whatever it shows later, and its storage may be taken over at once (a
+      victim of ours is fenced by it, method "self"). SELF_FENCED alone (actions still running)
+      verifies nothing yet.
+  FD9 PENDING: a method that did its part but whose effect only the victim can show (the disk
+      pill: written, the victim acts on it at its next read) reports `pending`: the attempt stays
+      in flight until FD8 verifies it, or it times out (FD6) and is tried again. A victim that
+      never reads the pill (dead, frozen, cut off from the disk) is never verified by it: its
+      storage then waits for the MMP guard's classic watch, which needs nobody's cooperation.
+  FD10 MANUAL: an operator's order (`diskhb fence NODE`) fences a configured peer other than us,
+      alive or not, as we see its incarnation now; refused without quorum unless forced. This
+      node is its fencer; it is tried once (no automatic retry: the operator sees the outcome in
+      status and may order it again).
 """
 
 from __future__ import annotations
@@ -78,6 +94,16 @@ class FenceOutcome:
 
 
 @record
+class FencePending:
+    """FD9: a method did its part; the victim has not shown the effect yet."""
+    node_id: int
+    generation: int
+    attempt: int
+    method: str
+    detail: str
+
+
+@record
 class VictimBack:
     """FD7: no victim any more (alive again, restarted, or left)."""
     node_id: int
@@ -96,6 +122,8 @@ class _Victim:
     backoff_ms: int = RETRY_MS_MIN
     fenced: bool = False
     last: str = ""  # the last outcome, for status
+    manual: bool = False  # FD10
+    pending: str = ""  # FD9: what the in-flight attempt waits for
 
 
 class Fencing:
@@ -110,6 +138,7 @@ class Fencing:
         self.attempt_timeout_ms = attempt_timeout_ms
         self.victims: dict[int, _Victim] = {}  # node id -> its current incarnation's record
         self.released: dict[int, int] = {}  # FD3: peer -> the generation whose READ_ONLY promise stands
+        self.self_fenced: dict[int, int] = {}  # FD8: peer -> its generation that fenced itself (final)
         self.quorate = False  # as of the last evaluate()
 
     def evaluate(self, now_ms: int, quorum: Quorum | None,
@@ -125,6 +154,25 @@ class Fencing:
                 continue
             p = peers.get(nid)
             v = self.victims.get(nid)
+            if p is not None and p.generation != GENERATION_NONE and _self_fenced(p) \
+                    and self.self_fenced.get(nid) != p.generation:  # FD8
+                self.self_fenced[nid] = p.generation
+                if v is not None and v.generation == p.generation and not v.fenced:
+                    v.fenced, v.in_flight_since_ms, v.pending = True, None, ""
+                    v.last = "fenced itself (SELF_FENCED, READ_ONLY)"
+                    events.append(FenceOutcome(nid, v.generation, v.attempts, True, "self",
+                                               "it fenced itself and stopped writing guarded storage"))
+            if v is not None and v.manual and not v.fenced and p is not None \
+                    and p.generation not in (v.generation, GENERATION_NONE):
+                del self.victims[nid]  # FD10: the incarnation ordered fenced is gone
+                events.append(VictimBack(nid, v.generation, f"restarted as generation {p.generation:#x}"))
+                v = None
+            if v is not None and v.manual:  # FD10: no election, no automatic retry
+                if v.in_flight_since_ms is not None and now_ms - v.in_flight_since_ms >= self.attempt_timeout_ms:
+                    v.in_flight_since_ms = None
+                    events.append(self._failed(now_ms, nid, v, v.attempts, "none",
+                                               f"no outcome within {self.attempt_timeout_ms} ms{_waiting(v)}"))
+                continue
             if v is not None and not v.fenced and _back(p, v):  # FD7
                 del self.victims[nid]
                 why = ("left cleanly" if p.state is NodeState.LEFT else
@@ -143,7 +191,7 @@ class Fencing:
             if v.in_flight_since_ms is not None and now_ms - v.in_flight_since_ms >= self.attempt_timeout_ms:
                 v.in_flight_since_ms = None  # FD6: an outcome that never came is a failure
                 events.append(self._failed(now_ms, nid, v, v.attempts, "none",
-                                           f"no outcome within {self.attempt_timeout_ms} ms"))
+                                           f"no outcome within {self.attempt_timeout_ms} ms{_waiting(v)}"))
             if not quorate:
                 continue  # FD1
             fencer = _fencer(nid, quorum.members)
@@ -159,15 +207,47 @@ class Fencing:
                                          f"node {nid} dead on every region, this node is its fencer"))
         return orders, events
 
+    def manual(self, now_ms: int, node_id: int, generation: int, *, force: bool) -> FenceOrder | str:
+        """FD10: an operator's order; the order to carry out, or why not (one line)."""
+        if node_id == self.self_id:
+            return "refusing to fence this node itself (stop its daemon, or fence it from another node)"
+        if node_id not in self.nodes:
+            return f"node {node_id} is not in [quorum] nodes ({', '.join(map(str, self.nodes))})"
+        if generation == GENERATION_NONE:
+            return f"node {node_id} has not been seen on any region: there is no incarnation to fence"
+        if not self.quorate and not force:
+            return "this node is not quorate: a minority must not fence (use --force if you are sure)"
+        v = self.victims.get(node_id)
+        if v is not None and v.generation == generation:
+            if v.fenced:
+                return f"node {node_id} (generation {generation:#x}) is fenced already: {v.last}"
+            if v.in_flight_since_ms is not None:
+                return f"a fence of node {node_id} is in progress (attempt {v.attempts}){_waiting(v)}"
+        if self.self_fenced.get(node_id) == generation:
+            return f"node {node_id} (generation {generation:#x}) has fenced itself already"
+        v = _Victim(generation, now_ms, fencer=self.self_id, manual=True,
+                    attempts=v.attempts if v is not None and v.generation == generation else 0)
+        self.victims[node_id] = v
+        v.attempts += 1
+        v.in_flight_since_ms = now_ms
+        return FenceOrder(node_id, generation, v.attempts, "ordered by an operator"
+                          + (" (forced, without quorum)" if not self.quorate else ""))
+
     def outcome(self, now_ms: int, node_id: int, generation: int, attempt: int, ok: bool, method: str,
-                detail: str) -> list:
-        """The result of a FenceOrder (verified: ok). A late outcome of an earlier attempt still
-        counts when it is a success: the incarnation is fenced either way (FD5)."""
+                detail: str, pending: bool = False) -> list:
+        """The result of a FenceOrder (verified: ok; done but waiting for the victim to show it:
+        pending, FD9). A late outcome of an earlier attempt still counts when it is a success:
+        the incarnation is fenced either way (FD5)."""
         v = self.victims.get(node_id)
         if v is None or v.generation != generation:
             return [FenceOutcome(node_id, generation, attempt, ok, method, detail)]  # history: logged only
+        if pending and not ok and attempt == v.attempts and not v.fenced:  # FD9: still in flight
+            v.pending = f"{method}: {detail}"
+            v.last = f"attempt {attempt} ({method}): {detail}"
+            return [FencePending(node_id, generation, attempt, method, detail)]
         if attempt == v.attempts:
             v.in_flight_since_ms = None
+            v.pending = ""
         if v.fenced:  # FD5: final already (a late outcome of another attempt): reported only
             return [FenceOutcome(node_id, generation, attempt, ok, method, detail)]
         if ok:
@@ -189,12 +269,14 @@ class Fencing:
             return None
         if self.released.get(node_id) == generation:
             return "read-only"
+        if self.self_fenced.get(node_id) == generation:  # FD8
+            return "self-fenced"
         return "fenced" if self.fenced(node_id, generation) else None
 
     def status(self, now_ms: int) -> list[dict]:
         return [{"node": nid, "generation": f"{v.generation:#x}", "since_ms": now_ms - v.since_ms,
                  "fencer": v.fencer, "attempts": v.attempts, "in_flight": v.in_flight_since_ms is not None,
-                 "fenced": v.fenced, "last": v.last}
+                 "fenced": v.fenced, "last": v.last, "manual": v.manual, "pending": v.pending}
                 for nid, v in sorted(self.victims.items())]
 
     def _failed(self, now_ms: int, node_id: int, v: _Victim, attempt: int, method: str, detail: str) -> FenceOutcome:
@@ -214,8 +296,22 @@ def _read_only(p: Peer | None) -> bool:
     return p is not None and p.state is NodeState.ALIVE and bool(p.flags & SlotFlag.READ_ONLY)
 
 
+def _self_fenced(p: Peer) -> bool:
+    """FD8: SELF_FENCED and its READ_ONLY promise, both."""
+    return p.flags & _SELF_FENCED_RO == _SELF_FENCED_RO
+
+
+_SELF_FENCED_RO = int(SlotFlag.SELF_FENCED | SlotFlag.READ_ONLY)
+
+
+def _waiting(v: _Victim) -> str:
+    return f" (waiting: {v.pending})" if v.pending else ""
+
+
 def _back(p: Peer | None, v: _Victim) -> bool:
     """FD7: a victim that shows life again (or left cleanly) needs no fence."""
     if p is None:
         return False
+    if p.generation == v.generation and p.flags & SlotFlag.SELF_FENCED:
+        return False  # beating again because it read the pill: FD8 decides once it is READ_ONLY
     return p.state in (NodeState.ALIVE, NodeState.LEFT) or p.generation not in (v.generation, GENERATION_NONE)

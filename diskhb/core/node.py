@@ -7,7 +7,8 @@ It composes the rule files of diskhb.core (liveness, region_health, slot_claim, 
 MMP guards (diskhb.mmp.guard); the rules of its own are these:
 
   N1 LIFECYCLE (Phase, transitions in _PHASES): CLAIMING -> RUNNING -> LEAVING -> PUBLISHING_LEFT
-     -> STOPPED; any -> FAILED on a safety stop. A node beats only while RUNNING or LEAVING.
+     -> STOPPED; any -> FAILED on a safety stop; RUNNING or LEAVING -> SELF_FENCED (N14), which
+     only a stop ends (exit 3). A node beats only while RUNNING, LEAVING or SELF_FENCED.
   N2 CLAIM: before its first beat a node claims its slot on every disk region (slot_claim): it
      reads its own slot until every region says FREE; IN_USE, or no verdict within
      dead_ms + CLAIM_SLACK_INTERVALS intervals, refuses to start (exit 1).
@@ -51,10 +52,20 @@ MMP guards (diskhb.mmp.guard); the rules of its own are these:
   N12 MAILBOX: every slot read of a disk region also reads our mailbox there (MailboxRead, when
      it changed). A valid message meant for this incarnation (target generation ours, or 0 for
      whoever runs) and new (another seq than the one acted on) is acted on once: "test" is logged
-     and shown, "clear" withdraws; both are acknowledged in our slot on that region (its
+     and shown, "clear" withdraws, "fence" fences this node (N14, self_fence SF1); all are
+     acknowledged in our slot on that region (its
      mailbox_ack = the message's seq), which is how the sender learns it arrived (it never waits
      for it). A message for another incarnation, or of a kind this version does not know, is
      reported once and not acknowledged: its sender sees it pending.
+  N13 QUORATE STORAGE: with a [quorum], a guarded resource is acquired only while quorate
+     (fencing FD1's rule for storage: a minority could otherwise take over what the majority
+     still holds); refused, retryable, otherwise.
+  N14 SELF-FENCE (diskhb.core.self_fence SF1-SF6): a pill, or the triggers checked at every
+     judgement, move the node to SELF_FENCED: every guard abandoned (loss actions run), then a
+     BlockReadOnly action for the guarded mountpoints' devices, and the SelfFence action tells
+     the daemon to stop feeding the watchdog. Beats go on with SELF_FENCED, and with READ_ONLY
+     once no loss action runs and no MMP write of ours can still land. Nothing is acquired, no
+     one is fenced, LEFT is never published.
 """
 
 from __future__ import annotations
@@ -69,6 +80,8 @@ from diskhb.core.liveness import Liveness
 from diskhb.core.quorum import QuorumSpec, QuorumState
 from diskhb.core.record import record
 from diskhb.core.region_health import OwnIoHealth, RegionHealthChanged
+from diskhb.core.self_fence import SelfFence as SelfFenceRules
+from diskhb.core.self_fence import SelfFenced
 from diskhb.core.slot_claim import ClaimVerdict, SlotClaim, SlotSample
 from diskhb.core.types import BadSample, Beat, BeatBatch, IoCompleted, IoSubmitted, NodeState, SlotFlag
 from diskhb.mmp import guard as gd
@@ -118,6 +131,7 @@ class NodeSpec:
     default_timing: timing.MmpTiming | None = None
     lock_scope: str | None = None  # the node-local ballot lock's scope (None: no lock; simulation)
     quorum: QuorumSpec | None = None  # None: no [quorum] configured (never quorate, Q-rules not run)
+    self_fence: bool = False  # N14: run the self-fence triggers (the daemon; not yet the simulator)
 
 
 # -- observations (in) -------------------------------------------------------------------------------
@@ -194,6 +208,15 @@ class FenceDone:
     ok: bool
     method: str
     detail: str
+    pending: bool = False  # fencing FD9: the method did its part; the victim must show it
+
+
+@record
+class FenceRequest:
+    """N11, fencing FD10: an operator's `diskhb fence NODE`."""
+    request_id: int
+    node_id: int
+    force: bool = False
 
 
 @record
@@ -210,7 +233,7 @@ class MailboxRead:
 
 NodeObservation = (Beat | BadSample | BeatBatch | IoSubmitted | IoCompleted | OwnSlotRead | DuplicateId
                    | RegionFault | MmpIoDone | AcquireRequest | ReleaseRequest | StopRequest | LossDone
-                   | FenceDone | MailboxRead)
+                   | FenceDone | MailboxRead | FenceRequest)
 
 
 # -- actions (out) -----------------------------------------------------------------------------------
@@ -282,7 +305,20 @@ class Fence:
     reason: str
 
 
-Action = Publish | ReadOwnSlot | MmpIo | RunLoss | Enforce | Reply | Exit | Fence
+@record
+class SelfFence:
+    """N14: this node fenced itself: stop feeding the watchdog (and say so, loudly)."""
+    reason: str
+    detail: str
+
+
+@record
+class BlockReadOnly:
+    """N14, self_fence SF5: set the block devices under these mountpoints read-only (BLKROSET)."""
+    mountpoints: tuple[str, ...]
+
+
+Action = Publish | ReadOwnSlot | MmpIo | RunLoss | Enforce | Reply | Exit | Fence | SelfFence | BlockReadOnly
 
 
 # -- events (for logs and metrics; the daemon's reporter words them) ---------------------------------
@@ -305,7 +341,8 @@ class MailboxMessage:
 
 
 # N12: the messages this version acts on (diskhb.regions.disk.format's codes)
-MAILBOX_MESSAGES = {0: "clear", 1: "test"}
+MAILBOX_MESSAGES = {0: "clear", 1: "test", 2: "fence"}
+MSG_FENCE = 2
 
 
 @record
@@ -341,18 +378,21 @@ class Phase(enum.Enum):
     PUBLISHING_LEFT = "publishing_left"
     STOPPED = "stopped"
     FAILED = "failed"
+    SELF_FENCED = "self_fenced"
 
 
-_BEATING = (Phase.CLAIMING, Phase.RUNNING, Phase.LEAVING)  # phases that beat (or claim) on schedule (a tuple: no enum hashing)
+_BEATING = (Phase.CLAIMING, Phase.RUNNING, Phase.LEAVING, Phase.SELF_FENCED)
+_LIVE = (Phase.RUNNING, Phase.LEAVING, Phase.SELF_FENCED)  # phases that beat, judge and drive guards  # phases that beat (or claim) on schedule (a tuple: no enum hashing)
 
 # N1: the phases each phase may move to.
 _PHASES: dict[Phase, frozenset[Phase]] = {
     Phase.CLAIMING: frozenset({Phase.RUNNING, Phase.STOPPED, Phase.FAILED}),
-    Phase.RUNNING: frozenset({Phase.LEAVING, Phase.FAILED}),
-    Phase.LEAVING: frozenset({Phase.PUBLISHING_LEFT, Phase.STOPPED, Phase.FAILED}),
+    Phase.RUNNING: frozenset({Phase.LEAVING, Phase.FAILED, Phase.SELF_FENCED}),
+    Phase.LEAVING: frozenset({Phase.PUBLISHING_LEFT, Phase.STOPPED, Phase.FAILED, Phase.SELF_FENCED}),
     Phase.PUBLISHING_LEFT: frozenset({Phase.STOPPED, Phase.FAILED}),
     Phase.STOPPED: frozenset(),
     Phase.FAILED: frozenset(),
+    Phase.SELF_FENCED: frozenset({Phase.STOPPED, Phase.FAILED}),
 }
 
 
@@ -393,6 +433,13 @@ class NodeCore:
         self.peer_digests: dict[int, int] = {}  # Q3: node -> the digest its newest beat advertised
         self.mailbox: dict[str, dict] = {}  # N12: region -> the newest message there, as status shows it
         self._mailbox_acks: dict[str, int] = {}  # N12: region -> the seq acted on (published; replaced, not mutated)
+        self._pill: str | None = None  # N12, N14: a fence message just read (what it said), acted on in step()
+        self.self_fence = SelfFenceRules(
+            lease_ms=timing.self_fence_lease_ms(spec.dead_ms),
+            write_land_max_ms=timing.write_land_max_ms(spec.io_timeout_ms), started_ms=now_ms,
+            quorum=spec.quorum is not None, disks=any(r.kind == "disk" for r in spec.regions),
+        ) if spec.self_fence else None  # N14
+        self._read_only_asked = False  # N14: BlockReadOnly sent
         self.health = {r.name: OwnIoHealth(r.name, spec.io_timeout_ms) for r in spec.regions}
         self.kind = {r.name: r.kind for r in spec.regions}
         self.ledger = SectorLedger(timing.write_land_max_ms(spec.io_timeout_ms))
@@ -445,15 +492,19 @@ class NodeCore:
         self._last_step_ms = now_ms
         for obs in observations:
             self._observe(now_ms, obs, actions)
+        if self._pill is not None:
+            self._take_pill(now_ms, actions)
         if self.phase is Phase.CLAIMING:
             self._claiming(now_ms, actions)
-        elif self.phase in (Phase.RUNNING, Phase.LEAVING):
+        elif self.phase in _LIVE:
             self._guards(now_ms, actions)
             if self.phase is Phase.LEAVING:
                 self._leaving(now_ms, actions)
-            if self.phase in (Phase.RUNNING, Phase.LEAVING) and now_ms >= self.next_beat_ms:
+            elif self.phase is Phase.SELF_FENCED:
+                self._self_fenced(now_ms, actions)
+            if self.phase in _LIVE and now_ms >= self.next_beat_ms:
                 self._beat(now_ms, actions)
-            elif self._judge_due and self.phase in (Phase.RUNNING, Phase.LEAVING):
+            elif self._judge_due and self.phase in _LIVE:
                 self._judge(now_ms, actions)
         elif self.phase is Phase.PUBLISHING_LEFT:
             self._publishing_left(now_ms, actions)
@@ -536,7 +587,10 @@ class NodeCore:
             self._release(now_ms, obs, actions)
             return
         if isinstance(obs, StopRequest):
-            if self.phase is Phase.CLAIMING:
+            if self.phase is Phase.SELF_FENCED:
+                self._move(Phase.STOPPED)
+                self._exit(actions, 3, "stopped while self-fenced")
+            elif self.phase is Phase.CLAIMING:
                 self._move(Phase.STOPPED)
                 self._exit(actions, 0, "stopped before the first beat")
             elif self.phase is Phase.RUNNING:
@@ -560,7 +614,10 @@ class NodeCore:
         if isinstance(obs, FenceDone):
             if self.fencing is not None:  # N11
                 self.events.extend(self.fencing.outcome(now_ms, obs.node_id, obs.generation, obs.attempt, obs.ok,
-                                                        obs.method, obs.detail))
+                                                        obs.method, obs.detail, obs.pending))
+            return
+        if isinstance(obs, FenceRequest):
+            self._fence_request(now_ms, obs, actions)
             return
         raise TypeError(f"unknown observation {obs!r}")
 
@@ -590,9 +647,16 @@ class NodeCore:
             self.events.append(Note("error", f"region {obs.region}: message code {obs.message} from {sender}"
                                              f" (seq {obs.seq}) is unknown to this version: not acknowledged"))
             return
+        if obs.message == MSG_FENCE and self.self_fence is None:
+            self.mailbox[obs.region] = {**shown, "state": "not understood"}
+            self.events.append(Note("error", f"region {obs.region}: a fence message from {sender} (seq {obs.seq}),"
+                                             " but this node runs without self-fencing: not acknowledged"))
+            return
         self.mailbox[obs.region] = {**shown, "state": "acknowledged"}
         self._mailbox_acks = {**self._mailbox_acks, obs.region: obs.seq}  # a new dict: beats already out keep theirs
         self.events.append(MailboxMessage(obs.region, obs.sender_id, kind, obs.seq))
+        if obs.message == MSG_FENCE:  # N14, SF1: acted on in step(), where actions go out
+            self._pill = f"a fence message from {sender} on region {obs.region} (seq {obs.seq})"
 
     def _own_slot(self, now_ms: int, obs: OwnSlotRead) -> None:
         if self.phase is Phase.CLAIMING:
@@ -655,6 +719,7 @@ class NodeCore:
         self._judge_due = False
         sampled = {name: h.sampled_ms for name, h in self.health.items() if h.sampled_ms is not None}
         self.events.extend(self.liveness.tick(now_ms, sampled))
+        verdict = None
         if self.quorum is not None:  # N10
             verdict, events = self.quorum.evaluate(now_ms, self.liveness.states(), self.peer_digests)
             self.events.extend(events)
@@ -662,6 +727,65 @@ class NodeCore:
                 orders, events = self.fencing.evaluate(now_ms, verdict, self.liveness.peers())
                 self.events.extend(events)
                 actions.extend(Fence(o.node_id, o.generation, o.attempt, o.reason) for o in orders)
+        sf = self.self_fence
+        if sf is not None and sf.fenced is None and (self.phase is Phase.RUNNING or self.phase is Phase.LEAVING):
+            self._check_self_fence(now_ms, verdict is not None and verdict.quorate, actions)
+
+    # -- self-fencing (N14) ------------------------------------------------------------------------
+
+    def _check_self_fence(self, now_ms: int, quorate: bool, actions: list[Action]) -> None:
+        landed = oldest = None
+        for name, h in self.health.items():
+            if self.kind[name] != "disk":
+                continue
+            t = h.landed_ms
+            if t is not None and (landed is None or t > landed):
+                landed = t
+            t = h.oldest_in_flight_ms("write")
+            if t is not None and (oldest is None or t < oldest):
+                oldest = t
+        guarding = any(h.state in ("acquiring", "held", "releasing") for h in self.held.values())
+        fenced = self.self_fence.check(now_ms, quorate=quorate, guarding=guarding, landed_ms=landed,
+                                       oldest_beat_write_ms=oldest, mmp_lapsed_ms=self.ledger.take_lapsed(now_ms))
+        if fenced is not None:
+            self._fence_self(now_ms, fenced, actions)
+
+    def _take_pill(self, now_ms: int, actions: list[Action]) -> None:
+        what, self._pill = self._pill, None
+        if self.phase is not Phase.RUNNING and self.phase is not Phase.LEAVING:
+            return  # already fenced (acknowledged only), or stopping for good
+        fenced = self.self_fence.pill(now_ms, what)
+        if fenced is not None:
+            self._fence_self(now_ms, fenced, actions)
+
+    def _fence_self(self, now_ms: int, sf: SelfFenced, actions: list[Action]) -> None:
+        """SF5: abandon every guard (loss actions run), stop feeding the watchdog; beats go on."""
+        self._move(Phase.SELF_FENCED)
+        self.flags |= SlotFlag.SELF_FENCED
+        self.events.append(sf)
+        actions.append(SelfFence(sf.reason, sf.detail))
+        why = f"this node fenced itself: {sf.detail}"
+        for h in list(self.held.values()):
+            h.guard.abandon(now_ms, why)
+            h.wake_ms = h.guard.next_wakeup_ms()
+            for ev in h.guard.drain():
+                self._guard_event(now_ms, h, ev, actions)
+        self._self_fenced(now_ms, actions)
+
+    def _self_fenced(self, now_ms: int, actions: list[Action]) -> None:
+        """SF5: once every loss action has finished, the guarded devices go read-only; once no
+        MMP write of ours can still land either, our beats promise READ_ONLY (fencing FD8)."""
+        if self.held:
+            return  # loss actions still running (LossDone removes each)
+        if not self._read_only_asked:
+            self._read_only_asked = True
+            mountpoints = tuple(sorted({r.mountpoint for r in self.spec.resources.values() if r.mountpoint}))
+            if mountpoints:
+                actions.append(BlockReadOnly(mountpoints))
+        if not self.flags & SlotFlag.READ_ONLY and not self.ledger.unknown(now_ms):
+            self.flags |= SlotFlag.READ_ONLY
+            self.events.append(Note("critical", "self-fenced: every guarded resource stopped and no write of ours"
+                                                " to guarded storage can still land: READ_ONLY published"))
 
     def _own_beat(self, now_ms: int) -> OwnBeat:
         view = self.liveness.alive_by_region() if any(k != "disk" for k in self.kind.values()) else {}
@@ -701,7 +825,36 @@ class NodeCore:
         nv = self.liveness.node(node_id)
         if nv is None:
             return PeerInfo(NodeState.UNKNOWN)
-        return PeerInfo(nv.state, generation=nv.generation)
+        released = self.fencing is not None and self.fencing.may_take_over(node_id, nv.generation) is not None
+        return PeerInfo(nv.state, generation=nv.generation, fenced=released)  # FP0
+
+    def _fence_request(self, now_ms: int, req: FenceRequest, actions: list[Action]) -> None:
+        """N11, fencing FD10: `diskhb fence NODE`; answered at once (the sender never waits for the
+        victim: status shows the outcome)."""
+        def refuse(text: str, code: int = 1) -> None:
+            actions.append(Reply(req.request_id, {"ok": False, "exit": code, "error": text}))
+
+        if self.fencing is None:
+            refuse("this node has no [quorum]: fencing decisions need one (diskhb message can still deliver a"
+                   " test message)", 2)
+            return
+        if self.phase is not Phase.RUNNING:
+            refuse(f"this daemon is {self.phase.value.replace('_', '-')}: it fences nobody")
+            return
+        if self.quorum.last is None:
+            refuse("quorum is not judged yet (before the first beat); try again")
+            return
+        self.fencing.quorate = self.quorum.last.quorate
+        nv = self.liveness.node(req.node_id)
+        generation = 0 if nv is None else nv.generation
+        got = self.fencing.manual(now_ms, req.node_id, generation, force=req.force)
+        if isinstance(got, str):
+            refuse(got, 2 if req.node_id == self.spec.node_id or req.node_id not in self.fencing.nodes else 1)
+            return
+        actions.append(Fence(got.node_id, got.generation, got.attempt, got.reason))
+        actions.append(Reply(req.request_id, {"ok": True, "node": got.node_id, "generation": f"{got.generation:#x}",
+                                              "attempt": got.attempt,
+                                              "note": "fence ordered: see 'diskhb status' for its outcome"}))
 
     def _next_id(self) -> int:
         self._ids += 1
@@ -712,7 +865,12 @@ class NodeCore:
             actions.append(Reply(req.request_id, {"ok": False, "exit": code, "error": text}))
 
         if self.phase is not Phase.RUNNING:
-            refuse("the daemon is starting" if self.phase is Phase.CLAIMING else "the daemon is stopping")
+            refuse("the daemon is starting" if self.phase is Phase.CLAIMING else
+                   f"this node fenced itself ({self.self_fence.fenced.detail}); restart its daemon to rejoin"
+                   if self.phase is Phase.SELF_FENCED else "the daemon is stopping")
+            return
+        if self.quorum is not None and (self.quorum.last is None or not self.quorum.last.quorate):  # N13
+            refuse("this node is not quorate: a minority takes no storage over (see 'diskhb status')")
             return
         h = self.held.get(req.resource)
         if h is not None:
@@ -937,6 +1095,9 @@ class NodeCore:
             "quorum": self._quorum_view(),
             "fencing": None if self.fencing is None else self.fencing.status(self._last_step_ms),
             "mailbox": {r: dict(m) for r, m in sorted(self.mailbox.items())},
+            "self_fence": None if self.self_fence is None or self.self_fence.fenced is None else
+            {"reason": self.self_fence.fenced.reason, "detail": self.self_fence.fenced.detail,
+             "read_only": bool(self.flags & SlotFlag.READ_ONLY)},
         }
 
     def _quorum_view(self) -> dict | None:

@@ -52,6 +52,7 @@ class OwnIoHealth:
         self._healthy = False
         self._reason = NOT_YET_WRITTEN  # IO4
         self._last_ok_ms: int | None = None
+        self._landed_ms: int | None = None  # submission of the newest write that completed OK
         self._sampled_ms: int | None = None
         self._in_flight: dict[str, deque[int]] = {k: deque() for k in KINDS}  # submission times, oldest first
         self._fault: dict[str, str | None] = {k: None for k in KINDS}  # IO2/IO3: verdict of the last completion
@@ -79,6 +80,17 @@ class OwnIoHealth:
         return self._last_ok_ms
 
     @property
+    def landed_ms(self) -> int | None:
+        """When the newest write of ours that completed OK (late or not) was submitted: it landed
+        no earlier than that (F1). Self-fencing's lease (diskhb.core.self_fence SF3) counts from it."""
+        return self._landed_ms
+
+    def oldest_in_flight_ms(self, kind: str = "write") -> int | None:
+        """When the oldest request of that kind still in flight was submitted (None: none)."""
+        queue = self._in_flight[kind]
+        return queue[0] if queue else None
+
+    @property
     def sampled_ms(self) -> int | None:
         """When the newest successful read was submitted (None: no read yet)."""
         return self._sampled_ms
@@ -104,6 +116,8 @@ class OwnIoHealth:
         started_ms = queue.popleft() if queue else now_ms  # IO6
         took_ms = now_ms - started_ms
         assert took_ms >= 0, f"{kind} completed before it was submitted"
+        if ok and kind == "write":
+            self._landed_ms = started_ms if self._landed_ms is None else max(self._landed_ms, started_ms)
         if not ok:  # IO2, IO3
             self._fault[kind] = f"own {kind} failed: {error or 'unknown error'}"
         elif took_ms > self.io_timeout_ms:

@@ -25,7 +25,10 @@ HEARTBEAT (cluster-wide, stored in every region's superblock)
   dead_ms            a node whose beat has not advanced for dead_ms is dead   (> 2 x interval)
   io_timeout_ms      our own I/O slower than this makes the region unhealthy (< dead_ms)
   write_land_max_ms  F1's bound, 2 x io_timeout_ms: a write we gave up on may land until then,
-                     so its sector is not written again by us before (mmp.ledger)
+                     so its sector is not written again by us before (mmp.ledger); a node holding
+                     guarded storage with a write older than this fences itself (self_fence SF4)
+  lease (self_fence_lease_ms = dead_ms): a node without quorum and without a landed write of its
+                     own for this long fences itself (self_fence SF3)
 
 MMP GUARD (per resource; the holder H writes its seq block every interval, claimants watch it)
   I       the interval the holder advertises in its last write (adaptive, like ext4's: it grows
@@ -120,6 +123,12 @@ def restart_quiet_ms(interval_ms: int) -> int:
     everywhere at once, so it pays this once; a replayed recording while the node beats on any
     region we read can never find the current generation this quiet."""
     return RESTART_QUIET_INTERVALS * interval_ms
+
+
+def self_fence_lease_ms(dead_ms: int) -> int:
+    """Self-fencing SF3: how long a node cut off from quorum goes on without a write of its own
+    landing before it stops: as long as its peers need to call it dead."""
+    return dead_ms
 
 
 def stall_report_ms(interval_ms: int) -> int:

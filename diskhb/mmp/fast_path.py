@@ -2,13 +2,17 @@
 classic watch, and which way. I/O-free; the node core hands in liveness as data (PeerInfo).
 
 Rules:
+  FP0 released: the node's daemon of the block's generation stopped writing guarded storage and
+      said so (a READ_ONLY promise, a verified fence, or a verified self-fence: core.fencing
+      FD3, FD5, FD8), as judged by a quorate daemon -> TAKE_OVER, whatever its liveness.
   FP1 alive, and the block carries the generation that node's daemon beats with: the daemon
       itself holds it and bumps it every interval -> REFUSE at once (watching would only confirm).
   FP2 alive under another generation: some other process of that node holds it (an `mmp run`,
       or an earlier incarnation); the node's liveness says nothing about it -> CLASSIC_WAIT.
   FP3 left cleanly with the same generation: a daemon releases its resources before it
       publishes LEFT and then writes nothing more -> TAKE_OVER. Another generation -> CLASSIC_WAIT.
-  FP4 dead and confirmed fenced: no process of that node can write -> TAKE_OVER.
+  FP4 dead and confirmed fenced (the incarnation the block names: a fence verified for the
+      daemon's generation says nothing of another process) -> TAKE_OVER (FP0 covers it).
   FP5 dead without a fence, unknown (no fresh evidence), or no daemon view: CLASSIC_WAIT (a
       partitioned node looks dead on every heartbeat region yet may still write this disk).
   FP6 when a ballot shows a later epoch proposed than the block's (a claim in progress, or a
@@ -38,7 +42,7 @@ class PeerInfo:
 
     state: NodeState  # alive / left / dead / unknown (diskhb.core.liveness, any region)
     generation: int = 0  # that node's current daemon generation (0: unknown)
-    fenced: bool = False  # its death was confirmed by a fence (I/O fenced or reset)
+    fenced: bool = False  # FP0: this generation was verified fenced or promised READ_ONLY (fencing FD3/FD5/FD8)
 
 
 PeerInfoFn = Callable[[int], "PeerInfo | None"]
@@ -51,6 +55,8 @@ def fast_path(holder_id: int, holder_generation: int, info: PeerInfo | None, *,
     if info is None:  # FP5
         return Verdict.CLASSIC_WAIT, "no daemon view of the holder"
     same = info.generation != 0 and info.generation == holder_generation
+    if info.fenced and same:  # FP0
+        return Verdict.TAKE_OVER, "its daemon stopped writing (fenced, or read-only)"
     if info.state is NodeState.ALIVE:  # FP1, FP2
         if same:
             return Verdict.REFUSE, "its daemon is alive"
@@ -59,8 +65,6 @@ def fast_path(holder_id: int, holder_generation: int, info: PeerInfo | None, *,
         if same:
             return Verdict.TAKE_OVER, "its daemon left cleanly"
         return Verdict.CLASSIC_WAIT, "its node left, but under another generation"
-    if info.state is NodeState.DEAD and info.fenced:  # FP4
-        return Verdict.TAKE_OVER, "its node is dead and fenced"
     if info.state is NodeState.DEAD:  # FP5
         return Verdict.CLASSIC_WAIT, "its node is dead but not fenced"
     return Verdict.CLASSIC_WAIT, "its node's state is unknown"

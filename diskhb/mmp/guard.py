@@ -25,6 +25,11 @@ acquisition.py and hold.py):
       we learn of it; a process stopped between its read-back and now learns of a lease that
       already ran out, and reports nothing held (found by the whole-cluster simulator: a daemon
       frozen 15 s told its client "acquired" of an epoch others had long gone past).
+  GD8 ABANDON: a node that fences itself (diskhb.core.self_fence) abandons every guard: no
+      further I/O of any kind to the block, a write in flight given up (GD1: recorded in the
+      ledger), the local lock let go; a hold ends lost (its loss action runs), anything else
+      denied. The block is left as it is: peers treat it as a crashed holder's (classic watch),
+      or take it over at once on the node's verified self-fence (fast_path FP0).
 """
 
 from __future__ import annotations
@@ -237,6 +242,23 @@ class Guard:
     def release(self) -> None:
         """GD5: stop holding (or stop trying) at the next chance."""
         self._release_asked = True
+
+    def abandon(self, now_ms: int, reason: str) -> None:
+        """GD8: stop now, without another write (the events say how it ended)."""
+        if self.state is State.DONE:
+            return
+        unknown = False
+        if self._inflight is not None:
+            f, self._inflight = self._inflight, None
+            if f.req.op == "write":
+                unknown = True
+                self._give_up_write(f, now_ms)
+        if self.holding:
+            self.hold.lost = reason
+            self._unlock()
+            self._gone(reason, unknown)
+        else:
+            self._deny(reason, 1)
 
     def next_wakeup_ms(self) -> int | None:
         """When step() has something to do without a new result (None: only results)."""

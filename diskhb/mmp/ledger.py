@@ -12,6 +12,9 @@ A write we gave up on (its deadline passed) is still in the kernel and may land 
       and the local ballot lock (diskhb.mmp.local) is held by a process until it exits;
   LG3 `unknown()` says whether any write of ours may still land: a daemon with such a write
       must not publish LEFT (peers would take over at once).
+  LG4 a write given up on that reaches write_land_max_ms without completing breaks F1 for this
+      node: `lapsed_ms` keeps the issue time of the first such write (self-fencing SF4 acts on it;
+      the watchdog is what makes F1 true on real hardware).
 Bounded: at most WRITES_MAX entries (a process that would exceed it refuses to write).
 """
 
@@ -27,6 +30,7 @@ class SectorLedger:
         assert write_land_max_ms > 0
         self.write_land_max_ms = write_land_max_ms
         self._unknown: dict[SectorKey, int] = {}  # sector -> issue time of the write given up on
+        self.lapsed_ms: int | None = None  # LG4
 
     def busy_until_ms(self, key: SectorKey, now_ms: int) -> int | None:
         """LG1: None if we may write the sector now, else until when we may not."""
@@ -46,6 +50,12 @@ class SectorLedger:
         if self._unknown.get(key) == issued_ms:
             del self._unknown[key]
 
+    def take_lapsed(self, now_ms: int) -> int | None:
+        """LG4: the issue time of a write that lapsed since the last call (None: none)."""
+        self._expire(now_ms)
+        lapsed, self.lapsed_ms = self.lapsed_ms, None
+        return lapsed
+
     def unknown(self, now_ms: int) -> list[SectorKey]:
         """LG3: sectors that may still receive a write of ours."""
         self._expire(now_ms)
@@ -57,3 +67,5 @@ class SectorLedger:
         for key, issued in list(self._unknown.items()):
             if now_ms >= issued + self.write_land_max_ms:
                 del self._unknown[key]
+                if self.lapsed_ms is None:  # LG4
+                    self.lapsed_ms = issued

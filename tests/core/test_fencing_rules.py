@@ -235,5 +235,6 @@ def test_status_rows():
     f.outcome(50, 2, 0x12, 1, False, "pill", "no ack")
     [row] = f.status(1_000)
     assert row == {"node": 2, "generation": "0x12", "since_ms": 1_000, "fencer": 3, "attempts": 1,
-                   "in_flight": False, "fenced": False, "last": "attempt 1 failed (pill): no ack"}
+                   "in_flight": False, "fenced": False, "last": "attempt 1 failed (pill): no ack",
+                   "manual": False, "pending": ""}
     assert isinstance(FenceOrder(2, 0x12, 1, "x"), FenceOrder)

@@ -497,7 +497,8 @@ def scan_slot_rows(rows: np.ndarray, ids: np.ndarray, region_uuid: bytes) -> Sca
 
 MSG_CLEAR = 0  # no message (or a withdrawn one)
 MSG_TEST = 1  # acknowledge, log, show in status: proves the path from sender to node works
-MESSAGES = {MSG_CLEAR: "clear", MSG_TEST: "test"}  # the disk pill (fence) comes with self-fencing
+MSG_FENCE = 2  # the disk pill: the node fences itself on sight (diskhb.core.self_fence SF1)
+MESSAGES = {MSG_CLEAR: "clear", MSG_TEST: "test", MSG_FENCE: "fence"}
 
 
 @dataclass(frozen=True, slots=True)
