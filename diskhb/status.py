@@ -131,6 +131,11 @@ def render_table(view: dict) -> str:
         for r in view["regions"]:
             state = "healthy" if r["healthy"] else f"UNHEALTHY: {r['reason']}"
             lines.append(f"  region {r['name']}: {state}")
+        sf = view.get("self_fence")
+        if sf:
+            lines.append(f"  SELF-FENCED ({sf['reason']}): {sf['detail']};"
+                         + (" READ_ONLY: nothing of ours can write guarded storage" if sf["read_only"] else
+                            " stopping its guarded resources") + "; restart the daemon to rejoin")
         for h in view.get("mmp", []):
             lines.append(f"  holds MMP resource {h['resource']} (epoch {h['epoch']}, {h['state']}) on {h['path']}")
         q = view.get("quorum")
@@ -157,10 +162,11 @@ def render_table(view: dict) -> str:
             lines.append(f"  mailbox on {region}: {mb['message']} from {sender} (seq {mb['seq']}): {mb['state']}")
         for v in view.get("fencing") or []:
             who = "this node" if v["fencer"] == node["id"] else f"node {v['fencer']}" if v["fencer"] else "nobody yet"
-            state = "FENCED" if v["fenced"] else "TO BE FENCED"
+            state = "FENCED" if v["fenced"] else "FENCE ORDERED" if v.get("manual") else "TO BE FENCED"
             lines.append(f"  fencing: node {v['node']} ({v['generation']}) {state} for {v['since_ms'] / 1000:.1f} s,"
                          f" fencer {who}, {v['attempts']} attempt{'s' if v['attempts'] != 1 else ''}"
-                         + (f": {v['last']}" if v["last"] else ""))
+                         + (f": {v['last']}" if v["last"] else "")
+                         + (" (in flight)" if v.get("in_flight") and not v.get("pending") else ""))
     cols = ["ID", "NAME", "STATE", "SEQ", "GENERATION", "AGE_S", "FLAGS"]
     if view["source"] == "daemon":
         cols.append("REGIONS")

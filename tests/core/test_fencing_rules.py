@@ -238,3 +238,88 @@ def test_status_rows():
                    "in_flight": False, "fenced": False, "last": "attempt 1 failed (pill): no ack",
                    "manual": False, "pending": ""}
     assert isinstance(FenceOrder(2, 0x12, 1, "x"), FenceOrder)
+
+
+# -- FD8: a victim that fenced itself --------------------------------------------------------------
+
+SF_RO = ACTIVE | int(SlotFlag.SELF_FENCED | SlotFlag.READ_ONLY)
+
+
+def test_fd8_self_fenced_and_read_only_verifies_the_pending_pill():
+    from diskhb.core.fencing import FencePending
+
+    f = Fencing(3, (1, 2, 3))
+    out = f.evaluate(0, q(1, 3), peers(n1=A, n2=(D, 0x22, ACTIVE)))
+    assert orders(out) == [(2, 1)]
+    [ev] = f.outcome(10, 2, 0x22, 1, False, "pill", "written on d", pending=True)  # FD9: still in flight
+    assert isinstance(ev, FencePending) and f.status(10)[0]["in_flight"] and not f.fenced(2, 0x22)
+    # it reads the pill and beats again, SELF_FENCED but still stopping: not back (FD7), not fenced yet
+    out = f.evaluate(100, q(1, 3), peers(n1=A, n2=(A, 0x22, ACTIVE | int(SlotFlag.SELF_FENCED))))
+    assert out == ([], []) and 2 in f.victims and not f.fenced(2, 0x22)
+    assert f.may_take_over(2, 0x22) is None
+    out = f.evaluate(200, q(1, 3), peers(n1=A, n2=(A, 0x22, SF_RO)))  # its promise: verified
+    assert [(type(e).__name__, e.ok, e.method) for e in out[1]] == [("FenceOutcome", True, "self")]
+    assert f.fenced(2, 0x22) and f.may_take_over(2, 0x22) == "read-only"
+    out = f.evaluate(300, q(1, 3), peers(n1=A, n2=(D, 0x22, SF_RO)))  # then its watchdog resets it: final
+    assert out == ([], []) and f.may_take_over(2, 0x22) == "self-fenced"
+
+
+def test_fd8_any_peer_that_fenced_itself_is_released_for_good_but_not_its_next_generation():
+    f = Fencing(1, (1, 2, 3))
+    f.evaluate(0, q(1, 2, 3), peers(n2=(A, 0x22, SF_RO), n3=A))
+    f.evaluate(100, q(1, 3), peers(n2=(D, 0x22, SF_RO), n3=A))
+    assert f.may_take_over(2, 0x22) == "self-fenced"
+    assert f.may_take_over(2, 0x23) is None
+    f.evaluate(200, q(1, 3), peers(n2=(A, 0x22, ACTIVE | int(SlotFlag.SELF_FENCED)), n3=A))
+    assert f.may_take_over(2, 0x22) == "self-fenced", "never withdrawn (SF6)"
+    f.quorate = False
+    assert f.may_take_over(2, 0x22) is None, "only a quorate node takes storage over (FD1)"
+
+
+def test_fd9_a_pill_nobody_acts_on_times_out_and_is_tried_again():
+    f = Fencing(3, (1, 2, 3), attempt_timeout_ms=5_000)
+    f.evaluate(0, q(1, 3), peers(n1=A, n2=D))
+    f.outcome(10, 2, 0x12, 1, False, "pill", "written on d", pending=True)
+    assert f.evaluate(4_000, q(1, 3), peers(n1=A, n2=D)) == ([], [])
+    out = f.evaluate(5_000, q(1, 3), peers(n1=A, n2=D))
+    assert kinds(out) == ["FenceOutcome"] and "waiting: pill: written on d" in out[1][0].detail
+    assert orders(f.evaluate(5_000 + RETRY_MS_MIN, q(1, 3), peers(n1=A, n2=D))) == [(2, 2)]
+
+
+# -- FD10: an operator's order ---------------------------------------------------------------------
+
+
+def test_fd10_manual_fence_of_a_live_peer_without_election_or_retry():
+    f = Fencing(1, (1, 2, 3))
+    f.evaluate(0, q(1, 2, 3), peers(n2=A, n3=A))
+    order = f.manual(10, 3, 0x13, force=False)
+    assert isinstance(order, FenceOrder) and (order.node_id, order.attempt) == (3, 1)
+    assert "in progress" in f.manual(20, 3, 0x13, force=False)
+    f.outcome(30, 3, 0x13, 1, False, "pill", "cannot write", pending=False)
+    out = f.evaluate(RETRY_MS_MAX * 2, q(1, 2, 3), peers(n2=A, n3=A))
+    assert out == ([], []), "alive: not back (FD7), and no automatic retry"
+    assert f.status(0)[0]["manual"] and "failed" in f.status(0)[0]["last"]
+    assert f.manual(40, 3, 0x13, force=False).attempt == 2  # ordered again
+
+
+@pytest.mark.parametrize("node, generation, quorate, force, why", [
+    (1, 0x11, True, False, "itself"),
+    (7, 0x17, True, False, "not in [quorum] nodes"),
+    (2, 0, True, False, "not been seen"),
+    (2, 0x12, False, False, "not quorate"),
+])
+def test_fd10_refusals(node, generation, quorate, force, why):
+    f = Fencing(1, (1, 2, 3))
+    f.evaluate(0, q(1, 2, 3) if quorate else q(1, quorate=False), peers(n2=A, n3=A))
+    got = f.manual(10, node, generation, force=force)
+    assert isinstance(got, str) and why in got
+    assert not f.victims
+
+
+def test_fd10_force_fences_without_quorum_and_a_restart_ends_the_order():
+    f = Fencing(1, (1, 2, 3))
+    f.evaluate(0, q(1, quorate=False), peers(n2=A, n3=A))
+    order = f.manual(10, 2, 0x12, force=True)
+    assert "forced" in order.reason
+    out = f.evaluate(100, q(1, quorate=False), peers(n2=(A, 0x99, ACTIVE), n3=A))
+    assert kinds(out) == ["VictimBack"] and not f.victims

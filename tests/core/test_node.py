@@ -36,13 +36,16 @@ def area() -> bytearray:
 class Driver:
     """One NodeCore and its world: every MMP request answered at once (or held, when asked)."""
 
-    def __init__(self, *, regions=("disk",), resources=True, loss_budget=0, quorum=None):
+    def __init__(self, *, regions=("disk",), resources=True, loss_budget=0, quorum=None, self_fence=False,
+                 mountpoint=None):
         self.disk = area()
         specs = [core.RegionSpec(r, "disk" if r == "disk" else "net", r == "disk", r) for r in regions]
-        res = {"db": core.ResourceSpec("db", TARGET, timing.MmpTiming(1000, loss_budget))} if resources else {}
+        res = {"db": core.ResourceSpec("db", TARGET, timing.MmpTiming(1000, loss_budget), mountpoint=mountpoint)
+               } if resources else {}
         spec = core.NodeSpec(node_id=1, name="n1", generation=0x1234, cluster="c", interval_ms=INTERVAL,
                              dead_ms=DEAD, io_timeout_ms=DEAD // 2, regions=tuple(specs), resources=res,
-                             default_target=TARGET, default_timing=timing.MmpTiming(1000, 0), quorum=quorum)
+                             default_target=TARGET, default_timing=timing.MmpTiming(1000, 0), quorum=quorum,
+                             self_fence=self_fence)
         self.now = 0
         self.core = core.NodeCore(spec, now_ms=0, rand=random.Random(1).randrange)
         self.inbox: list = []
@@ -368,3 +371,126 @@ def test_n12_message_codes_are_the_formats():
     from diskhb.regions.disk import format as fmt
 
     assert core.MAILBOX_MESSAGES == fmt.MESSAGES  # the core cannot import the format (it does no I/O)
+
+
+# -- N13, N14: quorate storage, self-fencing ---------------------------------------------------------
+
+Q3 = QuorumSpec(1, {1: 1, 2: 1, 3: 1})
+
+
+def quorate(d: Driver, until_ms: int, seq0: int = 0) -> int:
+    """Node 2 beats (with our [quorum]) until until_ms: we are quorate. Returns its last seq."""
+    seq = seq0
+    while d.now < until_ms:
+        seq += 1
+        d.step(d.now + INTERVAL // 2, [Beat(2, "disk", 0x77, seq, 1, "n2", Q3.digest())])
+    return seq
+
+
+def test_n13_a_node_without_quorum_acquires_nothing():
+    d = Driver(quorum=Q3, self_fence=True)
+    d.started()
+    reply = d.acquire()
+    assert reply["ok"] is False and reply["exit"] == 1 and "not quorate" in reply["error"]
+    quorate(d, 1000)
+    assert d.acquire()["ok"] is True
+
+
+def test_n14_sf1_a_pill_stops_every_guard_and_the_beats_say_so():
+    d = Driver(quorum=Q3, self_fence=True, mountpoint="/mnt/db")
+    d.started()
+    seq = quorate(d, 1000)
+    assert d.acquire()["ok"] is True
+    writes = sum(1 for a in d.actions if isinstance(a, core.MmpIo) and a.request.op == "write")
+    gen = d.core.spec.generation
+    n = len(d.actions)
+    d.step(d.now + 10, [core.MailboxRead("disk", True, 2, core.MSG_FENCE, gen, 4)])
+    assert d.core.phase is core.Phase.SELF_FENCED
+    got = d.actions[n:]
+    assert [a.reason for a in got if isinstance(a, core.SelfFence)] == ["pill"]
+    assert [a.resource for a in got if isinstance(a, core.RunLoss)] == ["db"]  # its loss action runs
+    seq = quorate(d, d.now + 1000, seq)
+    assert [a.mountpoints for a in d.actions[n:] if isinstance(a, core.BlockReadOnly)] == [("/mnt/db",)]
+    assert sum(1 for a in d.actions if isinstance(a, core.MmpIo) and a.request.op == "write") == writes, \
+        "not one MMP write after the pill"
+    last = d.published()[-1].beat
+    assert last.flags & SlotFlag.SELF_FENCED and last.flags & SlotFlag.READ_ONLY  # fencing FD8's promise
+    assert last.mailbox_acks == {"disk": 4}
+    assert d.core.snapshot()["self_fence"] == {"reason": "pill", "read_only": True,
+                                               "detail": "a fence message from node 2 on region disk (seq 4)"}
+    reply = d.acquire()
+    assert reply["ok"] is False and "fenced itself" in reply["error"]
+    d.step(d.now + 10, [core.FenceRequest(9, 2)])
+    assert [a.answer["ok"] for a in d.actions if isinstance(a, core.Reply) and a.request_id == 9] == [False]
+    d.step(d.now + 10, [core.StopRequest()])
+    assert d.exit().code == 3, "a self-fenced node never stops as if clean"
+
+
+def test_n14_read_only_waits_until_no_mmp_write_of_ours_can_land():
+    d = Driver(quorum=Q3, self_fence=True)
+    d.started()
+    seq = quorate(d, 1000)
+    assert d.acquire()["ok"] is True
+    d.hold_writes = True  # the next MMP write hangs
+    while not d.hung:
+        seq = quorate(d, d.now + 10, seq)
+    issued = d.now
+    d.step(d.now + 10, [core.MailboxRead("disk", True, 0, core.MSG_FENCE, 0, 1)])  # the pill, right after
+    assert d.core.phase is core.Phase.SELF_FENCED
+    wlm = timing.write_land_max_ms(DEAD // 2)
+    seq = quorate(d, issued + wlm - 2 * INTERVAL, seq)
+    assert d.published()[-1].beat.flags & SlotFlag.SELF_FENCED
+    assert not d.published()[-1].beat.flags & SlotFlag.READ_ONLY, "the abandoned write may still land"
+    quorate(d, issued + wlm + 2 * INTERVAL, seq)
+    assert d.published()[-1].beat.flags & SlotFlag.READ_ONLY
+
+
+def test_n14_sf2_losing_quorum_while_holding():
+    d = Driver(quorum=Q3, self_fence=True)
+    d.started()
+    quorate(d, 1000)
+    assert d.acquire()["ok"] is True
+    d.run(d.now + 2 * DEAD)  # node 2 falls silent: quorum lost
+    assert d.core.phase is core.Phase.SELF_FENCED
+    assert [a.reason for a in d.actions if isinstance(a, core.SelfFence)] == ["quorum-lost"]
+    assert any(isinstance(a, core.RunLoss) for a in d.actions)
+
+
+def test_n14_without_self_fencing_a_pill_is_not_understood():
+    d = Driver()
+    d.started()
+    d.step(d.now + 10, [core.MailboxRead("disk", True, 0, core.MSG_FENCE, 0, 1)])
+    assert d.core.phase is core.Phase.RUNNING
+    assert d.core.snapshot()["mailbox"]["disk"]["state"] == "not understood"
+
+
+def test_n11_a_manual_fence_is_ordered_and_answered_at_once():
+    d = Driver(quorum=Q3, self_fence=True)
+    d.started()
+    quorate(d, 1000)
+    d.step(d.now + 10, [core.FenceRequest(9, 2)])
+    [fence] = [a for a in d.actions if isinstance(a, core.Fence)]
+    assert (fence.node_id, fence.generation, fence.attempt) == (2, 0x77, 1)
+    [reply] = [a.answer for a in d.actions if isinstance(a, core.Reply) and a.request_id == 9]
+    assert reply["ok"] and reply["generation"] == "0x77"
+    d.step(d.now + 10, [core.FenceDone(2, 0x77, 1, False, "pill", "written on disk", pending=True)])
+    assert d.core.snapshot()["fencing"][0]["pending"] == "pill: written on disk"
+    for rid, node, why in ((10, 1, "itself"), (11, 3, "not been seen"), (12, 2, "in progress")):
+        d.step(d.now + 10, [core.FenceRequest(rid, node)])
+        [reply] = [a.answer for a in d.actions if isinstance(a, core.Reply) and a.request_id == rid]
+        assert not reply["ok"] and why in reply["error"]
+    assert len([a for a in d.actions if isinstance(a, core.Fence)]) == 1
+
+
+def test_n11_a_peer_that_fenced_itself_is_released_to_the_fast_path():
+    d = Driver(quorum=Q3, self_fence=True)
+    d.started()
+    seq = quorate(d, 1000)
+    assert d.core.peer_info(2).fenced is False
+    ro = int(SlotFlag.ACTIVE | SlotFlag.SELF_FENCED | SlotFlag.READ_ONLY)
+    for _ in range(3):
+        seq += 1
+        d.step(d.now + INTERVAL // 2, [Beat(2, "disk", 0x77, seq, ro, "n2", Q3.digest())])
+    d.run(d.now + INTERVAL)
+    info = d.core.peer_info(2)
+    assert info.fenced and info.generation == 0x77

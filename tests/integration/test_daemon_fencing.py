@@ -1,0 +1,111 @@
+"""Self-fencing and the disk pill on real daemons (diskhb.core.self_fence, fencing FD8-FD10,
+diskhb.pill): `diskhb fence NODE` writes the pill, the victim fences itself (its guard
+abandoned, its beats SELF_FENCED then READ_ONLY, its watchdog no longer fed: the FUSE watchdog
+resets it), the fencer sees the fence verified and takes the victim's resource over at once
+(fast path FP0) instead of watching it for the classic wait; a node left without quorum while
+holding fences itself. Daemons and the FUSE watchdog are torn down by fixtures, pass or fail.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import urllib.request
+
+import pytest
+
+from cluster import Cluster, diskhb, metric_value, wait_until
+from test_mmp_daemon import ask
+
+INTERVAL_MS = 2000  # the resource's MMP interval: a classic watch takes 2 x 2 + 1 = 5 s
+CLASSIC_S = (2 * INTERVAL_MS + 1000) / 1000
+RESOURCE = f'[[resource]]\nname = "db"\ninterval_ms = {INTERVAL_MS}\non_loss = ["none"]\n'
+QUORUM = "[quorum]\nnodes = [1, 2, 3]\n"
+
+
+@pytest.fixture
+def trio(tmp_path):
+    region = str(tmp_path / "region.img")
+    r = diskhb("format", region, "--cluster", "test", "--slots", "4", "--interval-ms", "100", "--dead-ms", "1000")
+    assert r.returncode == 0, r.stderr
+    c = Cluster(str(tmp_path), region)
+    try:
+        yield c
+    finally:
+        c.stop_all()
+
+
+def start_all(c: Cluster, extra2: str = "") -> None:
+    for i in (1, 2, 3):
+        c.start(i, extra=QUORUM + RESOURCE + (extra2 if i == 2 else ""))
+    for i in (1, 2, 3):
+        wait_until(lambda i=i: ((c.view(i) or {}).get("quorum") or {}).get("votes") == 3, 15,
+                   f"node {i} counts all three")
+
+
+def metrics(c: Cluster, node_id: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{c.ports[node_id]}/metrics", timeout=5).read().decode()
+
+
+def test_a_pill_fenced_holder_fences_itself_is_reset_and_its_resource_taken_over_at_once(trio, fusewd):
+    c = trio
+    start_all(c, f'[watchdog]\ndevice = "{fusewd.path}"\ntimeout_s = 2\n')
+    fusewd.set_reset_pid(c.procs[2].pid)
+    assert ask(c, 2, "mmp-acquire db 0 1")["ok"]
+
+    r = diskhb("fence", "2", "--config", c.config(1))
+    assert r.returncode == 0 and "fence ordered" in r.stdout, r.stderr
+    wait_until(lambda: any(v["node"] == 2 and v["fenced"] for v in (c.view(1) or {}).get("fencing") or []), 10,
+               "node 1 sees node 2's fence verified")
+    c.procs[2].wait(15)  # no longer fed: its watchdog resets it
+    assert c.procs[2].returncode == -signal.SIGKILL and fusewd.state()["fired"] == 1
+    log2 = c.log(2)
+    assert "SELF-FENCED (pill)" in log2 and "fence message (the disk pill) from node 1" in log2
+    assert "is no longer fed" in log2
+    [row] = [v for v in c.view(1)["fencing"] if v["node"] == 2]
+    assert row["manual"] and "fenced itself" in row["last"]
+    m = metrics(c, 1)
+    assert metric_value(m, "diskhb_fence_attempts_total", method="pill", result="pending") == 1.0
+    assert metric_value(m, "diskhb_fence_attempts_total", method="self", result="fenced") == 1.0
+
+    t0 = time.monotonic()
+    out = ask(c, 1, "mmp-acquire db 0 0")
+    took = time.monotonic() - t0
+    assert out["ok"] and "stopped writing" in out["note"], out
+    assert took < CLASSIC_S - 1, f"took {took:.2f} s: the self-fenced holder's block was watched"
+    table = diskhb("status", c.region, "--run-dir", c.run_dir).stdout
+    assert "fencing: node 2" in table and "FENCED" in table, table
+
+
+def test_a_holder_left_without_quorum_fences_itself(trio):
+    c = trio
+    start_all(c)
+    assert ask(c, 3, "mmp-acquire db 0 1")["ok"]
+    for i in (1, 2):
+        c.kill(i)
+    wait_until(lambda: (c.view(3) or {}).get("phase") == "self_fenced", 10, "node 3 fences itself")
+    view = c.view(3)
+    assert view["self_fence"]["reason"] == "quorum-lost" and not view["mmp"]
+    wait_until(lambda: c.view(3)["self_fence"]["read_only"], 5, "its READ_ONLY promise")
+    assert metric_value(metrics(c, 3), "diskhb_self_fence_total", reason="quorum-lost") == 1.0
+    table = diskhb("status", c.region, "--run-dir", c.run_dir).stdout
+    assert "SELF-FENCED (quorum-lost)" in table and "READ_ONLY" in table, table
+    out = ask(c, 3, "mmp-acquire db 0 0")
+    assert not out["ok"] and "fenced itself" in out["error"]
+    c.kill(3, signal.SIGTERM)
+    assert c.procs[3].returncode == 3
+
+
+def test_fence_refusals_are_one_line(trio):
+    c = trio
+    start_all(c)
+    for args, code, text in ((["1"], 2, "itself"), (["9"], 2, "not in [quorum] nodes")):
+        r = diskhb("fence", *args, "--config", c.config(1))
+        assert r.returncode == code and text in r.stderr and "Traceback" not in r.stderr, r.stderr
+    for i in (2, 3):
+        c.kill(i)
+    wait_until(lambda: not c.view(1)["quorum"]["quorate"], 10, "node 1 alone")
+    r = diskhb("fence", "2", "--config", c.config(1))
+    assert r.returncode == 1 and "not quorate" in r.stderr, r.stderr
+    r = diskhb("fence", "2", "--run-dir", c.run_dir + "-none")
+    assert r.returncode == 2 and "no running daemons" in r.stderr, r.stderr
