@@ -61,6 +61,7 @@ FATAL_LOSS_WAIT_S = 30.0  # on a fatal error, loss actions get this long before 
 LINK_FLUSH_MS = 500  # at a clean stop, a serial line gets this long to take its LEFT frame
 WATCHDOG_FEED_MS = 100  # the tick feeds the watchdog at most this often (one ioctl: cheap, but no need)
 _UNFED = (core.Phase.FAILED, core.Phase.SELF_FENCED)  # phases whose watchdog is no longer fed
+_SERVING = (core.Phase.RUNNING, core.Phase.SELF_FENCED)  # phases whose slots are ours: control and HTTP served
 CLEAN_EXITS = (0, 1, 2)  # stopped, refused to start, operator error: nothing held or lost (magic close)
 
 
@@ -373,7 +374,7 @@ class Daemon:
                     break
                 self._execute(now, actions)
                 self._feed_watchdog(self.clock_ms())
-                if not self._serving and self.core.phase is core.Phase.RUNNING:
+                if not self._serving and self.core.phase in _SERVING:
                     # Only once our slots are ours: a second daemon with our id must not take over
                     # the first one's control socket (it is refused by the slot claim instead).
                     self._serving = True

@@ -440,6 +440,7 @@ class NodeCore:
             quorum=spec.quorum is not None, disks=any(r.kind == "disk" for r in spec.regions),
         ) if spec.self_fence else None  # N14
         self._read_only_asked = False  # N14: BlockReadOnly sent
+        self._stop_asked = False  # a stop request came (a node that fences itself while leaving then stops)
         self.health = {r.name: OwnIoHealth(r.name, spec.io_timeout_ms) for r in spec.regions}
         self.kind = {r.name: r.kind for r in spec.regions}
         self.ledger = SectorLedger(timing.write_land_max_ms(spec.io_timeout_ms))
@@ -587,6 +588,7 @@ class NodeCore:
             self._release(now_ms, obs, actions)
             return
         if isinstance(obs, StopRequest):
+            self._stop_asked = True
             if self.phase is Phase.SELF_FENCED:
                 self._move(Phase.STOPPED)
                 self._exit(actions, 3, "stopped while self-fenced")
@@ -686,6 +688,8 @@ class NodeCore:
         waiting = [r for r, v in self.claim_verdicts.items() if v is ClaimVerdict.WAIT]
         if not waiting:
             self._move(Phase.RUNNING)
+            if self.self_fence is not None:
+                self.self_fence.started_ms = now_ms  # SF3's lease counts from our first beat, not the claim
             self.next_beat_ms = now_ms
             self._beat(now_ms, actions)
             return
@@ -777,6 +781,10 @@ class NodeCore:
         MMP write of ours can still land either, our beats promise READ_ONLY (fencing FD8)."""
         if self.held:
             return  # loss actions still running (LossDone removes each)
+        if self._stop_asked and self.exit_code is None:  # it was leaving: the stop asked for, now
+            self._move(Phase.STOPPED)
+            self._exit(actions, 3, "self-fenced while stopping")
+            return
         if not self._read_only_asked:
             self._read_only_asked = True
             mountpoints = tuple(sorted({r.mountpoint for r in self.spec.resources.values() if r.mountpoint}))

@@ -13,7 +13,7 @@ trigger that holds fences the node, for good (SF6). The triggers:
       quorum: the quorate side may take the storage over.
   SF3 LEASE: with a [quorum] and a disk region, a node that is not quorate and none of whose
       writes landed for lease_ms (its newest write that completed OK, dated by its submission:
-      it cannot have landed earlier; the node's start before any). A node that still hears a
+      it cannot have landed earlier; before any, its first beat: the slot claim writes nothing). A node that still hears a
       quorate set of peers does not stop for a storage outage (every node would, at once); one
       cut off from both, stops. "Quorate" is this node's own view: a link that works one way
       only can make it count peers that do not hear it, so no peer takes its storage over on

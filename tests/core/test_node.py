@@ -494,3 +494,46 @@ def test_n11_a_peer_that_fenced_itself_is_released_to_the_fast_path():
     d.run(d.now + INTERVAL)
     info = d.core.peer_info(2)
     assert info.fenced and info.generation == 0x77
+
+
+def test_n14_a_pill_during_an_acquisition_refuses_it_without_another_write():
+    d = Driver(quorum=Q3, self_fence=True)
+    d.started()
+    seq = quorate(d, 1000)
+    d.hold_writes = True  # the claim's first write hangs
+    d.step(obs=[core.AcquireRequest(7, "db", 0, True)])
+    while not d.hung:
+        seq = quorate(d, d.now + 10, seq)
+    n = len(d.actions)
+    d.step(d.now + 10, [core.MailboxRead("disk", True, 0, core.MSG_FENCE, 0, 1)])
+    [reply] = [a.answer for a in d.actions if isinstance(a, core.Reply) and a.request_id == 7]
+    assert not reply["ok"] and "fenced itself" in reply["error"]
+    quorate(d, d.now + 2 * DEAD, seq)
+    assert not [a for a in d.actions[n:] if isinstance(a, core.MmpIo) and a.request.op == "write"]
+
+
+def test_n14_a_node_fenced_while_leaving_stops_once_its_loss_actions_ran():
+    d = Driver(quorum=Q3, self_fence=True)
+    d.started()
+    seq = quorate(d, 1000)
+    assert d.acquire()["ok"] is True
+    d.hold_writes = True  # the release's writes hang: it keeps leaving
+    d.step(d.now + 10, [core.StopRequest()])
+    seq = quorate(d, d.now + 200, seq)
+    assert d.core.phase is core.Phase.LEAVING
+    d.step(d.now + 10, [core.MailboxRead("disk", True, 0, core.MSG_FENCE, 0, 1)])
+    quorate(d, d.now + 200, seq)
+    assert d.exit() is not None and d.exit().code == 3 and d.core.phase is core.Phase.STOPPED
+
+
+def test_n14_sf3_the_lease_counts_from_the_first_beat_not_from_a_long_slot_claim():
+    d = Driver(quorum=Q3, self_fence=True)
+    d.answer_own_slot = False  # the claim waits: no verdict for longer than the lease
+    d.run(DEAD + 2 * INTERVAL)
+    d.answer_own_slot = True
+    d.run(d.now + 2 * INTERVAL)
+    assert d.core.phase is core.Phase.RUNNING, "alone, not quorate, but its writes land"
+    d.hang_disk = True  # now its writes stop landing, and it is still alone
+    d.run(d.now + DEAD + 2 * INTERVAL)
+    assert d.core.phase is core.Phase.SELF_FENCED
+    assert [a.reason for a in d.actions if isinstance(a, core.SelfFence)] == ["lease"]

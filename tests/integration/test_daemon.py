@@ -123,15 +123,19 @@ def test_a_dead_node_is_named_for_fencing_by_the_quorate_survivors(cluster):
     v1, v3 = victims(1)[0], victims(3)[0]
     assert (v1["node"], v1["fencer"], v1["attempts"], v1["fenced"]) == (2, 3, 0, False)
     assert (v3["node"], v3["fencer"], v3["fenced"]) == (2, 3, False)
-    assert "no fencing method configured" in v3["last"]  # honest: nothing was shot
+    assert "pill written on disk" in v3["last"] and v3["in_flight"]  # pending until node 2 fences itself (FD9)
     table = diskhb("status", cluster.region, "--run-dir", cluster.run_dir).stdout
     assert re.search(r"fencing: node 2 \(0x[0-9a-f]+\) TO BE FENCED for \d+\.\d s, fencer", table)
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{cluster.ports[3]}/metrics", timeout=5).read().decode()
-    assert re.search(r'^diskhb_fence_attempts_total\{method="none",result="failed"\} [1-9]', metrics, re.M)
+    assert re.search(r'^diskhb_fence_attempts_total\{method="pill",result="pending"\} [1-9]', metrics, re.M)
     wait_until(lambda: "node 2 (generation" in cluster.log(3) and "must be fenced" in cluster.log(3), 5, "logged")
     cluster.start(2, extra=quorum)  # FD7: a restart is no victim any more
     wait_until(lambda: not victims(3) and not victims(1), timeout_s=15, what="the restarted node 2 is no victim")
     wait_until(lambda: "needs no fencing any more: restarted as generation" in cluster.log(3), 5, "logged")
+    # the pill meant for its old incarnation is no order to the new one
+    wait_until(lambda: "not ours" in cluster.log(2), 5, "the restarted node 2 ignores the old pill")
+    wait_until(lambda: cluster.view(2), 5, "node 2 answers")
+    assert cluster.view(2)["phase"] == "running" and not cluster.view(2)["self_fence"]
 
 
 def test_sigkill_is_detected_by_every_peer_within_dead_time(cluster):
