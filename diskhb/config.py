@@ -111,7 +111,7 @@ class Config:
 
 _SECTIONS = {"node", "cluster", "metrics", "log", "region", "resource", "quorum", "watchdog"}
 _WATCHDOG_KEYS = {"device", "timeout_s"}
-_QUORUM_KEYS = {"nodes", "votes", "expected_votes", "wait_for_all", "initdead_ms"}
+_QUORUM_KEYS = {"nodes", "votes", "expected_votes", "wait_for_all", "initdead_ms", "two_node", "weight"}
 _NODE_KEYS = {"name", "id", "run_dir", "mlock", "sched", "rt_priority", "oom_score_adj"}
 _CLUSTER_KEYS = {"name", "interval_ms", "dead_ms"}
 _METRICS_KEYS = {"listen"}
@@ -262,12 +262,10 @@ def _parse_watchdog(where: _Where, table: Any) -> WatchdogConfig:
 
 def _parse_quorum(where: _Where, table: Any, node_id: int) -> QuorumSpec:
     """[quorum] nodes = [1, 2, 3], votes = { 3 = 2 } (default 1 each), expected_votes,
-    wait_for_all, initdead_ms; checked by the quorum rules' own validation (one line)."""
+    wait_for_all, initdead_ms, two_node, weight = { 1 = 10 } (the two-node tie-break race);
+    checked by the quorum rules' own validation (one line)."""
     if not isinstance(table, dict):
         raise where.fail("quorum", "must be a table")
-    if "two_node" in table:  # corosync's key: say why it is refused, not "did you mean"
-        raise where.fail("quorum.two_node", "not supported yet (the two-node tie-break race is not built)",
-                         "give a third node or vote so a majority can form")
     where.unknown_keys(table, _QUORUM_KEYS, "quorum.")
     nodes = _get(where, table, "nodes", list, "quorum.", required=True)
     if not nodes or not all(isinstance(n, int) and not isinstance(n, bool) for n in nodes):
@@ -285,7 +283,18 @@ def _parse_quorum(where: _Where, table: Any, node_id: int) -> QuorumSpec:
     expected = _get(where, table, "expected_votes", int, "quorum.")
     wait_for_all = _get(where, table, "wait_for_all", bool, "quorum.", default=False)
     initdead_ms = _get(where, table, "initdead_ms", int, "quorum.", default=0)
-    spec = QuorumSpec(node_id, votes, expected, wait_for_all=wait_for_all, initdead_ms=initdead_ms)
+    two_node = _get(where, table, "two_node", bool, "quorum.", default=False)
+    weights = {}
+    for key, w in _get(where, table, "weight", dict, "quorum.", default={}).items():
+        if not key.isdigit() or int(key) not in votes:
+            raise where.fail(f"quorum.weight.{key}", "is not a node id listed in quorum.nodes")
+        if not isinstance(w, int) or isinstance(w, bool):
+            raise where.fail(f"quorum.weight.{key}", f"must be an integer, got {w!r}")
+        weights[int(key)] = w
+    if weights and not two_node:
+        raise where.fail("quorum.weight", "only decides the two-node tie-break race", "set two_node = true")
+    spec = QuorumSpec(node_id, votes, expected, two_node=two_node, wait_for_all=wait_for_all,
+                      initdead_ms=initdead_ms, weights=weights)
     try:
         spec.validate()
     except ValueError as e:

@@ -42,8 +42,7 @@ MMP guards (diskhb.mmp.guard); the rules of its own are these:
   N10 QUORUM: with a [quorum], the quorum rules (diskhb.core.quorum, Q1-Q7) are applied each time
      liveness is judged (N9), to the states it holds then; their events go out with the others.
      Every beat advertises our cluster digest (its slot's cluster_digest, the packet's DIGEST);
-     Q3 judges each peer by the digest of its newest beat. The two-node tie-break race is not
-     run yet.
+     Q3 judges each peer by the digest of its newest beat. The two-node tie-break: N15.
   N11 FENCING: with a [quorum], the fencing decisions (diskhb.core.fencing, FD1-FD7) are taken
      right after quorum (N10), on the same liveness: each order is a Fence action, whose outcome
      comes back as FenceDone; a Fence is carried out off the tick, bounded in time. Until a
@@ -60,6 +59,14 @@ MMP guards (diskhb.mmp.guard); the rules of its own are these:
   N13 QUORATE STORAGE: with a [quorum], a guarded resource is acquired only while quorate
      (fencing FD1's rule for storage: a minority could otherwise take over what the majority
      still holds); refused, retryable, otherwise.
+  N15 TIE-BREAK (quorum Q6): in a two_node cluster, a node whose peer is DEAD, or not seen ALIVE
+     for dead_ms (never seen since our start, or known only through stale regions), is alone; it
+     enters the race once its delay (QuorumSpec.race_delay_ms: 0 for the favoured node) has
+     passed since it was first alone: it acquires TIEBREAK_RESOURCE on its first disk region
+     with the same guard as any resource (so at most one node ever holds it), without N13's
+     quorum check (the race is how quorum is made), and keeps holding it until it stops. A race
+     refused for TIEBREAK_WAIT_MS, or denied at once (no free block), starts again
+     TIEBREAK_RETRY_DEAD_TIMES dead times later. Holding it is not "guarding" for self_fence SF2.
   N14 SELF-FENCE (diskhb.core.self_fence SF1-SF6): a pill, or the triggers checked at every
      judgement, move the node to SELF_FENCED: every guard abandoned (loss actions run), then a
      BlockReadOnly action for the guarded mountpoints' devices, and the SelfFence action tells
@@ -77,7 +84,7 @@ from dataclasses import dataclass, field
 from diskhb.core import timing
 from diskhb.core.fencing import Fencing
 from diskhb.core.liveness import Liveness
-from diskhb.core.quorum import QuorumSpec, QuorumState
+from diskhb.core.quorum import TIEBREAK_RESOURCE, QuorumSpec, QuorumState
 from diskhb.core.record import record
 from diskhb.core.region_health import OwnIoHealth, RegionHealthChanged
 from diskhb.core.self_fence import SelfFence as SelfFenceRules
@@ -92,6 +99,8 @@ from diskhb.mmp.steps import Claimant
 HELD_MAX = 64  # resources one daemon holds (and acquisitions it runs) at once
 CLAIM_SLACK_INTERVALS = 4
 LEAVE_MS_MAX = 120_000  # a leave that has not finished by then stops without LEFT
+TIEBREAK_WAIT_MS = 600_000  # N15: one race retries refusals this long; alone after that, it starts again
+TIEBREAK_RETRY_DEAD_TIMES = 5  # N15: after a race ended refused, the next one after this many dead times
 PUBLISH_LEFT_IO_TIMEOUTS = 1  # the LEFT write on a disk region gets one io timeout
 
 
@@ -441,6 +450,8 @@ class NodeCore:
         ) if spec.self_fence else None  # N14
         self._read_only_asked = False  # N14: BlockReadOnly sent
         self._stop_asked = False  # a stop request came (a node that fences itself while leaving then stops)
+        self._alone_since_ms: int | None = None  # N15: since when a two_node peer is not seen alive
+        self._race_after_ms = 0  # N15: a race that ended refused is not run again before this
         self.health = {r.name: OwnIoHealth(r.name, spec.io_timeout_ms) for r in spec.regions}
         self.kind = {r.name: r.kind for r in spec.regions}
         self.ledger = SectorLedger(timing.write_land_max_ms(spec.io_timeout_ms))
@@ -725,7 +736,11 @@ class NodeCore:
         self.events.extend(self.liveness.tick(now_ms, sampled))
         verdict = None
         if self.quorum is not None:  # N10
-            verdict, events = self.quorum.evaluate(now_ms, self.liveness.states(), self.peer_digests)
+            tb = self.held.get(TIEBREAK_RESOURCE)
+            verdict, events = self.quorum.evaluate(now_ms, self.liveness.states(), self.peer_digests,
+                                                   tiebreak_held=tb is not None and tb.state == "held")
+            if self.quorum.spec.two_node and self.phase is Phase.RUNNING:  # N15
+                self._race(now_ms)
             self.events.extend(events)
             if self.fencing is not None and self.phase is Phase.RUNNING:  # N11: a leaving node fences nobody
                 orders, events = self.fencing.evaluate(now_ms, verdict, self.liveness.peers())
@@ -748,7 +763,8 @@ class NodeCore:
             t = h.oldest_in_flight_ms("write")
             if t is not None and (oldest is None or t < oldest):
                 oldest = t
-        guarding = any(h.state in ("acquiring", "held", "releasing") for h in self.held.values())
+        guarding = any(h.state in ("acquiring", "held", "releasing") for name, h in self.held.items()
+                       if name != TIEBREAK_RESOURCE)  # the tie-break guards nothing: it makes quorum
         fenced = self.self_fence.check(now_ms, quorate=quorate, guarding=guarding, landed_ms=landed,
                                        oldest_beat_write_ms=oldest, mmp_lapsed_ms=self.ledger.take_lapsed(now_ms))
         if fenced is not None:
@@ -877,6 +893,9 @@ class NodeCore:
                    f"this node fenced itself ({self.self_fence.fenced.detail}); restart its daemon to rejoin"
                    if self.phase is Phase.SELF_FENCED else "the daemon is stopping")
             return
+        if req.resource == TIEBREAK_RESOURCE:
+            refuse(f"{TIEBREAK_RESOURCE!r} is reserved for the two-node tie-break race", 2)
+            return
         if self.quorum is not None and (self.quorum.last is None or not self.quorum.last.quorate):  # N13
             refuse("this node is not quorate: a minority takes no storage over (see 'diskhb status')")
             return
@@ -901,7 +920,11 @@ class NodeCore:
             refuse(f"{spec.target.path}: node id {self.spec.node_id} is beyond its"
                    f" {spec.target.blocks[0].slot_count} ballot slots", 2)
             return
-        me = Claimant(self.spec.node_id, self.spec.generation, self.spec.name, req.resource,
+        self._start_guard(now_ms, spec, req.wait_ms, req.create or spec.declared, req.request_id)
+
+    def _start_guard(self, now_ms: int, spec: ResourceSpec, wait_ms: int, create: bool,
+                     reply_id: int | None) -> None:
+        me = Claimant(self.spec.node_id, self.spec.generation, self.spec.name, spec.name,
                       spec.timing.interval_ms, spec.timing.ceiling_ms,
                       device=spec.target.path.rsplit("/", 1)[-1][:32])
         lock_key = None
@@ -909,9 +932,30 @@ class NodeCore:
             scope = self.spec.lock_scope
             lock_key = lambda loc: gd.lock_key(scope, loc)  # noqa: E731
         guard = gd.Guard(me, spec.target, timing=spec.timing, ledger=self.ledger, rand=self.rand, now_ms=now_ms,
-                         wait_ms=req.wait_ms, create=req.create or spec.declared, peer_info=self.peer_info,
+                         wait_ms=wait_ms, create=create, peer_info=self.peer_info,
                          lock_key=lock_key, next_id=self._next_id)
-        self.held[req.resource] = _Held(guard, spec, acquire_reply=req.request_id)
+        self.held[spec.name] = _Held(guard, spec, acquire_reply=reply_id, wake_ms=now_ms)  # due at once
+
+    def _race(self, now_ms: int) -> None:
+        """N15, quorum Q6: alone in a two_node cluster, race for the tie-break after our delay."""
+        q = self.spec.quorum
+        peer = next(n for n in q.votes if n != self.spec.node_id)
+        nv = self.liveness.node(peer)
+        if nv is not None and nv.state is NodeState.ALIVE:
+            self._alone_since_ms = None
+            return
+        if self._alone_since_ms is None:
+            self._alone_since_ms = now_ms
+        if (nv is None or nv.state is not NodeState.DEAD) and now_ms - self._alone_since_ms < self.spec.dead_ms:
+            return  # not seen yet (a start), or unknown for a moment: no split until it is dead, or unseen that long
+        if TIEBREAK_RESOURCE in self.held or self.spec.default_target is None or len(self.held) >= HELD_MAX:
+            return
+        if now_ms - self._alone_since_ms < q.race_delay_ms(self.spec.dead_ms) or now_ms < self._race_after_ms:
+            return
+        spec = ResourceSpec(TIEBREAK_RESOURCE, self.spec.default_target, self.spec.default_timing, declared=False)
+        self.events.append(Note("warning", f"two_node: node {peer} is not seen: racing for the tie-break"
+                                           f" ({TIEBREAK_RESOURCE!r} on {spec.target.path})"))
+        self._start_guard(now_ms, spec, TIEBREAK_WAIT_MS, True, None)
 
     def _release(self, now_ms: int, req: ReleaseRequest, actions: list[Action]) -> None:
         h = self.held.get(req.resource)
@@ -958,6 +1002,8 @@ class NodeCore:
             h.enforced = True
         elif isinstance(ev, gd.Denied):
             self.events.append(MmpEvent(name, "refused", 0, ev.reason))
+            if name == TIEBREAK_RESOURCE:  # N15: not at every beat (a block that cannot be had stays so)
+                self._race_after_ms = now_ms + TIEBREAK_RETRY_DEAD_TIMES * self.spec.dead_ms
             for rid in [h.acquire_reply, *h.release_replies]:
                 if rid is not None:
                     actions.append(Reply(rid, {"ok": False, "exit": ev.exit_code, "error": ev.reason}))

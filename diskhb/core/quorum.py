@@ -24,8 +24,13 @@ caller's monotonic now_ms. Output: the verdict (Quorum) and QuorumChanged events
      cluster-wide power loss does not fence the others).
   Q6 TWO_NODE: two_node (exactly two configured nodes, one vote each, expected 2): both members:
      quorate. Alone: quorate only while this node holds the tie-break (the race for the
-     region's reserved MMP resource, decided by the guard this project trusts; the winner holds
-     it, the loser cannot). Q5 still applies to the first quorum.
+     region's reserved MMP resource TIEBREAK_RESOURCE, decided by the guard this project
+     trusts; the winner holds it, the loser cannot). Q5 still applies to the first quorum.
+     The race is deterministic, not random delays: the favoured node (the higher [quorum]
+     weight, e.g. the node serving the MDT; on a tie the lower node id) enters it as soon as it
+     is alone, the other TIEBREAK_HANDICAP_DEAD_TIMES x dead_ms later, so when both are up but
+     cut off from each other the favoured one wins unless it cannot reach the disk. Weights are
+     part of the digest (Q3): two nodes that disagree on who is favoured never count each other.
   Q7 EVENTS: one QuorumChanged each time `quorate` flips, carrying the votes and members behind
      it and why; the verdict is recomputed at every evaluate(), never cached across inputs.
 """
@@ -39,6 +44,9 @@ from typing import Mapping
 from diskhb.core.types import NODE_ID_MAX, NodeState
 
 VOTES_MAX = 255
+WEIGHT_MAX = 1000
+TIEBREAK_RESOURCE = "diskhb-tiebreak"  # Q6: the MMP resource two_node nodes race for
+TIEBREAK_HANDICAP_DEAD_TIMES = 2  # Q6: the unfavoured node's delay, in dead times
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class QuorumSpec:
     two_node: bool = False
     wait_for_all: bool = False
     initdead_ms: int = 0
+    weights: Mapping[int, int] = field(default_factory=dict)  # Q6: node id -> weight (default 1)
 
     def validate(self) -> None:
         """One line for an operator's mistake (ValueError)."""
@@ -71,8 +80,24 @@ class QuorumSpec:
         if self.two_node and (len(self.votes) != 2 or set(self.votes.values()) != {1} or self.expected != 2):
             raise ValueError("[quorum] two_node = true needs exactly two nodes with one vote each"
                              " (and expected_votes 2)")
+        for nid, w in self.weights.items():
+            if nid not in self.votes:
+                raise ValueError(f"[quorum] weight of node {nid}, which is not in the node list")
+            if not 0 <= w <= WEIGHT_MAX:
+                raise ValueError(f"[quorum] node {nid}: weight {w} is not in 0..{WEIGHT_MAX}")
         if self.initdead_ms < 0:
             raise ValueError(f"[quorum] initdead_ms {self.initdead_ms} must be >= 0")
+
+    def weight(self, node_id: int) -> int:
+        return self.weights.get(node_id, 1)
+
+    def favoured(self) -> int:
+        """Q6: the node that enters the tie-break race at once: highest weight, then lowest id."""
+        return min(self.votes, key=lambda nid: (-self.weight(nid), nid))
+
+    def race_delay_ms(self, dead_ms: int) -> int:
+        """Q6: how long this node waits, once alone, before it races for the tie-break."""
+        return 0 if self.favoured() == self.node_id else TIEBREAK_HANDICAP_DEAD_TIMES * dead_ms
 
     @property
     def expected(self) -> int:
@@ -82,6 +107,8 @@ class QuorumSpec:
         """Q3: what every node advertises: its node list, votes and expected votes, as 32 bits."""
         text = ";".join(f"{nid}:{self.votes[nid]}" for nid in sorted(self.votes)) + f";e{self.expected}"
         text += ";2n" if self.two_node else ""
+        if self.two_node:
+            text += "".join(f";w{nid}:{self.weight(nid)}" for nid in sorted(self.votes))
         return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") or 1  # 0: "no [quorum]"
 
 

@@ -25,8 +25,10 @@ LOC = gd.BlockLocation("mem block 0", 0, S, SLOTS, UUID, 0)
 TARGET = gd.TargetInfo("mem", (LOC,), False)
 
 
-def area() -> bytearray:
+def area(bound: bool = True) -> bytearray:
     data = bytearray((1 + SLOTS) * S)
+    if not bound:  # never written: free for any name
+        return data
     clean = mf.SeqBlock(seq=mf.SEQ_CLEAN, epoch=0, holder_id=0, holder_generation=0, holder_name="", resource="db",
                         device="m", interval_ms=1000, wall_ms=0, uuid=UUID, slot_count=SLOTS, sector_size=S)
     data[:S] = mf.encode_seq_block(clean)
@@ -37,12 +39,13 @@ class Driver:
     """One NodeCore and its world: every MMP request answered at once (or held, when asked)."""
 
     def __init__(self, *, regions=("disk",), resources=True, loss_budget=0, quorum=None, self_fence=False,
-                 mountpoint=None):
+                 mountpoint=None, node_id=1, generation=0x1234):
         self.disk = area()
         specs = [core.RegionSpec(r, "disk" if r == "disk" else "net", r == "disk", r) for r in regions]
         res = {"db": core.ResourceSpec("db", TARGET, timing.MmpTiming(1000, loss_budget), mountpoint=mountpoint)
                } if resources else {}
-        spec = core.NodeSpec(node_id=1, name="n1", generation=0x1234, cluster="c", interval_ms=INTERVAL,
+        spec = core.NodeSpec(node_id=node_id, name=f"n{node_id}", generation=generation, cluster="c",
+                             interval_ms=INTERVAL,
                              dead_ms=DEAD, io_timeout_ms=DEAD // 2, regions=tuple(specs), resources=res,
                              default_target=TARGET, default_timing=timing.MmpTiming(1000, 0), quorum=quorum,
                              self_fence=self_fence)
@@ -537,3 +540,63 @@ def test_n14_sf3_the_lease_counts_from_the_first_beat_not_from_a_long_slot_claim
     d.run(d.now + DEAD + 2 * INTERVAL)
     assert d.core.phase is core.Phase.SELF_FENCED
     assert [a.reason for a in d.actions if isinstance(a, core.SelfFence)] == ["lease"]
+
+
+# -- N15: the two-node tie-break race ------------------------------------------------------------------
+
+
+def two_node(node_id: int, favoured: int) -> QuorumSpec:
+    return QuorumSpec(node_id, {1: 1, 2: 1}, two_node=True, weights={favoured: 10})
+
+
+@pytest.mark.parametrize("favoured", [1, 2])
+def test_n15_a_split_two_node_cluster_is_broken_by_the_disk_race_and_the_favoured_node_wins(favoured):
+    a = Driver(quorum=two_node(1, favoured), self_fence=True, node_id=1, generation=0x1111, resources=False)
+    b = Driver(quorum=two_node(2, favoured), self_fence=True, node_id=2, generation=0x2222, resources=False)
+    a.disk = b.disk = area(bound=False)  # one shared device; the nodes never see each other's beats (a split)
+    for d in (a, b):
+        d.started()
+    while a.now < 8 * DEAD:
+        for d in (a, b):
+            d.step(d.now + 10)
+    winner, loser = (a, b) if favoured == 1 else (b, a)
+    assert winner.core.snapshot()["quorum"]["quorate"] is True
+    assert "tie-break" in winner.core.snapshot()["quorum"]["reason"]
+    assert loser.core.snapshot()["quorum"]["quorate"] is False
+    assert [h["resource"] for h in winner.core.snapshot()["mmp"]] == ["diskhb-tiebreak"]
+    assert not [h for h in loser.core.snapshot()["mmp"] if h["state"] == "held"]
+    raced = [e for e in loser.events if isinstance(e, core.Note) and "racing for the tie-break" in e.text]
+    assert raced, "the unfavoured node raced too, later, and lost"
+    assert loser.core.phase is core.Phase.RUNNING, "not quorate, but holding nothing: no self-fence"
+
+
+def test_n15_the_unfavoured_node_alone_wins_after_its_handicap():
+    d = Driver(quorum=two_node(1, favoured=2), self_fence=True, resources=False)
+    d.disk = area(bound=False)
+    d.started()
+    start = d.now
+    d.run(start + 2 * DEAD - 2 * INTERVAL)
+    assert d.core.snapshot()["quorum"]["quorate"] is False and not d.core.snapshot()["mmp"]
+    d.run(start + 2 * DEAD + 4 * INTERVAL)
+    assert d.core.snapshot()["quorum"]["quorate"] is True
+    d.step(obs=[core.AcquireRequest(7, "db", 0, True)])
+    d.run(d.now + 100)
+    [reply] = [a.answer for a in d.actions if isinstance(a, core.Reply) and a.request_id == 7]
+    assert not reply["ok"] and "no free MMP block" in reply["error"], "past N13: quorate through the tie-break"
+
+
+def test_n15_the_tie_break_is_reserved():
+    d = Driver(quorum=two_node(1, favoured=1), self_fence=True)
+    d.started()
+    d.step(obs=[core.AcquireRequest(8, "diskhb-tiebreak", 0, True)])
+    [reply] = [a.answer for a in d.actions if isinstance(a, core.Reply) and a.request_id == 8]
+    assert not reply["ok"] and "reserved" in reply["error"]
+
+
+def test_n15_a_race_that_cannot_be_won_is_not_rerun_at_every_beat():
+    d = Driver(quorum=two_node(1, favoured=1), self_fence=True)  # the only block is bound to "db"
+    d.started()
+    d.run(d.now + 4 * DEAD)
+    raced = [e for e in d.events if isinstance(e, core.Note) and "racing for the tie-break" in e.text]
+    assert len(raced) == 1 and d.core.snapshot()["quorum"]["quorate"] is False
+    assert not [e for e in d.events if isinstance(e, core.Stalled)]

@@ -79,6 +79,12 @@ initdead_ms = 30000
 """
 
 
+def test_two_node_with_weights_parses(tmp_path):
+    text = GOOD + "[quorum]\nnodes = [1, 2]\ntwo_node = true\nweight = { 2 = 10 }\n"
+    q = load_config(write(tmp_path, text)).quorum
+    assert q.two_node and q.weight(2) == 10 and q.weight(1) == 1 and q.favoured() == 2
+
+
 def test_quorum_section_parses(tmp_path):
     q = load_config(write(tmp_path, QUORUM)).quorum
     assert sorted(q.votes) == [1, 2, 3] and dict(q.votes) == {1: 1, 2: 1, 3: 2} and q.node_id == 1
@@ -95,7 +101,10 @@ def test_quorum_section_parses(tmp_path):
     (("votes = { 3 = 2 }", "votes = { 3 = 300 }"), "'quorum': node 3: votes 300 is not in 0..255"),
     (("votes = { 3 = 2 }", 'votes = { 3 = "x" }'), "'quorum.votes.3': must be an integer"),
     (("initdead_ms = 30000", "initdead_ms = 30000\nexpected_votes = 3"), "'quorum': expected_votes 3 is less than"),
-    (("initdead_ms = 30000", "initdead_ms = 30000\ntwo_node = true"), "'quorum.two_node': not supported yet"),
+    (("initdead_ms = 30000", "initdead_ms = 30000\ntwo_node = true"), "'quorum': two_node = true needs exactly"),
+    (("initdead_ms = 30000", "initdead_ms = 30000\nweight = { 1 = 5 }"), "'quorum.weight': only decides"),
+    (("initdead_ms = 30000", "initdead_ms = 30000\ntwo_node = true\nweight = { 7 = 5 }"),
+     "'quorum.weight.7': is not a node id listed"),
 ])
 def test_quorum_mistakes_are_one_line(tmp_path, change, match):
     with pytest.raises(OperatorError, match=match) as e:

@@ -109,3 +109,22 @@ def test_fence_refusals_are_one_line(trio):
     assert r.returncode == 1 and "not quorate" in r.stderr, r.stderr
     r = diskhb("fence", "2", "--run-dir", c.run_dir + "-none")
     assert r.returncode == 2 and "no running daemons" in r.stderr, r.stderr
+
+
+def test_two_node_the_survivor_wins_the_tie_break_race_and_fences_the_other(trio):
+    c = trio
+    two = "[quorum]\nnodes = [1, 2]\ntwo_node = true\nweight = { 2 = 10 }\n"  # node 2 is favoured
+    for i in (1, 2):
+        c.start(i, extra=two + RESOURCE)
+    for i in (1, 2):
+        wait_until(lambda i=i: ((c.view(i) or {}).get("quorum") or {}).get("quorate"), 15, f"node {i} quorate")
+    assert not c.view(1)["mmp"] and not c.view(2)["mmp"], "nobody races while both are seen"
+    c.kill(2)  # the favoured node dies: node 1 races after its handicap (2 x dead_ms) and wins
+    wait_until(lambda: c.view(1)["quorum"]["quorate"] and "tie-break" in c.view(1)["quorum"]["reason"], 15,
+               "node 1 quorate through the tie-break")
+    assert [h["resource"] for h in c.view(1)["mmp"]] == ["diskhb-tiebreak"]
+    wait_until(lambda: any(v["node"] == 2 for v in c.view(1)["fencing"] or []), 10, "node 2 named for fencing")
+    assert "racing for the tie-break" in c.log(1)
+    assert ask(c, 1, "mmp-acquire db 0 1")["ok"], "quorate: it may take storage"
+    c.kill(1, signal.SIGTERM)
+    assert c.procs[1].returncode == 0  # the tie-break is released like any resource
