@@ -42,17 +42,23 @@ def cli() -> None:
               help="Own I/O slower than this marks the region unhealthy [default: dead-ms/2].")
 @click.option("--mmp-resources", type=click.IntRange(0, fmt.MMP_RESOURCES_MAX),
               default=fmt.DEFAULT_MMP_RESOURCES, show_default=True, help="MMP guard blocks to reserve.")
+@click.option("--watchdog-timeout-s", type=click.IntRange(0, 3600), default=0, show_default=True,
+              help="The cluster's watchdog timeout: every node must run a [watchdog] at most this long, and"
+                   " peers take a silent fenced node's storage over at its self-fence deadline (0: no"
+                   " watchdog; silent nodes' storage waits for the MMP classic watch).")
 @click.option("--force", is_flag=True, help="Overwrite an existing filesystem, label or (idle) region.")
-def format_cmd(path, cluster, slots, sector_size, interval_ms, dead_ms, io_timeout_ms, mmp_resources, force):
+def format_cmd(path, cluster, slots, sector_size, interval_ms, dead_ms, io_timeout_ms, mmp_resources,
+               watchdog_timeout_s, force):
     """Format PATH (block device or file; a missing file is created) as a heartbeat region."""
     from diskhb.regions.disk.make import make_region
 
     sb = make_region(path, cluster=cluster, slots=slots, sector_size=int(sector_size) if sector_size else None,
                      interval_ms=interval_ms, dead_ms=dead_ms, io_timeout_ms=io_timeout_ms,
-                     mmp_resources=mmp_resources, force=force)
+                     mmp_resources=mmp_resources, force=force, watchdog_ms=watchdog_timeout_s * 1000)
     click.echo(f"{path}: formatted diskhb region v{sb.version} for cluster {sb.cluster!r}: {sb.slot_count} slots"
                f" of {sb.sector_size} bytes, interval {sb.interval_ms} ms, dead {sb.dead_ms} ms,"
-               f" io timeout {sb.io_timeout_ms} ms, uuid {sb.uuid_str}")
+               f" io timeout {sb.io_timeout_ms} ms"
+               + (f", watchdog {watchdog_timeout_s} s" if watchdog_timeout_s else "") + f", uuid {sb.uuid_str}")
 
 
 @cli.command("status")

@@ -93,6 +93,7 @@ class Timing:
     interval_ms: int
     dead_ms: int
     io_timeout_ms: int
+    watchdog_ms: int = 0  # the cluster's (superblock); 0: none
 
 
 class NodeCollector:
@@ -186,7 +187,7 @@ class Daemon:
             self.regions.append(region)
             self.disks.append(region)
             sb = region.sb
-            timings.append((rc.path, Timing(sb.cluster, sb.interval_ms, sb.dead_ms, sb.io_timeout_ms)))
+            timings.append((rc.path, Timing(sb.cluster, sb.interval_ms, sb.dead_ms, sb.io_timeout_ms, sb.watchdog_ms)))
             if sb.mmp_resources:
                 devices[rc.path] = BlockDevice.open(rc.path, writable=True, sector_size=sb.sector_size)
         want = cfg.cluster
@@ -217,6 +218,10 @@ class Daemon:
                 raise OperatorError(f"{cfg.path}: cluster.{key} = {value} disagrees with the region's"
                                     f" {getattr(t, key)}; every node must use the region's timing (remove the key"
                                     " or reformat)")
+        try:
+            timing.check_watchdog_timing(t.watchdog_ms, cfg.watchdog.timeout_s * 1000 if cfg.watchdog else None)
+        except timing.TimingError as e:
+            raise OperatorError(f"{cfg.path}: {e}") from None
         return devices
 
     def _start_links(self) -> None:
@@ -253,7 +258,7 @@ class Daemon:
             regions=tuple(core.RegionSpec(r.name, r.kind, r.owns_slot, r.path) for r in self.regions),
             resources=resources, default_target=next(iter(targets.values()), None),
             default_timing=timing.MmpTiming(timing.MMP_INTERVAL_MS_DEFAULT, 0),
-            lock_scope=lock_scope(cfg.node.run_dir), quorum=cfg.quorum, self_fence=True)
+            lock_scope=lock_scope(cfg.node.run_dir), quorum=cfg.quorum, self_fence=True, watchdog_ms=t.watchdog_ms)
         self.core = core.NodeCore(spec, now_ms=self.clock_ms(), rand=secrets.randbelow)
         self.reporter = Reporter(len(self.regions))
         if cfg.quorum is not None:

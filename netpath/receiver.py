@@ -85,5 +85,8 @@ class Receiver:
         self._accepted.inc()
         self.views[p.node_id] = p.view
         self.view_partial[p.node_id] = p.view_partial
+        # Who the sender sees alive on any region (self_fence SF3, fencing FD11); unknown when
+        # its view did not fit the packet: an id left out is no proof it is not seen.
+        sees = None if p.view_partial else frozenset(i for ids in p.view.values() for i in ids)
         return Beat(node_id=p.node_id, region=self.region, generation=p.generation, seq=p.seq,
-                    flags=p.flags, name=p.name, digest=p.digest)
+                    flags=p.flags, name=p.name, digest=p.digest, sees=sees)

@@ -42,6 +42,11 @@ the attempts' outcomes and the caller's monotonic now_ms. The rules:
       in flight until FD8 verifies it, or it times out (FD6) and is tried again. A victim that
       never reads the pill (dead, frozen, cut off from the disk) is never verified by it: its
       storage then waits for the MMP guard's classic watch, which needs nobody's cooperation.
+  FD11 DEADLINE: a victim whose pill was delivered (FD9) and that stays DEAD past its self-fence
+      deadline (core.timing.self_fence_deadline_ms, handed in by the caller: only when the
+      cluster has a watchdog, and only while every quorum member's link view leaves it out) is
+      fenced (method "deadline"): whatever it is doing, it fenced itself and its watchdog reset
+      it by then (self_fence SF3, SF5). Judged only while quorate (FD1).
   FD10 MANUAL: an operator's order (`diskhb fence NODE`) fences a configured peer other than us,
       alive or not, as we see its incarnation now; refused without quorum unless forced. This
       node is its fencer; it is tried once (no automatic retry: the operator sees the outcome in
@@ -141,9 +146,10 @@ class Fencing:
         self.self_fenced: dict[int, int] = {}  # FD8: peer -> its generation that fenced itself (final)
         self.quorate = False  # as of the last evaluate()
 
-    def evaluate(self, now_ms: int, quorum: Quorum | None,
-                 peers: Mapping[int, Peer]) -> tuple[list[FenceOrder], list]:
-        """Orders to carry out now, and events, from the current quorum and liveness."""
+    def evaluate(self, now_ms: int, quorum: Quorum | None, peers: Mapping[int, Peer],
+                 deadlines: Mapping[int, int] | None = None) -> tuple[list[FenceOrder], list]:
+        """Orders to carry out now, and events, from the current quorum and liveness; deadlines:
+        the self-fence deadline of each DEAD peer for which one can be given (FD11)."""
         orders: list[FenceOrder] = []
         events: list = []
         quorate = self.quorate = quorum is not None and quorum.quorate
@@ -167,6 +173,13 @@ class Fencing:
                 del self.victims[nid]  # FD10: the incarnation ordered fenced is gone
                 events.append(VictimBack(nid, v.generation, f"restarted as generation {p.generation:#x}"))
                 v = None
+            if v is not None and not v.fenced and v.pending and quorate and deadlines and p is not None \
+                    and p.state is NodeState.DEAD and p.generation == v.generation \
+                    and deadlines.get(nid, now_ms + 1) <= now_ms:  # FD11
+                v.fenced, v.in_flight_since_ms, v.pending = True, None, ""
+                v.last = "silent past its self-fence deadline (it fenced itself; its watchdog reset it)"
+                events.append(FenceOutcome(nid, v.generation, v.attempts, True, "deadline",
+                                           "its pill was delivered and it stayed silent past its self-fence deadline"))
             if v is not None and v.manual:  # FD10: no election, no automatic retry
                 if v.in_flight_since_ms is not None and now_ms - v.in_flight_since_ms >= self.attempt_timeout_ms:
                     v.in_flight_since_ms = None

@@ -607,7 +607,7 @@ class Liveness:
 
     def peers(self) -> dict[int, Peer]:
         """Every known node's state and current incarnation (fencing asks every judgement)."""
-        return {nid: Peer(n.state, n.generation, n.flags) for nid, n in self._nodes.items()}
+        return {nid: Peer(n.state, n.generation, n.flags, n.advanced_ms) for nid, n in self._nodes.items()}
 
     def node(self, node_id: int) -> NodeView | None:
         node = self._nodes.get(node_id)

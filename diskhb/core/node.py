@@ -67,6 +67,12 @@ MMP guards (diskhb.mmp.guard); the rules of its own are these:
      quorum check (the race is how quorum is made), and keeps holding it until it stops. A race
      refused for TIEBREAK_WAIT_MS, or denied at once (no free block), starts again
      TIEBREAK_RETRY_DEAD_TIMES dead times later. Holding it is not "guarding" for self_fence SF2.
+  N16 VIEWS: every link beat carries the ids its sender sees alive (Beat.sees). We are connected
+     (self_fence SF3) while the peers whose view, received within view_fresh_ms, lists us hold
+     a majority with us. A DEAD peer gets a self-fence deadline (timing.self_fence_deadline_ms,
+     fencing FD11) only when the cluster has a watchdog (superblock) and, with link regions, every
+     other quorum member's fresh view leaves it out (counted from the first judgement that found
+     so); a member heard without a fresh view might still see it: no deadline then.
   N14 SELF-FENCE (diskhb.core.self_fence SF1-SF6): a pill, or the triggers checked at every
      judgement, move the node to SELF_FENCED: every guard abandoned (loss actions run), then a
      BlockReadOnly action for the guarded mountpoints' devices, and the SelfFence action tells
@@ -141,6 +147,7 @@ class NodeSpec:
     lock_scope: str | None = None  # the node-local ballot lock's scope (None: no lock; simulation)
     quorum: QuorumSpec | None = None  # None: no [quorum] configured (never quorate, Q-rules not run)
     self_fence: bool = False  # N14: run the self-fence triggers (the daemon; not yet the simulator)
+    watchdog_ms: int = 0  # the cluster's watchdog timeout (superblock): FD11's deadlines need it (0: none)
 
 
 # -- observations (in) -------------------------------------------------------------------------------
@@ -451,6 +458,10 @@ class NodeCore:
         self._read_only_asked = False  # N14: BlockReadOnly sent
         self._stop_asked = False  # a stop request came (a node that fences itself while leaving then stops)
         self._alone_since_ms: int | None = None  # N15: since when a two_node peer is not seen alive
+        self._links = any(r.kind != "disk" for r in spec.regions)
+        self._views: dict[int, tuple[int, frozenset[int]]] = {}  # N16: peer -> (received, ids it sees alive)
+        self._view_fresh_ms = timing.view_fresh_ms(spec.interval_ms)
+        self._excluded_since: dict[int, int] = {}  # N16: dead peer -> since when no member's view shows it
         self._race_after_ms = 0  # N15: a race that ended refused is not run again before this
         self.health = {r.name: OwnIoHealth(r.name, spec.io_timeout_ms) for r in spec.regions}
         self.kind = {r.name: r.kind for r in spec.regions}
@@ -564,6 +575,8 @@ class NodeCore:
             if self.quorum is not None:  # N10, Q3
                 if type(obs) is Beat:
                     self.peer_digests[obs.node_id] = obs.digest
+                    if obs.sees is not None:  # N16: a link beat carries the sender's view
+                        self._views[obs.node_id] = (now_ms, obs.sees)
                 elif type(obs) is BeatBatch:
                     self.peer_digests.update(zip(obs.node_ids, obs.digests or [0] * len(obs.node_ids)))
             seen = getattr(obs, "seen_ms", None)
@@ -743,16 +756,63 @@ class NodeCore:
                 self._race(now_ms)
             self.events.extend(events)
             if self.fencing is not None and self.phase is Phase.RUNNING:  # N11: a leaving node fences nobody
-                orders, events = self.fencing.evaluate(now_ms, verdict, self.liveness.peers())
+                peers = self.liveness.peers()
+                orders, events = self.fencing.evaluate(now_ms, verdict, peers, self._deadlines(now_ms, verdict, peers))
                 self.events.extend(events)
                 actions.extend(Fence(o.node_id, o.generation, o.attempt, o.reason) for o in orders)
         sf = self.self_fence
         if sf is not None and sf.fenced is None and (self.phase is Phase.RUNNING or self.phase is Phase.LEAVING):
-            self._check_self_fence(now_ms, verdict is not None and verdict.quorate, actions)
+            self._check_self_fence(now_ms, verdict is not None and verdict.quorate, self._connected(now_ms), actions)
+
+    # -- link views (N16) --------------------------------------------------------------------------
+
+    def _fresh_view(self, now_ms: int, node_id: int) -> frozenset[int] | None:
+        got = self._views.get(node_id)
+        return None if got is None or now_ms - got[0] > self._view_fresh_ms else got[1]
+
+    def _connected(self, now_ms: int) -> bool:
+        """N16, self_fence SF3: a quorate set hears us: ourselves and the peers whose fresh link view
+        lists us hold a majority (two_node: or we hold the tie-break). Without link regions never:
+        a node cannot tell from the disk alone that anyone reads its writes."""
+        q = self.spec.quorum
+        if q is None or not self._links:
+            return False
+        me, ours = self.spec.node_id, self._digest
+        votes = q.votes[me] + sum(q.votes.get(n, 0) for n in self._views
+                                  if n != me and self.peer_digests.get(n, ours) == ours
+                                  and me in (self._fresh_view(now_ms, n) or ()))
+        if votes * 2 > q.expected:
+            return True
+        tb = self.held.get(TIEBREAK_RESOURCE)
+        return q.two_node and tb is not None and tb.state == "held"
+
+    def _deadlines(self, now_ms: int, verdict, peers) -> dict[int, int] | None:
+        """N16, fencing FD11: each DEAD peer's self-fence deadline, when the cluster has a watchdog
+        and no quorum member's fresh link view shows it (a member heard without one, when we have
+        links, may see it: then none)."""
+        if not self.spec.watchdog_ms or verdict is None:
+            return None
+        out = {}
+        for nid, p in peers.items():
+            if p.state is not NodeState.DEAD:
+                self._excluded_since.pop(nid, None)
+                continue
+            if self._links:
+                views = [self._fresh_view(now_ms, m) for m in verdict.members if m != self.spec.node_id]
+                if any(v is None or nid in v for v in views):
+                    self._excluded_since.pop(nid, None)
+                    continue
+                since = self._excluded_since.setdefault(nid, now_ms)
+            else:
+                since = p.advanced_ms
+            out[nid] = timing.self_fence_deadline_ms(
+                advanced_ms=p.advanced_ms, excluded_ms=since, interval_ms=self.spec.interval_ms,
+                dead_ms=self.spec.dead_ms, io_timeout_ms=self.spec.io_timeout_ms, watchdog_ms=self.spec.watchdog_ms)
+        return out
 
     # -- self-fencing (N14) ------------------------------------------------------------------------
 
-    def _check_self_fence(self, now_ms: int, quorate: bool, actions: list[Action]) -> None:
+    def _check_self_fence(self, now_ms: int, quorate: bool, connected: bool, actions: list[Action]) -> None:
         landed = oldest = None
         for name, h in self.health.items():
             if self.kind[name] != "disk":
@@ -765,7 +825,7 @@ class NodeCore:
                 oldest = t
         guarding = any(h.state in ("acquiring", "held", "releasing") for name, h in self.held.items()
                        if name != TIEBREAK_RESOURCE)  # the tie-break guards nothing: it makes quorum
-        fenced = self.self_fence.check(now_ms, quorate=quorate, guarding=guarding, landed_ms=landed,
+        fenced = self.self_fence.check(now_ms, quorate=quorate, connected=connected, guarding=guarding, landed_ms=landed,
                                        oldest_beat_write_ms=oldest, mmp_lapsed_ms=self.ledger.take_lapsed(now_ms))
         if fenced is not None:
             self._fence_self(now_ms, fenced, actions)

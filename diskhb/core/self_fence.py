@@ -11,13 +11,14 @@ trigger that holds fences the node, for good (SF6). The triggers:
   SF2 QUORUM: with a [quorum], a node that holds or is acquiring a guarded resource and is not
       quorate. It was quorate when it began acquiring (node core N13), so this is a loss of
       quorum: the quorate side may take the storage over.
-  SF3 LEASE: with a [quorum] and a disk region, a node that is not quorate and none of whose
+  SF3 LEASE: with a [quorum] and a disk region, a node that is not connected and none of whose
       writes landed for lease_ms (its newest write that completed OK, dated by its submission:
-      it cannot have landed earlier; before any, its first beat: the slot claim writes nothing). A node that still hears a
-      quorate set of peers does not stop for a storage outage (every node would, at once); one
-      cut off from both, stops. "Quorate" is this node's own view: a link that works one way
-      only can make it count peers that do not hear it, so no peer takes its storage over on
-      the strength of SF3 alone (the MMP guard's classic watch still protects every block).
+      it cannot have landed earlier; before any, its first beat: the slot claim writes nothing).
+      Connected (node core N16): a quorate set HEARS it, the peers whose fresh link views list it
+      holding a majority with it; hearing them is not enough (a link that works one way only),
+      and the disk alone never tells a node that anyone reads its writes. So a node in a storage
+      outage that its peers still hear on a link goes on (every node would stop at once, else);
+      one cut off from both, stops. Peers count on this at its self-fence deadline (fencing FD11).
   SF4 STUCK WRITE: an MMP write of ours not completed write_land_max_ms after its issue (ledger
       LG4), or, while holding or acquiring a guarded resource, a heartbeat write of ours in
       flight that long: F1 (timing) no longer holds for it unless it stops; with a watchdog,
@@ -65,9 +66,10 @@ class SelfFence:
         """SF1: a fence message for this incarnation was read."""
         return self._fence(now_ms, "pill", detail)
 
-    def check(self, now_ms: int, *, quorate: bool, guarding: bool, landed_ms: int | None,
+    def check(self, now_ms: int, *, quorate: bool, connected: bool = False, guarding: bool, landed_ms: int | None,
               oldest_beat_write_ms: int | None, mmp_lapsed_ms: int | None) -> SelfFenced | None:
-        """SF2-SF4, at a judgement. guarding: a guarded resource is held or being acquired;
+        """SF2-SF4, at a judgement. connected: a quorate set hears us (SF3); guarding: a guarded
+        resource is held or being acquired;
         landed_ms: the submission of our newest write that completed OK on any disk region;
         oldest_beat_write_ms: the issue of our oldest heartbeat write still in flight;
         mmp_lapsed_ms: the issue of an MMP write of ours that lapsed (ledger LG4)."""
@@ -75,11 +77,11 @@ class SelfFence:
             return None
         if self.quorum and guarding and not quorate:  # SF2
             return self._fence(now_ms, "quorum-lost", "this node lost quorum while holding guarded resources")
-        if self.quorum and self.disks and not quorate:  # SF3
+        if self.quorum and self.disks and not connected:  # SF3
             since = self.started_ms if landed_ms is None else max(landed_ms, self.started_ms)
             if now_ms - since >= self.lease_ms:
                 return self._fence(now_ms, "lease", f"no write of ours landed for {now_ms - since} ms"
-                                                    f" (lease {self.lease_ms} ms) and no quorum")
+                                                    f" (lease {self.lease_ms} ms) and no quorate set hears us")
         if mmp_lapsed_ms is not None:  # SF4
             return self._fence(now_ms, "stuck-write", f"an MMP write of ours issued {now_ms - mmp_lapsed_ms} ms ago"
                                                       f" never completed (write_land_max {self.write_land_max_ms} ms)")

@@ -29,6 +29,9 @@ HEARTBEAT (cluster-wide, stored in every region's superblock)
                      guarded storage with a write older than this fences itself (self_fence SF4)
   lease (self_fence_lease_ms = dead_ms): a node without quorum and without a landed write of its
                      own for this long fences itself (self_fence SF3)
+  watchdog_ms        the cluster's watchdog timeout (superblock; 0: none): every node's [watchdog]
+                     is at most this (check_watchdog_timing); peers count on it at a victim's
+                     self-fence deadline (self_fence_deadline_ms), which is never used without it
 
 MMP GUARD (per resource; the holder H writes its seq block every interval, claimants watch it)
   I       the interval the holder advertises in its last write (adaptive, like ext4's: it grows
@@ -129,6 +132,48 @@ def self_fence_lease_ms(dead_ms: int) -> int:
     """Self-fencing SF3: how long a node cut off from quorum goes on without a write of its own
     landing before it stops: as long as its peers need to call it dead."""
     return dead_ms
+
+
+VIEW_FRESH_INTERVALS = 3
+
+
+def view_fresh_ms(interval_ms: int) -> int:
+    """How long a peer's link view (the ids it sees alive) counts after we received it: one beat
+    lost or late is no change of view (self_fence SF3, fencing FD11)."""
+    return VIEW_FRESH_INTERVALS * interval_ms
+
+
+def self_fence_deadline_ms(*, advanced_ms: int, excluded_ms: int, interval_ms: int, dead_ms: int,
+                           io_timeout_ms: int, watchdog_ms: int) -> int:
+    """SELF-FENCE DEADLINE (fencing FD11): the moment, on our clock, after which a peer that we
+    have not seen advance since advanced_ms, and that no quorum member's link view has shown
+    alive since excluded_ms, has certainly stopped writing:
+      - self_fence SF3 fences it once none of its writes landed for the lease and no quorate set
+        hears it: its last landed write was submitted no later than we saw it (advanced_ms), and
+        it stops counting a member's view view_fresh_ms after receiving it, the view itself
+        delivered within dead_ms of being sent after excluded_ms (a datagram's delay);
+      - it acts at its next judgement (one interval), and from then on its watchdog is not fed:
+        reset within watchdog_ms; a write it issued before lands within write_land_max_ms (F1);
+      - a frozen node is reset by its watchdog from its last keepalive, which was no later than
+        either bound (it feeds only while not self-fenced).
+    Durations of different hosts are compared, never their clocks (F3)."""
+    stop = max(advanced_ms + self_fence_lease_ms(dead_ms), excluded_ms + dead_ms + view_fresh_ms(interval_ms))
+    return stop + interval_ms + max(watchdog_ms, write_land_max_ms(io_timeout_ms))
+
+
+def check_watchdog_timing(cluster_watchdog_ms: int, local_watchdog_ms: int | None) -> None:
+    """The cluster's watchdog timeout (in every region's superblock) is what peers wait for at a
+    self-fence deadline: a node whose own watchdog is missing or slower could still write after
+    peers took its storage over."""
+    if cluster_watchdog_ms == 0:
+        return
+    if local_watchdog_ms is None:
+        raise TimingError(f"the cluster relies on a watchdog of at most {cluster_watchdog_ms / 1000:g} s (its"
+                          " superblock) but this node has no [watchdog]: add one, with timeout_s at most that")
+    if local_watchdog_ms > cluster_watchdog_ms:
+        raise TimingError(f"[watchdog] timeout_s {local_watchdog_ms / 1000:g} exceeds the cluster's"
+                          f" {cluster_watchdog_ms / 1000:g} s (its superblock): peers would take this node's storage"
+                          " over before its watchdog resets it; use at most that")
 
 
 def stall_report_ms(interval_ms: int) -> int:

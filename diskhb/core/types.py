@@ -51,6 +51,7 @@ class Peer:
     state: NodeState
     generation: int
     flags: int  # of its newest sample
+    advanced_ms: int = 0  # when it last advanced on any region (our clock)
 
 
 @record
@@ -67,6 +68,7 @@ class Beat:
     flags: int
     name: str = ""
     digest: int = 0  # the sender's cluster digest (quorum Q3); 0: it advertises no [quorum]
+    sees: frozenset[int] | None = None  # links: the ids the sender sees alive on any region (None: unknown)
 
 
 @record

@@ -323,3 +323,37 @@ def test_fd10_force_fences_without_quorum_and_a_restart_ends_the_order():
     assert "forced" in order.reason
     out = f.evaluate(100, q(1, quorate=False), peers(n2=(A, 0x99, ACTIVE), n3=A))
     assert kinds(out) == ["VictimBack"] and not f.victims
+
+
+# -- FD11: the self-fence deadline -------------------------------------------------------------------
+
+
+def pending_victim(f: Fencing):
+    f.evaluate(0, q(1, 3), peers(n1=A, n2=(D, 0x22, ACTIVE)))
+    f.outcome(10, 2, 0x22, 1, False, "pill", "written on d", pending=True)
+
+
+@pytest.mark.parametrize("now, deadline, quorate, state, fenced", [
+    (5_000, 5_000, True, D, True),
+    (4_999, 5_000, True, D, False),  # not yet
+    (9_000, None, True, D, False),  # no deadline given (no watchdog, or a member's view may show it)
+    (9_000, 5_000, False, D, False),  # FD1
+    (9_000, 5_000, True, U, False),  # not DEAD (stale evidence)
+])
+def test_fd11_a_silent_victim_with_a_delivered_pill_is_fenced_at_its_deadline(now, deadline, quorate, state, fenced):
+    f = Fencing(3, (1, 2, 3))
+    pending_victim(f)
+    out = f.evaluate(now, q(1, 3, quorate=quorate), peers(n1=A, n2=(state, 0x22, ACTIVE)),
+                     {} if deadline is None else {2: deadline})
+    assert f.fenced(2, 0x22) is fenced
+    if fenced:
+        [ev] = [e for e in out[1] if isinstance(e, FenceOutcome)]
+        assert (ev.ok, ev.method) == (True, "deadline")
+
+
+def test_fd11_needs_a_delivered_pill():
+    f = Fencing(3, (1, 2, 3))
+    f.evaluate(0, q(1, 3), peers(n1=A, n2=(D, 0x22, ACTIVE)))
+    f.outcome(10, 2, 0x22, 1, False, "pill", "cannot write the mailbox")  # failed, not pending
+    f.evaluate(9_000, q(1, 3), peers(n1=A, n2=(D, 0x22, ACTIVE)), {2: 5_000})
+    assert not f.fenced(2, 0x22)

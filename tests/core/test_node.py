@@ -600,3 +600,109 @@ def test_n15_a_race_that_cannot_be_won_is_not_rerun_at_every_beat():
     raced = [e for e in d.events if isinstance(e, core.Note) and "racing for the tie-break" in e.text]
     assert len(raced) == 1 and d.core.snapshot()["quorum"]["quorate"] is False
     assert not [e for e in d.events if isinstance(e, core.Stalled)]
+
+
+# -- N16: link views, the self-fence deadline --------------------------------------------------------
+
+WD_MS = 400
+
+
+def linked(**kw) -> Driver:
+    return Driver(regions=("disk", "net"), quorum=Q3, self_fence=True, **kw)
+
+
+def beat_both(d: Driver, seqs: dict, sees: dict, silent=()) -> None:
+    """One round: every peer not silent beats on disk and net; its net beat carries `sees`."""
+    obs = []
+    for nid, gen in ((2, 0x77), (3, 0x88)):
+        if nid in silent:
+            continue
+        seqs[nid] = seqs.get(nid, 0) + 1
+        obs += [Beat(nid, "disk", gen, seqs[nid], 1, f"n{nid}", Q3.digest()),
+                Beat(nid, "net", gen, seqs[nid], 1, f"n{nid}", Q3.digest(), frozenset(sees[nid]))]
+    d.step(d.now + INTERVAL // 2, obs)
+
+
+def wait_fence(d: Driver, seqs: dict, sees: dict) -> core.Fence:
+    """Node 3 stays silent until we (its fencer: the member after it, wrapping) order its fence."""
+    limit = d.now + 5 * DEAD
+    while not any(isinstance(a, core.Fence) for a in d.actions):
+        assert d.now < limit, "no fence ordered"
+        beat_both(d, seqs, sees, silent=(3,))
+    return next(a for a in d.actions if isinstance(a, core.Fence))
+
+
+def test_n16_a_silent_victim_is_fenced_at_its_self_fence_deadline_and_released_to_the_guards():
+    d = linked()
+    d.core = core.NodeCore(_with_watchdog(d.core.spec), now_ms=0, rand=random.Random(1).randrange)
+    d.started()
+    seqs: dict = {}
+    while d.now < 1000:
+        beat_both(d, seqs, {2: {1, 2, 3}, 3: {1, 2, 3}})
+    silent_at = d.now
+    fence = wait_fence(d, seqs, {2: {1, 2}})  # node 2 lost node 3 too
+    assert (fence.node_id, fence.generation) == (3, 0x88)
+    d.step(d.now + 10, [core.FenceDone(3, 0x88, fence.attempt, False, "pill", "written", pending=True)])
+    # no member's view showed node 3 from the first judgement after its death, a dead time after silent_at
+    deadline = timing.self_fence_deadline_ms(advanced_ms=silent_at, excluded_ms=silent_at + DEAD + 2 * INTERVAL,
+                                             interval_ms=INTERVAL, dead_ms=DEAD, io_timeout_ms=DEAD // 2,
+                                             watchdog_ms=WD_MS)
+    while d.now < deadline - 4 * INTERVAL:
+        beat_both(d, seqs, {2: {1, 2}}, silent=(3,))
+    assert not d.core.fencing.fenced(3, 0x88) and not d.core.peer_info(3).fenced
+    while d.now < deadline + 2 * INTERVAL:
+        beat_both(d, seqs, {2: {1, 2}}, silent=(3,))
+    assert d.core.fencing.fenced(3, 0x88) and d.core.peer_info(3).fenced  # FP0 for its blocks
+    row = d.core.snapshot()["fencing"][0]
+    assert row["fenced"] and "self-fence deadline" in row["last"]
+
+
+def test_n16_no_deadline_while_a_member_still_sees_the_victim():
+    d = linked()
+    d.core = core.NodeCore(_with_watchdog(d.core.spec), now_ms=0, rand=random.Random(1).randrange)
+    d.started()
+    seqs: dict = {}
+    while d.now < 1000:
+        beat_both(d, seqs, {2: {1, 2, 3}, 3: {1, 2, 3}})
+    fence = wait_fence(d, seqs, {2: {1, 2, 3}})  # node 2 still hears node 3 on some link
+    d.step(d.now + 10, [core.FenceDone(3, 0x88, fence.attempt, False, "pill", "written", pending=True)])
+    while d.now < 20 * DEAD:
+        beat_both(d, seqs, {2: {1, 2, 3}}, silent=(3,))
+    assert not d.core.fencing.fenced(3, 0x88), "node 3 may be connected through node 2: it need not stop"
+
+
+def test_n16_without_a_cluster_watchdog_a_silent_victim_is_never_fenced_by_deadline():
+    d = linked()
+    d.started()
+    seqs: dict = {}
+    while d.now < 1000:
+        beat_both(d, seqs, {2: {1, 2, 3}, 3: {1, 2, 3}})
+    fence = wait_fence(d, seqs, {2: {1, 2}})
+    d.step(d.now + 10, [core.FenceDone(3, 0x88, fence.attempt, False, "pill", "written", pending=True)])
+    while d.now < 20 * DEAD:
+        beat_both(d, seqs, {2: {1, 2}}, silent=(3,))
+    assert not d.core.fencing.fenced(3, 0x88), "a frozen node without a watchdog may wake and write"
+
+
+def test_n16_sf3_a_node_its_peers_no_longer_hear_fences_itself_once_its_writes_stop_landing():
+    d = linked()
+    d.started()
+    seqs: dict = {}
+    while d.now < 1000:
+        beat_both(d, seqs, {2: {1, 2, 3}, 3: {1, 2, 3}})
+    d.hang_disk = True  # our writes stop landing, but we still hear both peers: quorate
+    while d.now < 1000 + 3 * DEAD and d.core.phase is core.Phase.RUNNING:
+        beat_both(d, seqs, {2: {1, 2, 3}, 3: {1, 2, 3}})
+    assert d.core.phase is core.Phase.RUNNING, "they hear us on the link: a storage outage alone stops nobody"
+    start = d.now
+    while d.core.phase is core.Phase.RUNNING and d.now < start + 3 * DEAD:
+        beat_both(d, seqs, {2: {2, 3}, 3: {2, 3}})  # a one-way link: we hear them, they do not hear us
+    assert d.core.snapshot()["quorum"]["quorate"], "by our own view we are quorate"
+    assert [a.reason for a in d.actions if isinstance(a, core.SelfFence)] == ["lease"]
+    assert d.now - start <= timing.view_fresh_ms(INTERVAL) + 2 * INTERVAL
+
+
+def _with_watchdog(spec):
+    from dataclasses import replace
+
+    return replace(spec, watchdog_ms=WD_MS)

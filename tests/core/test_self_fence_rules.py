@@ -11,9 +11,10 @@ def rules(*, quorum=True, disks=True) -> SelfFence:
     return SelfFence(lease_ms=LEASE, write_land_max_ms=WLM, started_ms=0, quorum=quorum, disks=disks)
 
 
-def check(sf, now, *, quorate=True, guarding=False, landed=None, beat_write=None, lapsed=None):
-    return sf.check(now, quorate=quorate, guarding=guarding, landed_ms=landed, oldest_beat_write_ms=beat_write,
-                    mmp_lapsed_ms=lapsed)
+def check(sf, now, *, quorate=True, connected=None, guarding=False, landed=None, beat_write=None, lapsed=None):
+    connected = quorate if connected is None else connected
+    return sf.check(now, quorate=quorate, connected=connected, guarding=guarding, landed_ms=landed,
+                    oldest_beat_write_ms=beat_write, mmp_lapsed_ms=lapsed)
 
 
 def test_sf1_a_pill_fences_at_once_and_says_from_whom():
@@ -46,6 +47,12 @@ def test_sf3_the_lease_runs_from_the_newest_landed_write_and_only_without_quorum
     sf = rules()
     got = check(sf, now, quorate=quorate, landed=landed)
     assert (got is not None and got.reason == "lease") is fenced
+
+
+def test_sf3_hearing_a_quorum_is_not_being_heard_by_one():
+    """A one-way link: this node counts its peers (quorate) but none of them lists it."""
+    got = check(rules(), 1000 + LEASE, quorate=True, connected=False, landed=1000)
+    assert got is not None and got.reason == "lease"
 
 
 def test_sf3_needs_a_disk_region():

@@ -126,7 +126,8 @@ def test_unicast_pair_on_two_loopback_addresses_same_port(regions, key):
     assert not health(a).healthy and health(a).reason == "not yet written"
     seen_a, seen_b = exchange(a, sa, b, sb, rounds=4)
     assert [x.seq for x in seen_b] == [1, 2, 3, 4] and [x.seq for x in seen_a] == [1, 2, 3, 4]
-    assert seen_b[0] == Beat(node_id=1, region="lan-u4", generation=0xA1, seq=1, flags=1, name="node1")
+    assert seen_b[0] == Beat(node_id=1, region="lan-u4", generation=0xA1, seq=1, flags=1, name="node1",
+                              sees=frozenset())  # it sees nobody yet: its view says so
     health(a).tick(1000)
     assert health(a).healthy
     assert a.sent_total == 4 and b.receiver.accepted_total == 4

@@ -51,6 +51,7 @@ INTERVAL_MS_MIN, INTERVAL_MS_MAX = timing.HEARTBEAT_INTERVAL_MS_MIN, timing.HEAR
 DEAD_MS_MAX = timing.DEAD_MS_MAX
 IO_TIMEOUT_MS_MIN = timing.IO_TIMEOUT_MS_MIN
 
+WATCHDOG_MS_MAX = 3_600_000
 DEFAULT_SLOTS = 64
 DEFAULT_MMP_RESOURCES = 8
 DEFAULT_INTERVAL_MS = timing.HEARTBEAT_INTERVAL_MS_DEFAULT
@@ -81,7 +82,7 @@ SUPERBLOCK = cs.Struct(
     "interval_ms" / cs.Int32ul,  # @136
     "dead_ms" / cs.Int32ul,  # @140
     "io_timeout_ms" / cs.Int32ul,  # @144
-    "reserved0" / cs.Int32ul,  # @148
+    "watchdog_ms" / cs.Int32ul,  # @148 the cluster's watchdog timeout (0: none; was reserved, 0, in v1's first files)
     "created_wall_ms" / cs.Int64ul,  # @152 for humans only
     "reserved" / cs.Padding(CRC_OFFSET - 160),  # @160 room to evolve
     "crc" / cs.Int32ul,  # @508
@@ -190,6 +191,7 @@ class Superblock:
     created_wall_ms: int
     version: int = FORMAT_VERSION
     flags: int = 0
+    watchdog_ms: int = 0  # every node's [watchdog] is at most this; peers rely on it (timing.self_fence_deadline_ms)
 
     @property
     def uuid_str(self) -> str:
@@ -222,6 +224,9 @@ class Superblock:
         if not 0 <= self.mmp_resources <= MMP_RESOURCES_MAX:
             raise FormatError(f"MMP resources {self.mmp_resources} not in 0..{MMP_RESOURCES_MAX}")
         check_timing(self.interval_ms, self.dead_ms, self.io_timeout_ms)
+        if self.watchdog_ms and not 4 * self.interval_ms <= self.watchdog_ms <= WATCHDOG_MS_MAX:
+            raise FormatError(f"watchdog timeout {self.watchdog_ms} ms not 0 (none) or in {4 * self.interval_ms}"
+                              f"..{WATCHDOG_MS_MAX} (at least 4 beat intervals)")
         expect = layout(s, self.slot_count, self.mmp_resources)
         got = (self.slot_offset, self.mailbox_offset, self.mmp_offset, self.region_bytes)
         if got != expect:
@@ -264,6 +269,7 @@ def new_superblock(
     io_timeout_ms: int | None = None,
     region_uuid: bytes,
     created_wall_ms: int,
+    watchdog_ms: int = 0,
 ) -> Superblock:
     slot_offset, mailbox_offset, mmp_offset, region_bytes = layout(
         sector_size, slot_count, mmp_resources
@@ -284,6 +290,7 @@ def new_superblock(
         if io_timeout_ms is None
         else io_timeout_ms,
         created_wall_ms=created_wall_ms,
+        watchdog_ms=watchdog_ms,
     )
     sb.validate()
     return sb
@@ -296,7 +303,7 @@ def encode_superblock(sb: Superblock) -> bytes:
     """One sector. Validates before and checks the result decodes back to `sb` (pair assertion)."""
     sb.validate()
     fields = {name: getattr(sb, name) for name in _SB_FIELDS}
-    raw = _seal(SUPERBLOCK.build({**fields, "reserved0": 0, "crc": 0}))
+    raw = _seal(SUPERBLOCK.build({**fields, "crc": 0}))
     out = _to_sector(raw, sb.sector_size)
     assert decode_superblock(out) == sb
     return out

@@ -36,7 +36,8 @@ SCAN_TIMEOUT_MS = 30_000  # a whole signature scan (2..16 reads of at most 1 MiB
 
 
 def make_region(path: str, *, cluster: str, slots: int, sector_size: int | None, interval_ms: int,
-                dead_ms: int, io_timeout_ms: int | None, mmp_resources: int, force: bool) -> fmt.Superblock:
+                dead_ms: int, io_timeout_ms: int | None, mmp_resources: int, force: bool,
+                watchdog_ms: int = 0) -> fmt.Superblock:
     created = False
     try:
         os.stat(path)
@@ -62,7 +63,7 @@ def make_region(path: str, *, cluster: str, slots: int, sector_size: int | None,
     try:
         return _make(path, created, cluster=cluster, slots=slots, sector_size=sector_size,
                      interval_ms=interval_ms, dead_ms=dead_ms, io_timeout_ms=io_timeout_ms,
-                     mmp_resources=mmp_resources, force=force)
+                     mmp_resources=mmp_resources, force=force, watchdog_ms=watchdog_ms)
     except BaseException:
         if created:
             os.unlink(path)
@@ -70,7 +71,7 @@ def make_region(path: str, *, cluster: str, slots: int, sector_size: int | None,
 
 
 def _make(path, created, *, cluster, slots, sector_size, interval_ms, dead_ms, io_timeout_ms,
-          mmp_resources, force) -> fmt.Superblock:
+          mmp_resources, force, watchdog_ms) -> fmt.Superblock:
     if not created:
         _refuse_if_in_use(path)
     # O_EXCL (block devices): a mount or swapon that starts after the check above fails with EBUSY
@@ -89,6 +90,7 @@ def _make(path, created, *, cluster, slots, sector_size, interval_ms, dead_ms, i
                 cluster=cluster, sector_size=sector_size, slot_count=slots, mmp_resources=mmp_resources,
                 interval_ms=interval_ms, dead_ms=dead_ms, io_timeout_ms=io_timeout_ms,
                 region_uuid=uuidlib.uuid4().bytes, created_wall_ms=time.time_ns() // 1_000_000,
+                watchdog_ms=watchdog_ms,
             )
         except fmt.FormatError as e:
             raise OperatorError(f"{path}: {e}") from None
