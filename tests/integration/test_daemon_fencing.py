@@ -128,3 +128,65 @@ def test_two_node_the_survivor_wins_the_tie_break_race_and_fences_the_other(trio
     assert ask(c, 1, "mmp-acquire db 0 1")["ok"], "quorate: it may take storage"
     c.kill(1, signal.SIGTERM)
     assert c.procs[1].returncode == 0  # the tie-break is released like any resource
+
+
+def test_a_frozen_holder_is_reset_by_its_watchdog_and_taken_over_at_its_self_fence_deadline(tmp_path):
+    """SIGSTOP on the holder (beyond dead_ms): its FUSE watchdog resets it (kills it) 1 s after its
+    last keepalive; its fencer writes the pill (never read), and once the holder has been silent
+    past its self-fence deadline (the cluster's 1 s watchdog in the superblock) the fencer
+    counts it fenced and takes its resource over without the classic watch. The reset comes
+    before the fence is counted: nothing of the holder's could write after."""
+    from tools.fusewatchdog import FuseWatchdog
+
+    region = str(tmp_path / "region.img")
+    r = diskhb("format", region, "--cluster", "test", "--slots", "4", "--interval-ms", "100", "--dead-ms", "1000",
+               "--watchdog-timeout-s", "1")
+    assert r.returncode == 0 and "watchdog 1 s" in r.stdout, r.stderr
+    c = Cluster(str(tmp_path), region)
+    dogs = {}
+    try:
+        for i in (1, 2, 3):
+            dogs[i] = FuseWatchdog(str(tmp_path / f"wd{i}")).start()
+            c.start(i, extra=QUORUM + RESOURCE + f'[watchdog]\ndevice = "{dogs[i].path}"\ntimeout_s = 1\n')
+            dogs[i].set_reset_pid(c.procs[i].pid)
+        for i in (1, 2, 3):
+            wait_until(lambda i=i: ((c.view(i) or {}).get("quorum") or {}).get("votes") == 3, 15,
+                       f"node {i} counts all three")
+        assert ask(c, 2, "mmp-acquire db 0 1")["ok"]
+        c.procs[2].send_signal(signal.SIGSTOP)
+        c.procs[2].wait(15)  # its watchdog is no longer fed: reset
+        reset_at = time.monotonic()
+        assert c.procs[2].returncode == -signal.SIGKILL and dogs[2].state()["fired"] == 1
+
+        def fenced():  # node 3 is node 2's fencer (the member after it)
+            return any(v["node"] == 2 and v["fenced"] for v in (c.view(3) or {}).get("fencing") or [])
+
+        wait_until(fenced, 15, "node 3 counts node 2 fenced at its deadline")
+        assert time.monotonic() >= reset_at
+        [row] = [v for v in c.view(3)["fencing"] if v["node"] == 2]
+        assert "self-fence deadline" in row["last"], row
+        assert "fenced" in c.log(3) and "deadline" in c.log(3)
+        t0 = time.monotonic()
+        out = ask(c, 3, "mmp-acquire db 0 0")
+        took = time.monotonic() - t0
+        assert out["ok"] and "stopped writing" in out["note"], out
+        assert took < CLASSIC_S - 1, f"took {took:.2f} s: the fenced holder's block was watched"
+        for i in (1, 3):
+            assert dogs[i].state()["fired"] == 0, f"node {i} was never reset"
+    finally:
+        c.stop_all()
+        for wd in dogs.values():
+            wd.close()
+
+
+def test_a_node_without_the_clusters_watchdog_refuses_to_start(tmp_path):
+    region = str(tmp_path / "region.img")
+    assert diskhb("format", region, "--cluster", "test", "--slots", "4", "--interval-ms", "100", "--dead-ms", "1000",
+                  "--watchdog-timeout-s", "1").returncode == 0
+    c = Cluster(str(tmp_path), region)
+    try:
+        p = c.start(1)
+        assert p.wait(15) == 2
+        assert "the cluster relies on a watchdog of at most 1 s" in c.log(1) and "Traceback" not in c.log(1)
+    finally:
+        c.stop_all()
