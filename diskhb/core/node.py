@@ -804,7 +804,7 @@ class NodeCore:
                     continue
                 since = self._excluded_since.setdefault(nid, now_ms)
             else:
-                since = p.advanced_ms
+                since = None  # SF3 without links: its lease alone
             out[nid] = timing.self_fence_deadline_ms(
                 advanced_ms=p.advanced_ms, excluded_ms=since, interval_ms=self.spec.interval_ms,
                 dead_ms=self.spec.dead_ms, io_timeout_ms=self.spec.io_timeout_ms, watchdog_ms=self.spec.watchdog_ms)

@@ -143,7 +143,7 @@ def view_fresh_ms(interval_ms: int) -> int:
     return VIEW_FRESH_INTERVALS * interval_ms
 
 
-def self_fence_deadline_ms(*, advanced_ms: int, excluded_ms: int, interval_ms: int, dead_ms: int,
+def self_fence_deadline_ms(*, advanced_ms: int, excluded_ms: int | None, interval_ms: int, dead_ms: int,
                            io_timeout_ms: int, watchdog_ms: int) -> int:
     """SELF-FENCE DEADLINE (fencing FD11): the moment, on our clock, after which a peer that we
     have not seen advance since advanced_ms, and that no quorum member's link view has shown
@@ -156,8 +156,11 @@ def self_fence_deadline_ms(*, advanced_ms: int, excluded_ms: int, interval_ms: i
         reset within watchdog_ms; a write it issued before lands within write_land_max_ms (F1);
       - a frozen node is reset by its watchdog from its last keepalive, which was no later than
         either bound (it feeds only while not self-fenced).
+    Without link regions (excluded_ms None) nothing but the disk connects nodes: its lease alone.
     Durations of different hosts are compared, never their clocks (F3)."""
-    stop = max(advanced_ms + self_fence_lease_ms(dead_ms), excluded_ms + dead_ms + view_fresh_ms(interval_ms))
+    stop = advanced_ms + self_fence_lease_ms(dead_ms)
+    if excluded_ms is not None:  # a cluster with links: no member's view has listed it since excluded_ms
+        stop = max(stop, excluded_ms + dead_ms + view_fresh_ms(interval_ms))
     return stop + interval_ms + max(watchdog_ms, write_land_max_ms(io_timeout_ms))
 
 

@@ -24,7 +24,10 @@ model of diskhb.core.timing: writes land late, reads sample each sector at its o
       landing (hold.py HD-loss), and the watch starts after the landing. Claims over a
       CLEAN or empty block with such later proposals watch too (schedule C).
   CL3 FAST PATHS (diskhb.mmp.fast_path) only decide whether CL2's watch may be skipped: never
-      when a ballot has gone past the block's epoch (FP6).
+      when a ballot has gone past the block's epoch (FP6). A holder that becomes released or
+      fenced (FP0) while we watch its unchanged block (no later proposal seen) ends the watch,
+      once per acquisition: we look again from a new full read, exactly as a new acquisition
+      would (FP6 included).
   CL4 OWN STALE BLOCK. A block of this very process that it gave up on (its write or read-back
       was too slow to hold on; the write has completed, or LG1 kept us from writing since) is
       claimed over at once, through the ballot, only if no ballot has gone past its epoch;
@@ -137,6 +140,7 @@ class _Watch:
     interval_ms: int  # I_w: the wait is classic_wait_ms(interval_ms) from started_ms
     poll_ms: int
     who: str
+    holder_only: bool = True  # no later proposal was seen: the block's holder is the one to wait for (CL3)
 
     @property
     def end_ms(self) -> int:
@@ -186,6 +190,7 @@ class Acquisition:
         self.basis: SeqBlock | None = None
         self.min_lver = 1
         self.watch: _Watch | None = None
+        self._relooked = False  # CL3
         self.mine: Ballot | None = None
         self.proposal: Proposal | None = None
         self.p1_written_ms = 0
@@ -289,7 +294,7 @@ class Acquisition:
                      name: str, *, note: str) -> Step:
         """CL2: watch the block from now (the completion of the read that showed it)."""
         interval = max([interval_ms] + [p.interval_ms for _, p in later])
-        self.watch = _Watch(ident, now_ms, interval, poll_ms(interval), name)
+        self.watch = _Watch(ident, now_ms, interval, poll_ms(interval), name, holder_only=not later)
         self.note = note
         self.phase = Phase.WATCH
         return ReadSeq(min(now_ms + self.watch.poll_ms, self.watch.end_ms))
@@ -303,6 +308,14 @@ class Acquisition:
         if submitted_ms >= w.end_ms:
             self.phase = Phase.WATCH_FINAL
             return ReadResource(completed_ms)
+        holder, generation = w.ident[2], w.ident[3]
+        if holder and w.holder_only and not self._relooked and self.peer_info is not None:  # CL3: fenced meanwhile
+            info = self.peer_info(holder)
+            if info is not None and info.fenced and info.generation == generation:
+                self._relooked = True  # once: a look that watches again watches to the end
+                self.watch = None
+                self.phase = Phase.LOOK
+                return ReadResource(completed_ms)
         return ReadSeq(min(completed_ms + w.poll_ms, w.end_ms))
 
     def _watch_final(self, view: ResourceView, submitted_ms: int, completed_ms: int) -> Step:
@@ -315,6 +328,8 @@ class Acquisition:
         wider = max([w.interval_ms] + [p.interval_ms for _, p in later])
         if wider > w.interval_ms:  # CL2: a ballot the first read missed calls for a longer wait
             w.interval_ms, w.poll_ms = wider, poll_ms(wider)
+        if later:
+            w.holder_only = False  # CL3: the block may not be the holder's (FP6)
         if submitted_ms < w.end_ms:
             self.phase = Phase.WATCH
             return ReadSeq(min(completed_ms + w.poll_ms, w.end_ms))

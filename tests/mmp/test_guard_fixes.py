@@ -437,6 +437,37 @@ def test_fp6_no_fast_path_when_a_later_epoch_was_proposed(info):
 
 
 # --------------------------------------------------------------------------------------------
+# CL3: a holder fenced while we watch
+
+
+@pytest.mark.parametrize("fenced_at_ms", [1_000, None])
+def test_cl3_a_holder_fenced_during_the_watch_ends_it_with_a_new_look(fenced_at_ms):
+    """P's block sits unchanged (P is dead, not fenced): R watches it for C(I) = 3 s. When R's
+    daemon learns at 1 s that P was fenced (FP0), R looks again and takes it over then; never
+    fenced, R waits the whole watch."""
+    w = World()
+    p, r = claimant(1), claimant(3)
+    w.poke_seq(seq_block(p, epoch=1))
+    w.poke_ballot(accepted(p, 1))
+
+    def info(node_id):
+        if node_id != 1:
+            return None
+        fenced = fenced_at_ms is not None and w.now >= fenced_at_ms
+        return PeerInfo(NodeState.DEAD, generation=p.generation, fenced=fenced)
+
+    w.guard("R", r, peer_info=info)
+    first_ballot = w.first_write("R", w.loc.ballot_pos(3))
+    w.run(lambda: w.got("R") is not None, limit_ms=60_000)
+    if fenced_at_ms is None:
+        assert first_ballot >= classic_wait_ms(p.interval_ms)
+        assert "classic wait" in w.got("R")[1].note
+    else:
+        assert fenced_at_ms <= first_ballot < fenced_at_ms + 500, f"R balloted at {first_ballot} ms"
+        assert "stopped writing" in w.got("R")[1].note
+
+
+# --------------------------------------------------------------------------------------------
 # The acquisition's transition table (h2's rule: a pair not in the table is a protocol error)
 
 STEP_TYPES = (ReadResource, ReadSeq, WriteBallot, WriteSeq, Acquired, Refusal, NotOurs)
