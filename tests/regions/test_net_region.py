@@ -582,3 +582,14 @@ def test_redundant_links_are_separate_regions_in_a_private_network_namespace(key
     assert got["a"] == [["link-a", 1], ["link-a", 2], ["link-a", 3]]
     assert got["b"] == [["link-b", 1], ["link-b", 2]]  # nothing from link A leaked in after the cut
     assert got["dups"] == 0  # nor before it (a copy from the other link would be a duplicate)
+
+
+def test_a_beat_carries_whom_its_sender_sees_alive(regions, key):
+    """Node core N16: the receiver hands the sender's view on as Beat.sees (every region's ids)."""
+    port = free_udp_port()
+    a = regions("lan-v", 1, bind="127.0.0.1", port=port, peers=["127.0.0.2"], key=key)
+    b = regions("lan-v", 2, bind="127.0.0.2", port=port, peers=["127.0.0.1"], key=key)
+    sa = Sender(1, 0xA1)
+    a.publish(200, sa.beat(view={"lan-v": (2, 3), "disk": (3, 4)}), 200)
+    [got] = poll_until(b, 200, 1)
+    assert got.sees == frozenset({2, 3, 4})
