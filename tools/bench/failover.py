@@ -117,8 +117,9 @@ def _log_time(line: str) -> float:
     return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def _pill(io_timeout_ms: int) -> tuple[float, float]:
-    """(`diskhb fence 2` -> node 2 self-fenced, -> node 1 counts it fenced), seconds."""
+def _pill(io_timeout_ms: int) -> tuple[float, float, float]:
+    """(`diskhb fence 2` -> node 2 self-fenced, -> node 1 counts it fenced, pill written -> node 2
+    fenced itself as their logs date it), seconds."""
     t = Trio(io_timeout_ms)
     try:
         t0 = time.monotonic()
@@ -129,7 +130,10 @@ def _pill(io_timeout_ms: int) -> tuple[float, float]:
               "node 2 fences itself")
         seen = time.monotonic() - t0
         _wait(lambda: t.fenced(1, 2), 10, "node 1 counts it fenced")
-        return seen, time.monotonic() - t0
+        verified = time.monotonic() - t0
+        written = _log_time(next(line for line in open(os.path.join(t.work, "n1.log")) if "writing the disk pill" in line))
+        fenced = _log_time(next(line for line in open(os.path.join(t.work, "n2.log")) if "SELF-FENCED (pill)" in line))
+        return seen, verified, fenced - written
     finally:
         t.close()
 
@@ -154,11 +158,14 @@ def main() -> None:
             fenced.append(f)
         print(_line(f"{name}: stop -> survivor holds", held), flush=True)
         print(_line(f"{name}: stop -> fence verified (deadline)", fenced), flush=True)
-    seen, verified = [], []
+    seen, verified, logged = [], [], []
     for _ in range(args.reps):
-        s, v = _pill(args.io_timeout_ms)
+        s, v, g = _pill(args.io_timeout_ms)
         seen.append(s)
         verified.append(v)
+        logged.append(g)
+    print(_line("pill: written -> victim self-fenced (their log lines; the write itself included)", logged),
+          flush=True)
     print(_line("pill: diskhb fence -> victim self-fenced (CLI start included)", seen), flush=True)
     print(_line("pill: diskhb fence -> fencer counts it fenced (READ_ONLY beat)", verified), flush=True)
 
