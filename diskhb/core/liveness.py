@@ -54,7 +54,10 @@ Per (node, region), the track:
       many packets. A generation the node had before (a slow region's stale view, an
       incarnation we missed) is a candidate like any other: it cannot win while the current one
       beats, and it wins back once that one is quiet (which is how a replay adopted while the
-      node was silent everywhere is undone when it stops).
+      node was silent everywhere is undone when it stops). Except a generation this observer
+      saw publish LEFT (counted, R4): it writes nothing more (node core N5), so its samples are
+      a replay or a stale region, never a candidate (the simulator's seed 152528: a replayed
+      left incarnation adopted back lent its node a quorum vote for a dead time).
   R6  BAD: a BadSample (bad checksum, torn write, wrong magic) is counted per (node, region)
       for metrics; never an advance, never knowledge, and no proof of silence either: the slot
       changed into something we cannot read, and what landed there since our last valid sample
@@ -272,6 +275,7 @@ class _Node:
     left_seq: int | None = None  # R4: the seq at which the current generation published LEFT
     tracks: dict[str, _Track] = field(default_factory=dict)
     old_generations: list[int] = field(default_factory=list)  # at most OLD_GENERATIONS_MAX, newest last
+    left_generations: list[int] = field(default_factory=list)  # R5: seen publishing LEFT (counted, R4), newest last
 
 
 class Liveness:
@@ -344,6 +348,8 @@ class Liveness:
         if node.generation == GENERATION_NONE:  # R2: the first generation, a baseline like any
             node.generation = generation
         elif generation != node.generation:  # R5: a candidate, on this region only
+            if generation in node.left_generations:
+                return  # R5: it left cleanly before our eyes and writes nothing more (N5): a replay or a stale region
             if track.cand_generation != generation:
                 track.cand_generation, track.cand_seq, track.cand_flags = generation, seq, flags
                 track.cand_first_ms, track.cand_moves = now_ms, 0
@@ -424,6 +430,8 @@ class Liveness:
     def _restart(self, now_ms: int, node: _Node, region: str, generation: int) -> str:
         """R5: adopt the candidate; every other region waits for it. Returns the reason."""
         old = node.generation
+        if node.left_seq is not None:  # R5: the incarnation we saw leave never comes back
+            node.left_generations = (node.left_generations + [old])[-OLD_GENERATIONS_MAX:]
         back = generation in node.old_generations
         history = [g for g in node.old_generations if g != generation] + [old]
         node.old_generations = history[-OLD_GENERATIONS_MAX:]

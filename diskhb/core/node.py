@@ -491,7 +491,7 @@ class NodeCore:
         self._stall_report_ms = timing.stall_report_ms(spec.interval_ms)
         self.last_stall_ms = 0
         self._ids = 0
-        self._owner: dict[int, str] = {}  # MMP request id -> resource
+        self._owner: dict[int, _Held] = {}  # MMP request id -> the guard that asked
         self._guard_results: dict[str, list[gd.IoResult]] = {}
         self.stats = {"beats": 0, "mmp_requests": 0}
         self.wall_ms = 0
@@ -603,7 +603,11 @@ class NodeCore:
         if isinstance(obs, MmpIoDone):
             owner = self._owner.pop(obs.result.id, None)
             if owner is not None:
-                self._guard_results.setdefault(owner, []).append(obs.result)
+                name = owner.spec.name
+                if self.held.get(name) is owner:
+                    self._guard_results.setdefault(name, []).append(obs.result)
+                else:  # its guard has ended: a write it gave up on completes (LG1: its outcome is known now)
+                    owner.guard.settle(obs.result)
             return
         if isinstance(obs, AcquireRequest):
             self._acquire(now_ms, obs, actions)
@@ -1041,7 +1045,7 @@ class NodeCore:
                 self._guard_event(now_ms, h, ev, actions)
             for req in requests:
                 if req.op in ("read", "write", "lock"):
-                    self._owner[req.id] = name
+                    self._owner[req.id] = h
                 self.stats["mmp_requests"] += 1
                 actions.append(MmpIo(req))
         if self.tainted is None and self.ledger.unknown(now_ms):

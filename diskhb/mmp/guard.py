@@ -260,6 +260,14 @@ class Guard:
         else:
             self._deny(reason, 1)
 
+    def settle(self, r: IoResult) -> None:
+        """A result that came after this guard ended (its driver no longer steps it): a write it
+        gave up on has completed, so the ledger may forget it (LG1). Without this, a write that
+        completed in time would lapse in the ledger (LG4) and its node fence itself (SF4)."""
+        late = self._ignored.pop(r.id, None)
+        if late is not None:
+            self.ledger.completed(late.sector, late.submitted_ms)
+
     def next_wakeup_ms(self) -> int | None:
         """When step() has something to do without a new result (None: only results)."""
         if self.state is State.DONE:

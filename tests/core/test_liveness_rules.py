@@ -434,3 +434,33 @@ def test_a_restart_adopted_in_the_tick_that_ends_the_old_generation_is_no_death(
     assert DEAD not in [e.new for e in ev if isinstance(e, NodeStateChanged)], ev
     assert restarts(ev) and lv.node(2).generation == 9 and lv.node(2).state is ALIVE
     lv.check_invariants()
+
+
+def test_r5_a_generation_seen_leaving_is_never_adopted_again():
+    """The simulator's seed 152528: generation A left cleanly, B restarted and then went silent;
+    A's old packets replayed must not bring A back (N5: a node that left writes nothing more)."""
+    lv = Liveness(self_id=1, interval_ms=100, dead_ms=1000)
+    t = 0
+    left = int(SlotFlag.LEFT)
+    for seq in range(1, 6):
+        t += 100
+        lv.observe(t, Beat(2, "net", 0xA, seq, int(SlotFlag.ACTIVE), "n2"))
+        lv.tick(t)
+    t += 100
+    lv.observe(t, Beat(2, "net", 0xA, 6, left, "n2"))
+    lv.tick(t)
+    assert lv.node(2).state is NodeState.LEFT
+    for seq in range(1, 6):  # B starts (after A left: nothing of A moves any more)
+        t += 100
+        lv.observe(t, Beat(2, "net", 0xB, seq, int(SlotFlag.ACTIVE), "n2"))
+        lv.tick(t)
+    assert lv.node(2).generation == 0xB
+    t += 3000  # B falls silent, dead
+    lv.tick(t)
+    events = []
+    for seq in (2, 5):  # A's recorded packets, replayed
+        t += 100
+        lv.observe(t, Beat(2, "net", 0xA, seq, int(SlotFlag.ACTIVE), "n2"))
+        events += lv.tick(t)
+    assert lv.node(2).generation == 0xB and lv.node(2).state is NodeState.DEAD
+    assert not [e for e in events if isinstance(e, NodeRestarted)]

@@ -39,14 +39,15 @@ class Driver:
     """One NodeCore and its world: every MMP request answered at once (or held, when asked)."""
 
     def __init__(self, *, regions=("disk",), resources=True, loss_budget=0, quorum=None, self_fence=False,
-                 mountpoint=None, node_id=1, generation=0x1234):
+                 mountpoint=None, node_id=1, generation=0x1234, io_timeout_ms=DEAD // 2, mmp_interval_ms=1000):
         self.disk = area()
         specs = [core.RegionSpec(r, "disk" if r == "disk" else "net", r == "disk", r) for r in regions]
-        res = {"db": core.ResourceSpec("db", TARGET, timing.MmpTiming(1000, loss_budget), mountpoint=mountpoint)
+        res = {"db": core.ResourceSpec("db", TARGET, timing.MmpTiming(mmp_interval_ms, loss_budget),
+                                       mountpoint=mountpoint)
                } if resources else {}
         spec = core.NodeSpec(node_id=node_id, name=f"n{node_id}", generation=generation, cluster="c",
                              interval_ms=INTERVAL,
-                             dead_ms=DEAD, io_timeout_ms=DEAD // 2, regions=tuple(specs), resources=res,
+                             dead_ms=DEAD, io_timeout_ms=io_timeout_ms, regions=tuple(specs), resources=res,
                              default_target=TARGET, default_timing=timing.MmpTiming(1000, 0), quorum=quorum,
                              self_fence=self_fence)
         self.now = 0
@@ -706,3 +707,25 @@ def _with_watchdog(spec):
     from dataclasses import replace
 
     return replace(spec, watchdog_ms=WD_MS)
+
+
+def test_n14_a_write_given_up_that_completes_after_its_guard_ended_is_no_stuck_write():
+    """The simulator's seed 158: a bump given up on (the hold lost), its guard gone once the loss
+    action ran, then the write completes within write_land_max_ms: the ledger must learn it (the
+    ended guard settles it), or SF4 would fence a healthy node when the bound passes."""
+    # write_land_max 1.8 s; the hold (MMP interval 200 ms) is lost 1.4 s after its hung write's issue
+    d = Driver(quorum=Q3, self_fence=True, io_timeout_ms=900, mmp_interval_ms=200)
+    d.started()
+    seq = quorate(d, 1000)
+    assert d.acquire()["ok"] is True
+    d.hold_writes = True
+    limit = d.now + 10 * DEAD
+    while "db" in d.core.held and d.now < limit:  # the bump hangs: given up, lost, loss action done
+        seq = quorate(d, d.now + 10, seq)
+    assert "db" not in d.core.held and d.hung
+    req = d.hung[0]
+    d.disk[req.offset: req.offset + req.length] = req.data  # it lands and completes, late but within F1
+    d.step(d.now + 10, [core.MmpIoDone(gd.IoResult(req.id, d.now, d.now + 10))])
+    assert not d.core.ledger.unknown(d.now)
+    quorate(d, d.now + 3 * timing.write_land_max_ms(900), seq)
+    assert d.core.phase is core.Phase.RUNNING, [a for a in d.actions if isinstance(a, core.SelfFence)]

@@ -1,10 +1,11 @@
-"""python -m tools.sim --seeds N [--start S] [--nodes K] [--seconds T] [--procs P] [--jobs J] [--trace]
+"""python -m tools.sim --seeds N [--start S] [--nodes K] [--seconds T] [--procs P] [--jobs J] [--trace] [--quorum-only]
    python -m tools.sim --schedules [A..E] [--trace]
 
 Runs N seeded schedules of a K-node cluster for T simulated seconds each and prints one line:
 "N schedules, V violations, X simulated node-seconds, Y x real time". On a violation it prints
 the seed, the broken invariant, the last lines of its trace and the trace hash, and exits 1; the
-same seed replays the same trace (same hash).
+same seed replays the same trace (same hash). --quorum-only runs only the seeds among those N whose
+profile is a quorum one (tools.sim.world.QUORUM: [quorum], disk pills, self-fencing, watchdogs).
 
 --schedules runs the scripted regression schedules A-E (tools.sim.schedules: the five double
 holders of the MMP guard's rework) instead, one line each; exit 1 if one ends in a violation or
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="command-line guard processes beside the daemons (default: 5, at most 8 - nodes)")
     ap.add_argument("--jobs", type=int, default=0, help="processes (default: one per core)")
     ap.add_argument("--trace", action="store_true", help="print the whole trace of each seed")
+    ap.add_argument("--quorum-only", action="store_true",
+                    help="of the N seeds, run only those whose profile is a quorum one (World.pick_profile)")
     ap.add_argument("--schedules", nargs="?", const="ABCDE", metavar="LETTERS",
                     help="run the scripted regression schedules (default all: ABCDE) instead of random seeds")
     a = ap.parse_args(argv)
@@ -62,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tools.sim: error: {bad[0]}", file=sys.stderr)
         return 2
     jobs = a.jobs or multiprocessing.cpu_count()
-    work = [(s, a.nodes, a.seconds, a.procs) for s in range(a.start, a.start + a.seeds)]
+    seeds = range(a.start, a.start + a.seeds)
+    if a.quorum_only:
+        from tools.sim.world import Rng, World
+
+        seeds = [s for s in seeds if World.pick_profile(s, Rng(s)).quorum]
+    work = [(s, a.nodes, a.seconds, a.procs) for s in seeds]
     t0 = time.monotonic()
     violations, totals, steps, sim_ms = [], {}, 0, 0
     if jobs == 1 or a.trace:
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     real = time.monotonic() - t0
     node_s = sim_ms // 1000 * a.nodes  # some profiles run longer than --seconds (Profile.run_x)
     sim_s = sim_ms / 1000
-    print(f"{a.seeds} schedules, {len(violations)} violations, {node_s} simulated node-seconds,"
+    print(f"{len(work)} schedules, {len(violations)} violations, {node_s} simulated node-seconds,"
           f" {sim_s / real / jobs:.0f} x real time per core ({jobs} jobs, {real:.1f} s,"
           f" {steps} node steps; {', '.join(f'{k} {v}' for k, v in sorted(totals.items()))})")
     for seed, violation, digest, trace in sorted(violations)[:5]:

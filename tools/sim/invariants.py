@@ -12,14 +12,25 @@
   I5 NO FALSE DEATH: an observer declares a node DEAD only if, on every region, that node landed
      no beat (a slot write landing, a packet delivered to that observer) for at least dead_ms
      minus the observer's longest read on that region, within the last 2 x dead_ms.
+
+With a [quorum] and self-fencing (the quorum profiles; node core N10-N14, self_fence SF1-SF6):
+  SF-NO-WRITE: a node incarnation issues no MMP write once it emitted SelfFence (SF5: every
+     guard abandoned; SF6: for good).
+  SF-READ-ONLY: once an incarnation published a beat carrying SELF_FENCED and READ_ONLY, no MMP
+     write of it lands any more and none of its consumers acts (the promise peers take its blocks
+     over on at once, fencing FD8, fast path FP0). I1 checks those takeovers' consumers.
+  FENCE-QUORATE: an automatic Fence (one that answers no operator's order) comes only from a
+     node whose quorum verdict at that step is quorate (fencing FD1).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict, deque
 
+from diskhb.core.fencing import FenceOutcome
 from diskhb.core.liveness import NodeRestarted, NodeStateChanged
 from diskhb.core.node import MmpEvent
+from diskhb.core.self_fence import SelfFenced
 from diskhb.core.types import NodeState
 
 LANDINGS_KEPT = 4096
@@ -43,6 +54,8 @@ class Checker:
         self.started_at: dict[tuple[int, int], int] = {}  # (node, generation) -> start time
         self.left_published: set[tuple[int, int]] = set()
         self.unlanded: dict[tuple[int, int], set] = defaultdict(set)  # (node, inc) -> MMP write ids to land
+        self.self_fenced_at: dict[tuple[int, int], int] = {}  # (node, inc) -> when it emitted SelfFence
+        self.read_only_at: dict[tuple[int, int], int] = {}  # (node, inc) -> its first SELF_FENCED+READ_ONLY beat
         self.stats = defaultdict(int)
 
     def fail(self, rule: str, text: str) -> None:
@@ -59,6 +72,10 @@ class Checker:
 
     def act_starts(self, node, inc, act) -> None:
         now = self.w.now
+        if (node.node_id, inc.number) in self.read_only_at:
+            self.fail("SF-READ-ONLY", f"{node.name} (incarnation {inc.number}) promised READ_ONLY at"
+                                      f" {self.read_only_at[(node.node_id, inc.number)]} and its consumer"
+                                      f" now acts on {act.resource} epoch {act.epoch}")
         for other in self.acts[act.resource]:
             n, i, epoch, start, end = other
             if end is None or end > now:
@@ -76,6 +93,12 @@ class Checker:
     def act_stops(self, node, act, t: int) -> None:
         for a in self.acts[act.resource]:
             if a[0] == node.node_id and a[2] == act.epoch and a[4] is None:
+                a[4] = t
+
+    def act_stops_sooner(self, node, act, t: int) -> None:
+        """A consumer whose stop was under way (its enforcer's kill) is gone at t already."""
+        for a in self.acts[act.resource]:
+            if a[0] == node.node_id and a[2] == act.epoch and a[4] is not None and a[4] > t:
                 a[4] = t
 
     # -- I3 ----------------------------------------------------------------------------------------------
@@ -97,7 +120,43 @@ class Checker:
         self.unlanded[(node.node_id, inc.number)].add(req.id)
 
     def mmp_landed(self, node, inc, req) -> None:
-        self.unlanded[(node.node_id, inc.number)].discard(req.id)
+        key = (node.node_id, inc.number)
+        self.unlanded[key].discard(req.id)
+        if key in self.read_only_at:
+            self.fail("SF-READ-ONLY", f"{node.name} (incarnation {inc.number}) promised READ_ONLY at"
+                                      f" {self.read_only_at[key]}, and its MMP write at offset {req.offset}"
+                                      f" lands after it")
+
+    # -- SF-NO-WRITE, SF-READ-ONLY, FENCE-QUORATE ---------------------------------------------------
+
+    def self_fenced(self, node, inc, action) -> None:
+        self.self_fenced_at.setdefault((node.node_id, inc.number), self.w.now)
+
+    def write_after_self_fence(self, node, inc, req) -> None:
+        self.fail("SF-NO-WRITE", f"{node.name} (incarnation {inc.number}) fenced itself at"
+                                 f" {self.self_fenced_at.get((node.node_id, inc.number))} and now issues an MMP"
+                                 f" write at offset {req.offset}")
+
+    def read_only(self, node, inc) -> None:
+        key, now = (node.node_id, inc.number), self.w.now
+        if key in self.read_only_at:
+            return
+        self.read_only_at[key] = now
+        self.stats["read_only_promises"] += 1
+        for resource, acts in self.acts.items():
+            for n, i, epoch, start, end in acts:
+                if n == node.node_id and i == inc.number and (end is None or end > now):
+                    self.fail("SF-READ-ONLY", f"{node.name} (incarnation {inc.number}) publishes SELF_FENCED,"
+                                              f" READ_ONLY while its consumer acts on {resource} epoch {epoch}"
+                                              f" (until {'now' if end is None else end})")
+
+    def fence_order(self, node, inc, action) -> None:
+        self.stats["fences_ordered"] += 1
+        q = inc.core.quorum.last if inc.core.quorum is not None else None
+        if q is None or not q.quorate:
+            self.fail("FENCE-QUORATE", f"{node.name} orders n{action.node_id} ({action.generation:#x}) fenced"
+                                       f" ({action.reason}) while not quorate:"
+                                       f" {'not judged yet' if q is None else q.reason}")
 
 
     # -- I4, I5 --------------------------------------------------------------------------------------
@@ -128,6 +187,12 @@ class Checker:
                 self._dead(node, inc, ev)
         elif isinstance(ev, MmpEvent):
             self.stats[f"mmp_{ev.what}"] += 1
+            if ev.what == "acquired" and "stopped writing (fenced, or read-only)" in ev.text:
+                self.stats["fp0_takeovers"] += 1  # fast path FP0: taken over at once
+        elif isinstance(ev, SelfFenced):
+            self.stats[f"self_fence_{ev.reason}"] += 1
+        elif isinstance(ev, FenceOutcome) and ev.ok:
+            self.stats[f"fenced_{ev.method}"] += 1
 
     def _dead(self, observer, inc, ev) -> None:
         w, now = self.w, self.w.now

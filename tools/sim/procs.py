@@ -67,6 +67,7 @@ class SimProc(Actor):
         self.acts: dict[str, Act] = {}
         self.inc: _Proc | None = None
         self.disk_stalled_until = 0  # the world's latency model asks
+        self.disk_cut_until = 0
         self.number = 0
         self.plan = None if plan is None else list(plan)
         self.step: PlanStep | None = None  # the plan step of the current process

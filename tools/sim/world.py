@@ -17,6 +17,13 @@ real sector bytes) and each link receiver runs netpath.replay's ReplayGuard. Wha
            F4), restart (new generation), leave cleanly. Its consumers hold resources through it
            and write (act) only while held, until the loss action or the lease enforcer (a
            separate process: not frozen with the daemon) has stopped them.
+  quorum   (the QUORUM profiles, a quarter of the seeds: World.pick_profile) every daemon runs
+           with a [quorum] of all daemon ids and self-fencing. Elected fencers and operators
+           (`diskhb fence`) write the disk pill into the victim's mailbox (a disk write like the
+           others); every slot-area read also reads the reader's own mailbox. A node that fences
+           itself stops feeding its watchdog, which resets it (a crash; consumers gone at once)
+           watchdog_s after its last feed: so does any freeze that long. BlockReadOnly stops
+           its consumers' writes at once. Nodes may be cut off from the shared disk.
 Invariants are checked as the run goes (tools.sim.invariants).
 
 Scripted runs (tools.sim.schedules) use the same world with a script: it picks the profile, sets
@@ -38,9 +45,13 @@ from dataclasses import dataclass, field
 
 from diskhb.core import node as core
 from diskhb.core import timing
+from diskhb.core.quorum import QuorumSpec
 from diskhb.core.types import BadSample, BeatBatch, Beat, SlotFlag
+from diskhb.mailbox import IO_TIMEOUT_MS as PILL_IO_TIMEOUT_MS
 from diskhb.mmp import format as mf
 from diskhb.mmp import guard as gd
+from diskhb.pill import METHOD as PILL, THREADS_MAX as PILLS_MAX
+from diskhb.watchdog import check_timeout
 from netpath.replay import ReplayGuard
 
 from tools.sim.invariants import Checker, Violation
@@ -54,6 +65,9 @@ ENFORCER_BUDGET_MS = 250  # the sim's lease enforcer needs this to stop a hold's
 REPLAY_REBOOT_QUIET_MS = 3_000
 PROCS = 5  # command-line guard processes (tools.sim.procs) beside the daemons, on the free node ids
 _LEFT = int(SlotFlag.LEFT)  # a plain int: Flag arithmetic is slow, and every publish asks
+_SF_RO = int(SlotFlag.SELF_FENCED | SlotFlag.READ_ONLY)  # self_fence SF5's promise (fencing FD8)
+_UNFED = (core.Phase.FAILED, core.Phase.SELF_FENCED)  # the daemon feeds its watchdog in no other phase
+NO_MESSAGE = (0, 0, 0, 0, 0)  # a mailbox never written: seq 0 (sender, code, target generation, seq, write)
 SPIN_STEPS = 1000  # steps of one process at one simulated ms: its loop spins (see World.spinning)
 
 
@@ -98,6 +112,14 @@ class Profile:
     # probability each time ("land-other"), or only after a bump under which an instance past the
     # bumping holder's epoch is begun, nothing accepted at it yet ("land-open": late in F1's window)
     stale_lands: tuple[str, float] = ("land-other", 0.3)
+    # the quorum profiles (QUORUM): every daemon runs with a [quorum] of all daemon ids (1 vote
+    # each) and self-fencing; elected fencers write the disk pill (SimNode._fence); a watchdog
+    # resets a daemon watchdog_s after its last feed (so a freeze that long is a reset)
+    quorum: bool = False
+    watchdog_s: int = 0  # 0: no watchdog
+    fence_requests_per_s: float = 0.0  # an operator's `diskhb fence NODE`, cluster-wide
+    cut_p_per_s: float = 0.0  # per node and second: cut off from the shared disk (every request EIO)
+    cut_ms: tuple[int, int] = (1000, 15_000)
 
     @property
     def io_timeout_ms(self) -> int:
@@ -148,6 +170,25 @@ LATE = (
             **{**_LATE, "proc_work_ms": ((50, 3000), (5000, 30_000)), "node_work_ms": (50, 30_000)}),
 )
 
+# quorum: every daemon runs with a [quorum] of all daemon ids and self-fencing (node core N10-N14),
+# its watchdog timeout FEED_INTERVALS intervals or more (diskhb.watchdog.check_timeout): a freeze
+# longer than that resets the node. Elected fencers and operators (`diskhb fence`) write disk
+# pills; the victim fences itself, and once it promises READ_ONLY its blocks are taken over at
+# once (FP0). Nodes cut off from the shared disk (a lost SAN path: every request fails) lose
+# quorum when their net partition is a minority too (SF2, SF3); long stalls leave MMP writes
+# stuck (SF4). Freezes are shorter: some outlast the watchdog, some do not.
+_QUORUM = dict(quorum=True, fence_requests_per_s=0.05, cut_p_per_s=0.015, cut_ms=(1000, 15_000),
+               partition_p_per_s=0.04, freeze_ms=(100, 6000))
+QUORUM = (
+    Profile(200, 2000, (200, 1000), watchdog_s=1, **_QUORUM),
+    # one hot resource: holders fenced by a pill, their block taken over at once (FP0)
+    Profile(500, 5000, (200, 5000), watchdog_s=2, resources=1, node_waits=(2000, 10_000, 30_000), **_QUORUM),
+    Profile(1000, 8000, (500, 8000), watchdog_s=4, stall_ms=(200, 12_000), **_QUORUM),
+    # swarm's held writes (late landings within F1) under self-fencing: a self-fenced holder's
+    # given-up writes may land until write_land_max_ms; READ_ONLY must wait for them (SF5)
+    Profile(500, 8000, (200, 5000), watchdog_s=3, **{**_SWARM, **_QUORUM, "freeze_p_per_s": 0.01}),
+)
+
 PROFILES = (
     Profile(200, 2000, (200, 1000)),
     Profile(500, 5000, (200, 5000)),
@@ -172,7 +213,11 @@ PROFILES = (
     *SWARM, *SWARM[:2],
     # late (A, C); the second twice (C)
     *LATE, LATE[1],
+    # quorum, the disk pill and self-fencing (QUORUM, drawn apart: World.pick_profile)
+    *QUORUM,
 )
+DRAWN = len(PROFILES) - len(QUORUM)  # the profiles a seed draws from as it always did (World.pick_profile)
+QUORUM_SHARE = 0.25  # of the seeds run a quorum profile instead (the others: the same trace as before)
 
 
 def mmp_layout() -> tuple[int, tuple[gd.BlockLocation, ...]]:
@@ -269,7 +314,7 @@ class World:
             raise ValueError(f"nodes + command-line guards must be at most {SLOTS}")
         self.seed = seed
         self.rng = Rng(seed)
-        self.profile = profile or self.rng.choice(PROFILES)
+        self.profile = profile or self.pick_profile(seed, self.rng)
         # swarm: the kinds of MMP writes this seed holds (none for scripts: they pick their own)
         self.holding = {k: p for k, on, p in self.profile.hold if self.rng.random() < on} if script is None else {}
         self._held: list[HeldWrite] = []  # held writes not landed yet (World._hold)
@@ -293,6 +338,11 @@ class World:
         # read samples each sector at its own moment when it completes (F2), with no event per sector
         self._slot_hist: dict[int, SectorHistory] = {}
         self._mmp_hist: dict[int, SectorHistory] = {}
+        # mailboxes (node core N12): node id -> (sender, code, target generation, seq, write
+        # number: a new write changes the sector even with the same fields) or "torn"
+        self.mailboxes: dict[int, tuple | str] = {}
+        self._mbox_hist: dict[int, SectorHistory] = {}
+        self.pill_writes = 0
         self.mmp_size, self.blocks = mmp_layout()
         self.target = gd.TargetInfo("sim-disk", self.blocks, False)
         self.checker = Checker(self)
@@ -309,6 +359,18 @@ class World:
         if script is None:
             self.procs = [SimProc(self, nodes + 1 + i) for i in range(procs)]
             self._plan_faults()
+
+    @staticmethod
+    def pick_profile(seed: int, rng: random.Random) -> Profile:
+        """A seed's profile: drawn from the first DRAWN profiles with the seed's own stream, the
+        one draw every seed made before QUORUM existed (so the rest of that stream, and the trace
+        of every seed that keeps its profile, stay the same); then a stream of its own says
+        whether this seed runs a quorum profile instead (QUORUM_SHARE of the seeds)."""
+        profile = rng.choice(PROFILES[:DRAWN])
+        side = random.Random(f"quorum profile of seed {seed}")  # a str seed: the same on every run
+        if side.random() < QUORUM_SHARE:
+            profile = side.choice(QUORUM)
+        return profile
 
     # -- the scheduler ---------------------------------------------------------------------------
 
@@ -354,14 +416,33 @@ class World:
                 elif p.freeze_p_per_s + p.crash_p_per_s + p.leave_p_per_s <= r < \
                         p.freeze_p_per_s + p.crash_p_per_s + p.leave_p_per_s + p.stall_p_per_s:
                     self.at(t, self._stall, n, rng.randint(*p.stall_ms))
+                elif p.cut_p_per_s and 0 <= r - (p.freeze_p_per_s + p.crash_p_per_s + p.leave_p_per_s
+                                                 + p.stall_p_per_s) < p.cut_p_per_s:
+                    self.at(t, self._cut, n, rng.randint(*p.cut_ms))
         for s in range(seconds):
             if rng.random() < p.partition_p_per_s:
                 t = s * 1000 + rng.randint(0, 999)
                 self.at(t, self._partition, rng.randint(500, 15_000))
+        if p.fence_requests_per_s:
+            for s in range(seconds):
+                if rng.random() < p.fence_requests_per_s:
+                    self.at(s * 1000 + rng.randint(0, 999), self._operator_fence)
 
     def _stall(self, n, length_ms: int) -> None:
         n.disk_stalled_until = max(n.disk_stalled_until, self.now + length_ms)
         self.log(f"{n.name}'s disk stalls for {length_ms} ms")
+
+    def _cut(self, n, length_ms: int) -> None:
+        n.disk_cut_until = max(n.disk_cut_until, self.now + length_ms)
+        self.log(f"{n.name} is cut off from the disk for {length_ms} ms")
+
+    def _operator_fence(self) -> None:
+        """`diskhb fence NODE` (no --force) on a random running daemon, naming another daemon node."""
+        live = [n for n in self.nodes if n.inc is not None and n.inc.running]
+        if not live or len(self.nodes) < 2:
+            return
+        n = self.rng.choice(live)
+        n.fence_request(self.rng.choice([m.node_id for m in self.nodes if m is not n]))
 
     def _partition(self, length_ms: int) -> None:
         groups = {n.node_id: self.rng.randint(0, 1) for n in self.nodes}
@@ -403,6 +484,15 @@ class World:
             out.append(bytes(self.mmp[off: off + SECTOR]) if h is None else h.sample(rng, issue, done))
         return b"".join(out)
 
+    def land_mailbox(self, node_id: int, value) -> None:
+        self.mailboxes[node_id] = value
+        self._mbox_hist.setdefault(node_id, SectorHistory(NO_MESSAGE)).land(self.now, value)
+
+    def read_mailbox(self, rng, node_id: int, issue: int, done: int):
+        """F2, like a slot: the mailbox of node_id as a read from issue to done saw it."""
+        h = self._mbox_hist.get(node_id)
+        return NO_MESSAGE if h is None else h.sample(rng, issue, done)
+
     # -- I/O latency --------------------------------------------------------------------------------
 
     def spinning(self, actor, inc, wake: int) -> int:
@@ -437,6 +527,8 @@ class World:
                 if req.op == "write":
                     self._fates[id(req)] = (req, fate)
                 return (None if fate.complete == HELD else fate.complete), fate.eio
+        if node.disk_cut_until > self.now:
+            return rng.randint(*p.io_ms), True  # no path to the disk: fails, never lands
         if node.disk_stalled_until > self.now:
             return node.disk_stalled_until - self.now + rng.randint(*p.io_ms), False
         if mmp_write and self.holding and req is not None and not (
@@ -752,7 +844,7 @@ class Incarnation:
     inbox: list = field(default_factory=list)
     step_at: int | None = None
     writes_in_flight: int = 0  # MMP and slot writes not completed yet
-    requests: dict = field(default_factory=dict)  # request id -> ("acquire"|"release", resource)
+    requests: dict = field(default_factory=dict)  # request id -> ("acquire"|"release", resource) | ("fence", node)
     enforcer: dict = field(default_factory=dict)  # resource -> fire deadline
     left_published: bool = False
     crashed: bool = False
@@ -765,6 +857,11 @@ class Incarnation:
     due_ms: int = -1  # the core's last asked wake-up, and how late the loop wakes for it
     due_late_ms: int = 0
     slot_ok_ms: int | None = None  # when a slot write of this incarnation first completed without error
+    mailbox_seen: object = None  # what its last slot-area read found in its mailbox (None: no read yet)
+    fed_ms: int = 0  # its watchdog's last feed
+    self_fenced_at: int | None = None  # when it emitted SelfFence
+    pills: int = 0  # pill writes it runs (diskhb.pill: at most THREADS_MAX)
+    mmp_writes: dict = field(default_factory=dict)  # quorum profiles: MMP write id -> issue, until it completes
 
 
 class Actor:
@@ -809,7 +906,9 @@ class SimNode(Actor):
         self.inc: Incarnation | None = None
         self.incarnations = 0
         self.acts: dict[str, Act] = {}  # resource -> what this node's consumer does now
+        self.stopping: dict[str, tuple[Act, int]] = {}  # resource -> a consumer being killed, and by when
         self.disk_stalled_until = 0
+        self.disk_cut_until = 0
         self.replay = ReplayGuard(reboot_quiet_ms=REPLAY_REBOOT_QUIET_MS)  # our receiver on the link
         self.intervals: dict[int, int] = {}  # resource index -> this node's interval for it
         self.rng = Rng(world.rng.getrandbits(64))
@@ -840,12 +939,18 @@ class SimNode(Actor):
         spec = core.NodeSpec(node_id=self.node_id, name=self.name, generation=gen, cluster="sim",
                              interval_ms=p.interval_ms, dead_ms=p.dead_ms, io_timeout_ms=p.io_timeout_ms,
                              regions=tuple(regions), resources=resources, default_target=w.target,
-                             default_timing=timing.MmpTiming(1000, 0), lock_scope=None)
+                             default_timing=timing.MmpTiming(1000, 0), lock_scope=None,
+                             quorum=QuorumSpec(self.node_id, {n.node_id: 1 for n in w.nodes}) if p.quorum else None,
+                             self_fence=p.quorum, watchdog_ms=p.watchdog_s * 1000 if p.quorum else 0)
         c = core.NodeCore(spec, now_ms=w.now, rand=self.rng.randrange)
         self.inc = Incarnation(self.incarnations, gen, c)
         w.checker.started(self, self.inc)
         w.log(f"{self.name} starts generation {gen:#x}")
         self._schedule(w.now)
+        if p.watchdog_s:  # opened at start-up, fed from the loop (diskhb.daemon)
+            check_timeout(p.watchdog_s, p.interval_ms)
+            self.inc.fed_ms = w.now
+            w.at(w.now + p.watchdog_s * 1000, self._watchdog_due, self.inc)
         if w.script is None or getattr(w.script, "workload", False):
             self._plan_work()
 
@@ -866,6 +971,23 @@ class SimNode(Actor):
         inc.running = False
         inc.crashed = True
         self._maybe_exited()
+
+    def _watchdog_due(self, inc: Incarnation) -> None:
+        """The watchdog resets the node watchdog_s after its last feed (frozen or not)."""
+        if inc is not self.inc or not inc.running:
+            return
+        due = inc.fed_ms + self.w.profile.watchdog_s * 1000
+        if due > self.w.now:
+            self.w.at(due, self._watchdog_due, inc)
+            return
+        self.w.log(f"{self.name}'s watchdog resets the node (last fed at {inc.fed_ms} ms,"
+                   f" phase {inc.core.phase.value})")
+        self.w.checker.stats["watchdog_resets"] += 1
+        # the whole node goes: its consumers and lease enforcers with it; its writes in flight
+        # still land within F1, as a crash's do
+        self._stop_acts("the node was reset", killed_too=True)
+        inc.enforcer.clear()
+        self.crash()
 
     def leave(self) -> None:
         inc = self.inc
@@ -900,8 +1022,12 @@ class SimNode(Actor):
             obs.append(core.IoCompleted("net", "read", w.now, True, submitted_ms=w.now))
         w.steps += 1
         actions = inc.core.step(w.now, obs, wall_ms=w.now)
+        if w.profile.quorum and inc.core.fencing is not None and any(type(a) is core.Fence for a in actions):
+            self._fences(inc, actions)
         for a in actions:
             self._act(inc, a)
+        if w.profile.watchdog_s and inc.running and inc.core.phase not in _UNFED:
+            inc.fed_ms = w.now  # after the actions, as the daemon's loop feeds it
         if inc.core.events:
             for ev in inc.core.drain_events():
                 w.checker.event(self, inc, ev)
@@ -922,6 +1048,8 @@ class SimNode(Actor):
         if isinstance(a, core.Publish):
             if a.beat.flags & _LEFT:
                 w.checker.left(self, inc, a.region)
+            if a.beat.flags & _SF_RO == _SF_RO:
+                w.checker.read_only(self, inc)
             if a.region == "disk":
                 self._slot_write(inc, a.beat)
                 self._slot_read(inc)
@@ -945,8 +1073,96 @@ class SimNode(Actor):
             w.log(f"{self.name} exits {a.code}: {a.reason}")
             inc.running = False
             self._maybe_exited()
+        elif isinstance(a, core.Fence):
+            self._fence(inc, a)
+        elif isinstance(a, core.SelfFence):
+            w.log(f"{self.name} fences itself ({a.reason}): {a.detail}; its watchdog is no longer fed")
+            inc.self_fenced_at = w.now
+            w.checker.self_fenced(self, inc, a)
+            if a.reason == "stuck-write" and "MMP write" in a.detail and not any(
+                    t <= w.now - w.profile.write_land_max_ms for t in inc.mmp_writes.values()):
+                # no safety matter, a needless stop: the core's ledger never hears of a write's
+                # completion once the guard that gave up on it ended (LG4 then calls it stuck)
+                w.log(f"note: {self.name} has no MMP write in flight since {w.now - w.profile.write_land_max_ms}:"
+                      " the stuck write it fenced itself for completed (its guard had ended)")
+                w.checker.stats["self_fence_stuck-write_completed"] += 1
+        elif isinstance(a, core.BlockReadOnly):
+            # BLKROSET: their writes fail from now on
+            self._stop_acts(f"its devices were set read-only ({', '.join(a.mountpoints)})", killed_too=True)
         else:
             raise AssertionError(a)
+
+    # -- fencing: the disk pill (diskhb.pill), operators' orders -----------------------------------
+
+    def _fences(self, inc: Incarnation, actions: list) -> None:
+        """FENCE-QUORATE: each Fence of this step that answers no operator's order."""
+        manual = {(a.answer.get("node"), a.answer.get("attempt")) for a in actions
+                  if type(a) is core.Reply and a.answer.get("ok")
+                  and inc.requests.get(a.request_id, ("",))[0] == "fence"}
+        for a in actions:
+            if type(a) is core.Fence and (a.node_id, a.attempt) not in manual:
+                self.w.checker.fence_order(self, inc, a)
+
+    def fence_request(self, victim: int) -> None:
+        """An operator's `diskhb fence VICTIM` (no --force) to this daemon."""
+        inc = self.inc
+        if inc is None or not inc.running:
+            return
+        rid = 3_000_000 + self.rng.getrandbits(30)
+        inc.requests[rid] = ("fence", victim)
+        self.w.log(f"operator: diskhb fence {victim} (on {self.name})")
+        self._deliver(inc, core.FenceRequest(rid, victim, False))
+
+    def _fence(self, inc: Incarnation, a: core.Fence) -> None:
+        """diskhb.pill: write a fence message into the victim's mailbox (the next seq of what it
+        holds, meant for the generation ordered fenced), bounded by the mailbox's I/O timeout,
+        read back; FenceDone pending (the victim's SELF_FENCED, READ_ONLY beat verifies it,
+        fencing FD9) or failed. The write lands per F1 even when the writer gave up on it."""
+        w = self.w
+        if inc.pills >= PILLS_MAX:
+            self._deliver(inc, core.FenceDone(a.node_id, a.generation, a.attempt, False, PILL,
+                                              f"{PILLS_MAX} pills are being written already"))
+            return
+        old = w.mailboxes.get(a.node_id)
+        seq = old[3] + 1 if isinstance(old, tuple) else 1  # a torn mailbox restarts at 1 (diskhb.mailbox)
+        w.pill_writes += 1
+        value = (self.node_id, core.MSG_FENCE, a.generation, seq, w.pill_writes)
+        w.log(f"{self.name} fences n{a.node_id} ({a.generation:#x}) attempt {a.attempt}: pill seq {seq} ({a.reason})")
+        w.checker.stats["pills"] += 1
+        delay, eio = w.latency(self)
+        issue = w.now
+        inc.pills += 1
+        inc.writes_in_flight += 1  # F4: the pill thread's write keeps the process from exiting
+        if not eio:
+            torn = self.rng.random() < w.profile.torn_p
+            w.at(w.landing(issue, delay), self._pill_land, a.node_id, "torn" if torn else value)
+        if delay is not None:
+            w.at(issue + delay, self._pill_written, inc)
+        if delay is None or delay > PILL_IO_TIMEOUT_MS:
+            w.at(issue + PILL_IO_TIMEOUT_MS, self._pill_done, inc, a, None, f"timed out after {PILL_IO_TIMEOUT_MS} ms")
+        else:
+            w.at(issue + delay, self._pill_done, inc, a, value, "EIO" if eio else None)
+
+    def _pill_land(self, victim: int, value) -> None:
+        self.w.land_mailbox(victim, value)
+
+    def _pill_written(self, inc: Incarnation) -> None:
+        inc.writes_in_flight -= 1
+        if not inc.running:
+            self._maybe_exited()
+
+    def _pill_done(self, inc: Incarnation, a: core.Fence, value, error: str | None) -> None:
+        inc.pills -= 1
+        if error is None and self.w.mailboxes.get(a.node_id) != value:
+            error = "the message read back differs from what was written"
+        if error is not None:
+            self.w.log(f"{self.name}'s pill for n{a.node_id} failed: {error}")
+            done = core.FenceDone(a.node_id, a.generation, a.attempt, False, PILL, f"disk: {error}")
+        else:
+            done = core.FenceDone(a.node_id, a.generation, a.attempt, False, PILL,
+                                  f"pill written on disk (seq {value[3]}); waiting for node {a.node_id} to fence"
+                                  " itself", pending=True)
+        self._deliver(inc, done)
 
     # -- the heartbeat slot ------------------------------------------------------------------------
 
@@ -959,7 +1175,7 @@ class SimNode(Actor):
         delay, eio = w.latency(self)
         issue = w.now
         inc.inbox.append(core.IoSubmitted("disk", "write", issue, beat.seq))
-        value = (beat.generation, beat.seq, beat.flags, beat.name)
+        value = (beat.generation, beat.seq, beat.flags, beat.name, beat.digest)  # the digest: quorum Q3
         if not eio:
             land = w.landing(issue, delay)
             torn = self.rng.random() < w.profile.torn_p
@@ -1003,7 +1219,7 @@ class SimNode(Actor):
         w.checker.read_done(self, "disk", w.now - sub)
         obs: list = [core.IoCompleted("disk", "read", w.now, not eio, "EIO" if eio else None, submitted_ms=sub)]
         if not eio:
-            ids, gens, seqs, flags, names = [], [], [], [], []
+            ids, gens, seqs, flags, names, digests = [], [], [], [], [], []
             for i in range(1, SLOTS + 1):
                 v = box.get(i)
                 if v is None:
@@ -1017,8 +1233,14 @@ class SimNode(Actor):
                     obs.append(core.OwnSlotRead("disk", v[0], v[1], v[2], v[3], True, after_write, sub, w.now))
                     continue
                 ids.append(i), gens.append(v[0]), seqs.append(v[1]), flags.append(v[2]), names.append(v[3])
+                digests.append(v[4])
             if ids:
-                obs.append(BeatBatch("disk", ids, gens, seqs, flags, names, sub))
+                obs.append(BeatBatch("disk", ids, gens, seqs, flags, names, sub, digests))
+            m = w.read_mailbox(self.rng, self.node_id, sub, w.now)  # the same request reads our mailbox
+            if m != inc.mailbox_seen:  # reported when it changed (diskhb.regions.disk.region)
+                inc.mailbox_seen = m
+                obs.append(core.MailboxRead("disk", False, error="checksum mismatch (torn or corrupt write)")
+                           if m == "torn" else core.MailboxRead("disk", True, *m[:4]))
         for o in obs:
             self._deliver(inc, o)
 
@@ -1027,11 +1249,18 @@ class SimNode(Actor):
         if inc.slot_read_busy:
             return
         inc.slot_read_busy = True
-        delay, _ = w.latency(self)
+        delay, eio = w.latency(self)
         inc.inbox.append(core.IoSubmitted("disk", "read", w.now))
         if delay is None:
             return
+        if eio and w.profile.quorum:  # fails (a node cut off from the disk cannot claim its slot);
+            w.at(w.now + delay, self._own_slot_failed, inc, w.now)  # the older profiles ignore it
+            return
         w.at(w.now + delay, self._own_slot_done, inc, w.now)
+
+    def _own_slot_failed(self, inc: Incarnation, sub: int) -> None:
+        inc.slot_read_busy = False
+        self._deliver(inc, core.IoCompleted("disk", "read", self.w.now, False, "EIO", submitted_ms=sub))
 
     def _own_slot_done(self, inc: Incarnation, sub: int) -> None:
         inc.slot_read_busy = False
@@ -1051,7 +1280,9 @@ class SimNode(Actor):
         w = self.w
         inc.inbox.append(core.IoSubmitted("net", "write", w.now, beat.seq))
         inc.inbox.append(core.IoCompleted("net", "write", w.now, True, None, beat.seq, w.now))
-        packet = (self.node_id, beat.generation, beat.seq, beat.mono_ms, beat.flags, beat.name)
+        # the sender's view rides along as in netpath's packets (node core N16); a replay carries the old one
+        sees = frozenset(i for ids in beat.view.values() for i in ids)
+        packet = (self.node_id, beat.generation, beat.seq, beat.mono_ms, beat.flags, beat.name, beat.digest, sees)
         w.history.append(packet)
         del w.history[:-200]
         for other in w.nodes:
@@ -1073,7 +1304,7 @@ class SimNode(Actor):
         inc = self.inc
         if inc is None or not inc.running:
             return
-        sender, gen, seq, mono, flags, name = packet
+        sender, gen, seq, mono, flags, name, digest, sees = packet
         if sender == self.node_id:
             return  # our own id: the sim never replays our own packets to us (netpath's own_id rule)
         if self.replay.check(self.w.now, sender, gen, seq, mono) is not None:
@@ -1081,12 +1312,14 @@ class SimNode(Actor):
         if not replayed:
             self.w.checker.beat_landed(self.w.nodes[sender - 1], f"net>{self.node_id}", self.w.now, (gen, seq, flags, name))
         self.w.checker.packet(self, packet, replayed)
-        self._deliver(inc, Beat(sender, "net", gen, seq, flags, name))
+        self._deliver(inc, Beat(sender, "net", gen, seq, flags, name, digest, sees))
 
     # -- MMP I/O ----------------------------------------------------------------------------------------
 
     def _mmp_io(self, inc: Incarnation, req: gd.IoRequest) -> None:
         w = self.w
+        if inc.self_fenced_at is not None and req.op == "write":
+            w.checker.write_after_self_fence(self, inc, req)  # SF-NO-WRITE
         if req.op in ("lock", "unlock"):
             if req.op == "lock":
                 self._deliver(inc, core.MmpIoDone(gd.IoResult(req.id, w.now, w.now)))
@@ -1107,6 +1340,8 @@ class SimNode(Actor):
             self._deliver(inc, core.MmpIoDone(gd.IoResult(req.id, issue, issue, too_late=True)))
             return
         inc.writes_in_flight += 1
+        if w.profile.quorum:
+            inc.mmp_writes[req.id] = issue
         if not eio:  # a write that fails with EIO never lands
             w.checker.mmp_write(self, inc, req, issue)
         w.schedule_write(self, req, issue, delay, eio, (self._mmp_land, inc, req),
@@ -1129,6 +1364,8 @@ class SimNode(Actor):
     def _mmp_written(self, inc: Incarnation, req, issue: int, eio: bool) -> None:
         inc.mmp_in_flight -= 1
         inc.writes_in_flight -= 1
+        if inc.mmp_writes:
+            inc.mmp_writes.pop(req.id, None)
         if self.w.script is not None:
             self.w.script.completed(self.w, self, req)
         if not inc.running:
@@ -1152,11 +1389,18 @@ class SimNode(Actor):
         if free and not inc.core.phase.value.startswith(("leav", "publ")):
             resource = self.rng.choice(free)
             rid = 1_000_000 + self.rng.getrandbits(30)
-            inc.requests[rid] = ("acquire", resource)
-            wait = self.rng.choice(self.w.profile.node_waits)
-            self.w.log(f"{self.name} asks for {resource} (wait {wait} ms)")
-            self._deliver(inc, core.AcquireRequest(rid, resource, wait, False))
+            self._ask(inc, rid, resource, self.rng.choice(self.w.profile.node_waits))
         self.w.at(self.w.now + self.rng.randint(100, 3000), self._want, inc)
+
+    def acquire(self, resource: str, wait_ms: int) -> None:
+        """A client's `diskhb acquire RESOURCE --wait` now (scripts; the random workload: _want)."""
+        if self.inc is not None and self.inc.running:
+            self._ask(self.inc, 1_000_000 + self.rng.getrandbits(30), resource, wait_ms)
+
+    def _ask(self, inc: Incarnation, rid: int, resource: str, wait_ms: int) -> None:
+        inc.requests[rid] = ("acquire", resource)
+        self.w.log(f"{self.name} asks for {resource} (wait {wait_ms} ms)")
+        self._deliver(inc, core.AcquireRequest(rid, resource, wait_ms, False))
 
     def _reply(self, inc: Incarnation, a: core.Reply) -> None:
         kind = inc.requests.pop(a.request_id, None)
@@ -1172,6 +1416,8 @@ class SimNode(Actor):
             self.w.at(self.w.now + self.rng.randint(*self.w.profile.node_work_ms), self._done_with, inc, resource, epoch)
         elif what == "acquire":
             self.w.log(f"{self.name} refused {resource}: {a.answer.get('error', a.answer)}")
+        elif what == "fence":
+            self.w.log(f"{self.name} answers diskhb fence {resource}: {a.answer.get('note') or a.answer.get('error')}")
 
     def _done_with(self, inc: Incarnation, resource: str, epoch: int) -> None:
         act = self.acts.get(resource)
@@ -1184,15 +1430,27 @@ class SimNode(Actor):
         inc.requests[rid] = ("release", resource)
         self._deliver(inc, core.ReleaseRequest(rid, resource))
 
-    def _stop_acts(self, why: str) -> None:
+    def _stop_acts(self, why: str, *, killed_too: bool = False) -> None:
         for resource in list(self.acts):
             self._stop_act(resource, self.w.now, why)
+        if killed_too:  # those its enforcers are killing as well
+            for resource in list(self.stopping):
+                self._stopped_now(resource, None)
 
     def _stop_act(self, resource: str, t: int, why: str) -> None:
         act = self.acts.pop(resource, None)
         if act is not None:
             self.w.log(f"{self.name} consumer of {resource} epoch {act.epoch} stops: {why}")
             self.w.checker.act_stops(self, act, t)
+            if t > self.w.now:
+                self.stopping[resource] = (act, t)
+
+    def _stopped_now(self, resource: str, epoch: int | None) -> None:
+        """A consumer an enforcer is still killing is gone now (a loss action's kill, which
+        returns once its writers are gone or SIGKILLed; BLKROSET; a reset)."""
+        act, t = self.stopping.pop(resource, (None, 0))
+        if act is not None and t > self.w.now and epoch in (None, act.epoch):
+            self.w.checker.act_stops_sooner(self, act, self.w.now)
 
     # -- loss actions and the lease enforcer ------------------------------------------------------------
 
@@ -1210,6 +1468,8 @@ class SimNode(Actor):
         act = self.acts.get(a.resource)
         if act is not None and act.epoch == a.epoch:
             self._stop_act(a.resource, self.w.now, "its loss action ran")
+        if self.stopping:
+            self._stopped_now(a.resource, a.epoch)  # its kill found the consumer its enforcer is killing
         self._deliver(inc, core.LossDone(a.resource, a.epoch, "sim loss action", True))
 
     def _enforcer_due(self, inc: Incarnation, resource: str) -> None:
