@@ -220,15 +220,17 @@ class Fencing:
                                          f"node {nid} dead on every region, this node is its fencer"))
         return orders, events
 
-    def manual(self, now_ms: int, node_id: int, generation: int, *, force: bool) -> FenceOrder | str:
-        """FD10: an operator's order; the order to carry out, or why not (one line)."""
+    def manual(self, now_ms: int, node_id: int, generation: int, *, quorate: bool,
+               force: bool) -> FenceOrder | str:
+        """FD10: an operator's order (quorate: this node's verdict now); the order to carry out,
+        or why not (one line)."""
         if node_id == self.self_id:
             return "refusing to fence this node itself (stop its daemon, or fence it from another node)"
         if node_id not in self.nodes:
             return f"node {node_id} is not in [quorum] nodes ({', '.join(map(str, self.nodes))})"
         if generation == GENERATION_NONE:
             return f"node {node_id} has not been seen on any region: there is no incarnation to fence"
-        if not self.quorate and not force:
+        if not quorate and not force:
             return "this node is not quorate: a minority must not fence (use --force if you are sure)"
         v = self.victims.get(node_id)
         if v is not None and v.generation == generation:
@@ -244,7 +246,7 @@ class Fencing:
         v.attempts += 1
         v.in_flight_since_ms = now_ms
         return FenceOrder(node_id, generation, v.attempts, "ordered by an operator"
-                          + (" (forced, without quorum)" if not self.quorate else ""))
+                          + (" (forced, without quorum)" if not quorate else ""))
 
     def outcome(self, now_ms: int, node_id: int, generation: int, attempt: int, ok: bool, method: str,
                 detail: str, pending: bool = False) -> list:

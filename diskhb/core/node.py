@@ -797,13 +797,21 @@ class NodeCore:
         if not self.spec.watchdog_ms or verdict is None:
             return None
         out = {}
+        blind, seen = False, set()  # what the other members' fresh views show, gathered once
+        if self._links:
+            for m in verdict.members:
+                if m != self.spec.node_id:
+                    v = self._fresh_view(now_ms, m)
+                    if v is None:
+                        blind = True
+                        break
+                    seen |= v
         for nid, p in peers.items():
             if p.state is not NodeState.DEAD:
                 self._excluded_since.pop(nid, None)
                 continue
             if self._links:
-                views = [self._fresh_view(now_ms, m) for m in verdict.members if m != self.spec.node_id]
-                if any(v is None or nid in v for v in views):
+                if blind or nid in seen:
                     self._excluded_since.pop(nid, None)
                     continue
                 since = self._excluded_since.setdefault(nid, now_ms)
@@ -932,10 +940,9 @@ class NodeCore:
         if self.quorum.last is None:
             refuse("quorum is not judged yet (before the first beat); try again")
             return
-        self.fencing.quorate = self.quorum.last.quorate
         nv = self.liveness.node(req.node_id)
         generation = 0 if nv is None else nv.generation
-        got = self.fencing.manual(now_ms, req.node_id, generation, force=req.force)
+        got = self.fencing.manual(now_ms, req.node_id, generation, quorate=self.quorum.last.quorate, force=req.force)
         if isinstance(got, str):
             refuse(got, 2 if req.node_id == self.spec.node_id or req.node_id not in self.fencing.nodes else 1)
             return

@@ -247,12 +247,7 @@ class Guard:
         """GD8: stop now, without another write (the events say how it ended)."""
         if self.state is State.DONE:
             return
-        unknown = False
-        if self._inflight is not None:
-            f, self._inflight = self._inflight, None
-            if f.req.op == "write":
-                unknown = True
-                self._give_up_write(f, now_ms)
+        unknown = self._drop_inflight(now_ms)
         if self.holding:
             self.hold.lost = reason
             self._unlock()
@@ -547,14 +542,17 @@ class Guard:
         why = self.hold.expired(now_ms)
         if why is None:
             return
-        unknown = False
-        if self._inflight is not None:
-            f, self._inflight = self._inflight, None
-            if f.req.op == "write":
-                unknown = True
-                self._give_up_write(f, now_ms)
+        unknown = self._drop_inflight(now_ms)
         self.hold.lost = why
         self._gone(why, unknown)
+
+    def _drop_inflight(self, now_ms: int) -> bool:
+        """Stop waiting for the request in flight; True if it was a write (given up: GD1, LG1)."""
+        f, self._inflight = self._inflight, None
+        if f is None or f.req.op != "write":
+            return False
+        self._give_up_write(f, now_ms)
+        return True
 
     def _report_lease(self) -> None:
         lease = (self.hold.takeover_ms(), self.hold.loss_deadline_ms())

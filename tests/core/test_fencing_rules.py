@@ -292,14 +292,14 @@ def test_fd9_a_pill_nobody_acts_on_times_out_and_is_tried_again():
 def test_fd10_manual_fence_of_a_live_peer_without_election_or_retry():
     f = Fencing(1, (1, 2, 3))
     f.evaluate(0, q(1, 2, 3), peers(n2=A, n3=A))
-    order = f.manual(10, 3, 0x13, force=False)
+    order = f.manual(10, 3, 0x13, quorate=True, force=False)
     assert isinstance(order, FenceOrder) and (order.node_id, order.attempt) == (3, 1)
-    assert "in progress" in f.manual(20, 3, 0x13, force=False)
+    assert "in progress" in f.manual(20, 3, 0x13, quorate=True, force=False)
     f.outcome(30, 3, 0x13, 1, False, "pill", "cannot write", pending=False)
     out = f.evaluate(RETRY_MS_MAX * 2, q(1, 2, 3), peers(n2=A, n3=A))
     assert out == ([], []), "alive: not back (FD7), and no automatic retry"
     assert f.status(0)[0]["manual"] and "failed" in f.status(0)[0]["last"]
-    assert f.manual(40, 3, 0x13, force=False).attempt == 2  # ordered again
+    assert f.manual(40, 3, 0x13, quorate=True, force=False).attempt == 2  # ordered again
 
 
 @pytest.mark.parametrize("node, generation, quorate, force, why", [
@@ -311,7 +311,7 @@ def test_fd10_manual_fence_of_a_live_peer_without_election_or_retry():
 def test_fd10_refusals(node, generation, quorate, force, why):
     f = Fencing(1, (1, 2, 3))
     f.evaluate(0, q(1, 2, 3) if quorate else q(1, quorate=False), peers(n2=A, n3=A))
-    got = f.manual(10, node, generation, force=force)
+    got = f.manual(10, node, generation, quorate=quorate, force=force)
     assert isinstance(got, str) and why in got
     assert not f.victims
 
@@ -319,7 +319,7 @@ def test_fd10_refusals(node, generation, quorate, force, why):
 def test_fd10_force_fences_without_quorum_and_a_restart_ends_the_order():
     f = Fencing(1, (1, 2, 3))
     f.evaluate(0, q(1, quorate=False), peers(n2=A, n3=A))
-    order = f.manual(10, 2, 0x12, force=True)
+    order = f.manual(10, 2, 0x12, quorate=False, force=True)
     assert "forced" in order.reason
     out = f.evaluate(100, q(1, quorate=False), peers(n2=(A, 0x99, ACTIVE), n3=A))
     assert kinds(out) == ["VictimBack"] and not f.victims

@@ -12,27 +12,14 @@ import signal
 import time
 import urllib.request
 
-import pytest
 
-from cluster import Cluster, diskhb, metric_value, wait_until
+from cluster import Cluster, diskhb, metric_value, wait_until  # `cluster`, `fusewd`: tests/conftest.py
 from test_mmp_daemon import ask
 
 INTERVAL_MS = 2000  # the resource's MMP interval: a classic watch takes 2 x 2 + 1 = 5 s
 CLASSIC_S = (2 * INTERVAL_MS + 1000) / 1000
 RESOURCE = f'[[resource]]\nname = "db"\ninterval_ms = {INTERVAL_MS}\non_loss = ["none"]\n'
 QUORUM = "[quorum]\nnodes = [1, 2, 3]\n"
-
-
-@pytest.fixture
-def trio(tmp_path):
-    region = str(tmp_path / "region.img")
-    r = diskhb("format", region, "--cluster", "test", "--slots", "4", "--interval-ms", "100", "--dead-ms", "1000")
-    assert r.returncode == 0, r.stderr
-    c = Cluster(str(tmp_path), region)
-    try:
-        yield c
-    finally:
-        c.stop_all()
 
 
 def start_all(c: Cluster, extra2: str = "") -> None:
@@ -47,8 +34,8 @@ def metrics(c: Cluster, node_id: int) -> str:
     return urllib.request.urlopen(f"http://127.0.0.1:{c.ports[node_id]}/metrics", timeout=5).read().decode()
 
 
-def test_a_pill_fenced_holder_fences_itself_is_reset_and_its_resource_taken_over_at_once(trio, fusewd):
-    c = trio
+def test_a_pill_fenced_holder_fences_itself_is_reset_and_its_resource_taken_over_at_once(cluster, fusewd):
+    c = cluster
     start_all(c, f'[watchdog]\ndevice = "{fusewd.path}"\ntimeout_s = 2\n')
     fusewd.set_reset_pid(c.procs[2].pid)
     assert ask(c, 2, "mmp-acquire db 0 1")["ok"]
@@ -77,8 +64,8 @@ def test_a_pill_fenced_holder_fences_itself_is_reset_and_its_resource_taken_over
     assert "fencing: node 2" in table and "FENCED" in table, table
 
 
-def test_a_holder_left_without_quorum_fences_itself(trio):
-    c = trio
+def test_a_holder_left_without_quorum_fences_itself(cluster):
+    c = cluster
     start_all(c)
     assert ask(c, 3, "mmp-acquire db 0 1")["ok"]
     for i in (1, 2):
@@ -96,8 +83,8 @@ def test_a_holder_left_without_quorum_fences_itself(trio):
     assert c.procs[3].returncode == 3
 
 
-def test_fence_refusals_are_one_line(trio):
-    c = trio
+def test_fence_refusals_are_one_line(cluster):
+    c = cluster
     start_all(c)
     for args, code, text in ((["1"], 2, "itself"), (["9"], 2, "not in [quorum] nodes")):
         r = diskhb("fence", *args, "--config", c.config(1))
@@ -111,8 +98,8 @@ def test_fence_refusals_are_one_line(trio):
     assert r.returncode == 2 and "no running daemons" in r.stderr, r.stderr
 
 
-def test_two_node_the_survivor_wins_the_tie_break_race_and_fences_the_other(trio):
-    c = trio
+def test_two_node_the_survivor_wins_the_tie_break_race_and_fences_the_other(cluster):
+    c = cluster
     two = "[quorum]\nnodes = [1, 2]\ntwo_node = true\nweight = { 2 = 10 }\n"  # node 2 is favoured
     for i in (1, 2):
         c.start(i, extra=two + RESOURCE)

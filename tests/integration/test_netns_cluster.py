@@ -20,6 +20,7 @@ inside it (`ip netns exec NS curl`); the control sockets live on the shared file
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -105,8 +106,10 @@ def by_id(status: dict, node_id: int) -> dict:
     return next(n for n in status["nodes"] if n["id"] == node_id)
 
 
-@pytest.fixture
-def nscluster(disk_tmp_path):
+@contextlib.contextmanager
+def ns_cluster(disk_tmp_path, cls: type = NsCluster, *, net_no: int = 7, mmp_resources: int = 0):
+    """A formatted region, a key, the namespaces and one FaultDisk per node; torn down, pass or
+    fail (hung requests released, daemons stopped, FUSE ended, namespaces deleted)."""
     from conftest import _faultdisk_missing
 
     reason = netns.available()
@@ -121,20 +124,20 @@ def nscluster(disk_tmp_path):
 
     backing = os.path.join(disk_tmp_path, "region.img")
     r = diskhb("format", backing, "--cluster", "test", "--slots", "8", "--interval-ms", INTERVAL_MS,
-               "--dead-ms", DEAD_MS, "--io-timeout-ms", IO_TIMEOUT_MS, "--mmp-resources", "0")
+               "--dead-ms", DEAD_MS, "--io-timeout-ms", IO_TIMEOUT_MS, "--mmp-resources", str(mmp_resources))
     assert r.returncode == 0, r.stderr
     key = os.path.join(disk_tmp_path, "authkey")
     r = diskhb("keygen", key)
     assert r.returncode == 0, r.stderr
     assert os.stat(key).st_mode & 0o777 == 0o600
-    net = netns.TestNet(len(NODES), net=7)
-    disks: dict[int, FaultDisk] = {}
+    net = netns.TestNet(len(NODES), net=net_no)
+    disks: dict = {}
     c = None
     try:
         net.up()
         for i in NODES:  # mounted before the daemons start: `ip netns exec` copies the mounts
             disks[i] = FaultDisk(backing, os.path.join(disk_tmp_path, f"mnt{i}")).start()
-        c = NsCluster(disk_tmp_path, backing, net, disks, key)
+        c = cls(disk_tmp_path, backing, net, disks, key)
         yield c
     finally:
         try:
@@ -148,6 +151,12 @@ def nscluster(disk_tmp_path):
                     fd.close()
             finally:
                 net.down()
+
+
+@pytest.fixture
+def nscluster(disk_tmp_path):
+    with ns_cluster(disk_tmp_path) as c:
+        yield c
 
 
 def sees(c: NsCluster, a: int, b: int, region: str) -> bool:

@@ -15,14 +15,12 @@ Teardown (the fixture): hung requests released, daemons stopped, FUSE ended, nam
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 import pytest
 
-import netns
-from cluster import diskhb, wait_until
-from test_netns_cluster import DEAD_MS, DISK, INTERVAL_MS, IO_TIMEOUT_MS, NET, NODES, NsCluster, sees
+from cluster import wait_until
+from test_netns_cluster import DEAD_MS, DISK, NET, NODES, NsCluster, ns_cluster, sees
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -43,32 +41,7 @@ class QuorumCluster(NsCluster):
 
 @pytest.fixture
 def qcluster(disk_tmp_path):
-    from conftest import _faultdisk_missing
-
-    reason = netns.available()
-    if reason:
-        pytest.skip(reason)
-    missing = _faultdisk_missing()
-    if missing:
-        pytest.skip(f"faultdisk needs {missing}")
-    if not shutil.which("curl"):
-        pytest.skip("needs curl to scrape metrics inside a namespace")
-    from tools.faultdisk import FaultDisk
-
-    backing = os.path.join(disk_tmp_path, "region.img")
-    r = diskhb("format", backing, "--cluster", "test", "--slots", "8", "--interval-ms", INTERVAL_MS,
-               "--dead-ms", DEAD_MS, "--io-timeout-ms", IO_TIMEOUT_MS, "--mmp-resources", "2")
-    assert r.returncode == 0, r.stderr
-    key = os.path.join(disk_tmp_path, "authkey")
-    assert diskhb("keygen", key).returncode == 0
-    net = netns.TestNet(len(NODES), net=8)
-    disks = {}
-    c = None
-    try:
-        net.up()
-        for i in NODES:
-            disks[i] = FaultDisk(backing, os.path.join(disk_tmp_path, f"mnt{i}")).start()
-        c = QuorumCluster(disk_tmp_path, backing, net, disks, key)
+    with ns_cluster(disk_tmp_path, QuorumCluster, net_no=8, mmp_resources=2) as c:
         for i in NODES:
             c.start(i)
         for a in NODES:
@@ -80,18 +53,6 @@ def qcluster(disk_tmp_path):
         for i in NODES:
             wait_until(lambda i=i: ((c.view(i) or {}).get("quorum") or {}).get("votes") == 3, 10, f"node {i} quorate")
         yield c
-    finally:
-        try:
-            for fd in disks.values():
-                fd.release()
-            if c is not None:
-                c.stop_all()
-        finally:
-            try:
-                for fd in disks.values():
-                    fd.close()
-            finally:
-                net.down()
 
 
 def nobody_fenced(c: QuorumCluster, nodes=NODES) -> None:
