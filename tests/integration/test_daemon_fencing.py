@@ -12,7 +12,6 @@ import signal
 import time
 import urllib.request
 
-
 from cluster import Cluster, diskhb, metric_value, wait_until  # `cluster`, `fusewd`: tests/conftest.py
 from test_mmp_daemon import ask
 
