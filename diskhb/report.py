@@ -33,8 +33,8 @@ class Reporter:
     def report(self, ev) -> None:
         if isinstance(ev, NodeStateChanged):
             level = {NodeState.DEAD: logging.ERROR, NodeState.ALIVE: logging.INFO}.get(ev.new, logging.WARNING)
-            log.log(level, "node %s (id %d): %s -> %s on %s (age %.2f s): %s", ev.name or "?", ev.node_id,
-                    ev.old.value, ev.new.value, ev.region, ev.age_ms / 1000, ev.reason)
+            log.log(level, "node %s (id %d): %s -> %s on %s (age %.2f s): %s [generation %#x]", ev.name or "?",
+                    ev.node_id, ev.old.value, ev.new.value, ev.region, ev.age_ms / 1000, ev.reason, ev.generation)
             m.NODE_TRANSITIONS.labels(ev.name or str(ev.node_id), ev.new.value).inc()
         elif isinstance(ev, RegionNodeChanged):
             if self.regions == 1:

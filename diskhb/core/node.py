@@ -716,6 +716,8 @@ class NodeCore:
         waiting = [r for r, v in self.claim_verdicts.items() if v is ClaimVerdict.WAIT]
         if not waiting:
             self._move(Phase.RUNNING)
+            self.events.append(Note("info", f"slot {self.spec.node_id} claimed on every disk region: beating as"
+                                            f" generation {self.spec.generation:#x}"))
             if self.self_fence is not None:
                 self.self_fence.started_ms = now_ms  # SF3's lease counts from our first beat, not the claim
             self.next_beat_ms = now_ms

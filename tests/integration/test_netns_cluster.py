@@ -32,7 +32,7 @@ import time
 
 import pytest
 
-import netns
+from tools import netns
 from cluster import metric_value, ROOT, Cluster, diskhb, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""Test helper: private test hosts in network namespaces joined by veth pairs to a bridge.
+"""Private test hosts in network namespaces joined by veth pairs to a bridge.
 
     hub namespace:  bridge br0 <- veth h1 / h2 / h3
     node i:         veth n<i> with 10.77.<net>.<i>/24

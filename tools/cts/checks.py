@@ -1,0 +1,234 @@
+"""What must hold after every CTS schedule, judged from the audit file, the daemons' logs and the
+driver's timeline (tools.cts.cluster). Free of I/O but for reading files, so each rule can be
+shown failing on made-up evidence (tests/tools/test_cts.py).
+
+  ONE-WRITER    the audit file (appended with O_APPEND: its order is the order the writes landed)
+                shows, per resource, one holder (node, generation, epoch) at a time: once another
+                holder's write landed, no write of an earlier holder lands again.
+  EPOCHS        each new holder of a resource writes under a higher epoch than the one before.
+  FENCED-WRITE  no write by a node incarnation issued after a peer counted it fenced (verified:
+                its READ_ONLY promise, or its self-fence deadline passed): that moment is when the
+                peer may take its storage over.
+  FALSE-DEATH   a node incarnation is declared dead by an observer only if, in the dead time
+                before, it was not beating where the observer would see it: running and not
+                frozen, with its disk working (its slot moves on the shared disk) or its cable
+                and the observer's both in (its datagrams arrive), for two intervals or more.
+  FALSE-FENCE   the same for naming it a victim ("must be fenced").
+  FENCE-QUORATE a node names a victim only if, within the two dead times before, it could see a
+                majority (itself and one more of three) by the same measure.
+  DETECTED      (checked live at the end, cluster.py) every node whose daemon is gone is dead or
+                left in the view of every running quorate node.
+  TAKEN-OVER    (likewise) with a running quorate node left, every resource is held by one
+                running node whose consumer writes again after the heal.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass, field
+
+STEP_S = 0.01  # the resolution of the connectivity checks
+EARLY_SLACK_S = 0.3  # the observer's read of a landing may be this late (FaultDisk, the loop)
+LATE_SLACK_S = 0.05  # log lines are dated when queued; the timeline to MONITOR_S
+FENCED_SLACK_S = 0.005  # log time (ms) against the audit's ns
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    resource: str
+    node: int
+    generation: int
+    epoch: int
+    t: float  # monotonic seconds, read right before the write
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    t: float  # monotonic seconds
+    node: int  # whose log
+    kind: str  # started, beating, death, victim, fenced, self-fenced, pill
+    subject: int = 0  # the node the line is about (death, victim, fenced, pill)
+    generation: int = 0
+    detail: str = ""
+
+
+_PATTERNS = (
+    ("beating", re.compile(r"beating as generation (0x[0-9a-f]+)")),
+    ("death", re.compile(r"node \S+ \(id (\d+)\): \w+ -> dead on .*\[generation (0x[0-9a-f]+)\]$")),
+    ("victim", re.compile(r"node (\d+) \(generation (0x[0-9a-f]+)\) must be fenced: (.*)")),
+    ("fenced", re.compile(r"fencing node (\d+) \(generation (0x[0-9a-f]+)\), attempt \d+ by (\S+): fenced")),
+    ("pill", re.compile(r"fencing node (\d+) \(generation (0x[0-9a-f]+)\), attempt \d+: writing the disk pill")),
+    ("self-fenced", re.compile(r"SELF-FENCED \((\S+)\)")),
+)
+
+
+def read_audit(path: str) -> list[Write]:
+    out = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 5:  # a node reset mid-line leaves at most a torn last line
+                out.append(Write(parts[0], int(parts[1]), int(parts[2], 16), int(parts[3]), int(parts[4]) / 1e9))
+    return out
+
+
+def parse_log(path: str, node: int, wall_minus_mono_s: float) -> list[LogEvent]:
+    out = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            try:
+                wall = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            except ValueError:
+                continue
+            t = wall - wall_minus_mono_s
+            for kind, rx in _PATTERNS:
+                m = rx.search(line)
+                if not m:
+                    continue
+                if kind == "beating":
+                    out.append(LogEvent(t, node, kind, node, int(m.group(1), 16)))
+                elif kind == "self-fenced":
+                    out.append(LogEvent(t, node, kind, node, 0, m.group(1)))
+                else:
+                    detail = m.group(3) if m.lastindex and m.lastindex >= 3 else ""
+                    out.append(LogEvent(t, node, kind, int(m.group(1)), int(m.group(2), 16), detail))
+                break
+    return out
+
+
+@dataclass
+class History:
+    """The timeline of one schedule, asked what held at a moment."""
+
+    marks: list  # (t, node, what, value) as cluster.Timeline records them
+    events: list[LogEvent]
+    interval_s: float
+    dead_s: float
+    nodes: tuple[int, ...]
+    _series: dict = field(default_factory=dict)
+    incarnations: dict = field(default_factory=dict)  # (node, generation) -> (beating from, ended at)
+
+    def __post_init__(self) -> None:
+        for t, node, what, value in sorted(self.marks, key=lambda m: m[0]):
+            self._series.setdefault((node, what), []).append((t, value))
+        for ev in sorted(self.events, key=lambda e: e.t):
+            if ev.kind == "beating":
+                pid = self.value(ev.node, "daemon", ev.t, None)
+                end = next((t for t, v in self._series.get((ev.node, "daemon"), []) if t > ev.t and v != pid),
+                           float("inf"))
+                self.incarnations[(ev.node, ev.generation)] = (ev.t, end)
+
+    def value(self, node: int, what: str, t: float, default):
+        v = default
+        for mt, mv in self._series.get((node, what), []):
+            if mt > t:
+                break
+            v = mv
+        return v
+
+    def beating(self, node: int, generation: int, t: float) -> bool:
+        span = self.incarnations.get((node, generation))
+        return span is not None and span[0] <= t < span[1] and not self.value(node, "stopped", t, False)
+
+    def current(self, node: int, t: float) -> int | None:
+        for (n, gen), (start, end) in self.incarnations.items():
+            if n == node and start <= t < end:
+                return gen
+        return None
+
+    def seen_by(self, node: int, generation: int, observer: int, t: float) -> bool:
+        """Node `node`'s incarnation beat where `observer` sees it at time t (its disk slot
+        moves, or its datagrams reach the observer)."""
+        if not self.beating(node, generation, t):
+            return False
+        disk = self.value(node, "disk", t, "ok")
+        if disk == "ok" or disk.startswith("slow"):
+            return True
+        return bool(self.value(node, "link", t, True) and self.value(observer, "link", t, True))
+
+    def longest_seen_s(self, node: int, generation: int, observer: int, t0: float, t1: float) -> float:
+        best = run = 0.0
+        t = t0
+        while t < t1:
+            run = run + STEP_S if self.seen_by(node, generation, observer, t) else 0.0
+            best = max(best, run)
+            t += STEP_S
+        return best
+
+
+def one_writer(writes: list[Write]) -> list[str]:
+    out = []
+    per: dict[str, tuple] = {}
+    done: dict[str, set] = {}
+    bad: set[str] = set()
+    for k, w in enumerate(writes, 1):
+        holder = (w.node, w.generation, w.epoch)
+        cur = per.get(w.resource)
+        if holder == cur or w.resource in bad:
+            continue
+        if holder in done.setdefault(w.resource, set()):
+            out.append(f"ONE-WRITER: {w.resource}: node {w.node} (generation {w.generation:#x}, epoch {w.epoch})"
+                       f" wrote again (audit line {k}) after node {cur[0]} (generation {cur[1]:#x}, epoch {cur[2]})"
+                       " had written")
+            bad.add(w.resource)
+            continue
+        if cur is not None:
+            if w.epoch <= cur[2]:
+                out.append(f"EPOCHS: {w.resource}: node {w.node} writes under epoch {w.epoch} (audit line {k})"
+                           f" after node {cur[0]} wrote under epoch {cur[2]}")
+                bad.add(w.resource)
+            done[w.resource].add(cur)
+        per[w.resource] = holder
+    return out
+
+
+def fenced_writes(writes: list[Write], events: list[LogEvent]) -> list[str]:
+    out = []
+    first: dict[tuple[int, int], LogEvent] = {}
+    for ev in sorted(events, key=lambda e: e.t):
+        if ev.kind == "fenced":
+            first.setdefault((ev.subject, ev.generation), ev)
+    for (node, gen), ev in first.items():
+        late = [w for w in writes if w.node == node and w.generation == gen and w.t > ev.t + FENCED_SLACK_S]
+        if late:
+            out.append(f"FENCED-WRITE: node {node} (generation {gen:#x}) wrote {late[0].resource} {len(late)} time(s),"
+                       f" the first {late[0].t - ev.t:.3f} s after node {ev.node} counted it fenced ({ev.detail or 'verified'})")
+    return out
+
+
+def false_deaths(h: History) -> list[str]:
+    out = []
+    for ev in h.events:
+        if ev.kind not in ("death", "victim"):
+            continue
+        seen = h.longest_seen_s(ev.subject, ev.generation, ev.node, ev.t - h.dead_s + EARLY_SLACK_S,
+                                ev.t - LATE_SLACK_S)
+        if seen >= 2 * h.interval_s:
+            what = "declared dead" if ev.kind == "death" else "named for fencing"
+            out.append(f"{'FALSE-DEATH' if ev.kind == 'death' else 'FALSE-FENCE'}: node {ev.node} {what} node"
+                       f" {ev.subject} (generation {ev.generation:#x}), which beat where it sees it for {seen:.2f} s"
+                       f" of the dead time before")
+    return out
+
+
+def fence_quorate(h: History) -> list[str]:
+    out = []
+    majority = len(h.nodes) // 2 + 1
+    for ev in h.events:
+        if ev.kind != "victim":
+            continue
+        t, ok = ev.t - 2 * h.dead_s, False
+        while t <= ev.t and not ok:
+            seen = 1 + sum(1 for j in h.nodes if j != ev.node and (g := h.current(j, t)) is not None
+                           and h.seen_by(j, g, ev.node, t))
+            ok = seen >= majority
+            t += STEP_S
+        if not ok:
+            out.append(f"FENCE-QUORATE: node {ev.node} named node {ev.subject} for fencing but saw no majority in the"
+                       f" {2 * h.dead_s:g} s before")
+    return out
+
+
+def judge(writes: list[Write], h: History) -> list[str]:
+    return one_writer(writes) + fenced_writes(writes, h.events) + false_deaths(h) + fence_quorate(h)
