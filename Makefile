@@ -4,9 +4,9 @@ PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-DEB_PKGS := fuse3 libfuse3-3 e2fsprogs fdisk iproute2 util-linux socat stress-ng dosfstools btrfs-progs cryptsetup-bin dmsetup
+DEB_PKGS := fuse3 libfuse3-3 e2fsprogs fdisk iproute2 util-linux socat stress-ng dosfstools btrfs-progs cryptsetup-bin dmsetup prometheus
 # Commands whose absence means "install DEB_PKGS" (one per package that provides a tool we run).
-DEB_PROBES := fusermount3 mkfs.ext4 sfdisk ip losetup setpriv socat stress-ng mkfs.vfat mkfs.btrfs cryptsetup dmsetup
+DEB_PROBES := fusermount3 mkfs.ext4 sfdisk ip losetup setpriv socat stress-ng mkfs.vfat mkfs.btrfs cryptsetup dmsetup promtool
 
 .PHONY: demo test deps venv bench bench-sim stress clean
 

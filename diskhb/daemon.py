@@ -33,7 +33,7 @@ from typing import Callable
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 
-from diskhb import control
+from diskhb import control, journald, sdnotify
 from diskhb import metrics as m
 from diskhb.config import Config, RegionConfig, parse_listen
 from diskhb.core import node as core
@@ -43,6 +43,7 @@ from diskhb.errors import OperatorError
 from diskhb.mmp import guard as gd
 from diskhb.mmp.actuators import Enforcers, LossWorker
 from diskhb.mmp.executor import MmpExecutor
+from diskhb.mmp.loss import LOST
 from diskhb.pill import PillWorker, set_read_only
 from diskhb.regions.base import Region
 from diskhb.regions.disk import format as fmt
@@ -50,6 +51,7 @@ from diskhb.regions.disk.blockio import BlockDevice
 from diskhb.regions.disk.region import DiskRegion
 from diskhb.report import Reporter
 from diskhb.runtime import harden, monotonic_ms, new_generation, wall_ms
+from diskhb.supervisor import Supervisor
 from diskhb.watchdog import Watchdog, check_timeout
 
 log = logging.getLogger("diskhb")
@@ -78,7 +80,7 @@ class DroppingQueueHandler(logging.handlers.QueueHandler):
 def setup_logging(level: str) -> logging.handlers.QueueListener:
     q: queue.Queue = queue.Queue(maxsize=LOG_QUEUE_MAX)
     stream = logging.StreamHandler()
-    stream.setFormatter(logging.Formatter("%(asctime)s diskhb[%(process)d] %(levelname)s %(message)s"))
+    stream.setFormatter(journald.formatter())  # under systemd: no timestamps of ours, priorities mapped
     listener = logging.handlers.QueueListener(q, stream, respect_handler_level=False)
     root = logging.getLogger()
     root.handlers[:] = [DroppingQueueHandler(q)]
@@ -129,8 +131,12 @@ class NodeCollector:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, *, clock_ms: Callable[[], int] = monotonic_ms):
+    def __init__(self, cfg: Config, *, clock_ms: Callable[[], int] = monotonic_ms,
+                 notifier: sdnotify.Notifier | None = None, watchdog_usec: int | None = None):
         self.cfg = cfg
+        self.notifier = notifier or sdnotify.Notifier(None)  # systemd's; disabled when not under it
+        self.watchdog_usec = watchdog_usec
+        self.supervisor: Supervisor | None = None
         self.clock_ms = clock_ms
         self.generation = new_generation()
         self.regions: list[Region] = []
@@ -167,6 +173,9 @@ class Daemon:
             self._start_links()
             self._build_core(devices)
             self._open_watchdog()
+            t = self.timing
+            self.supervisor = Supervisor(self.notifier, self.watchdog_usec, interval_ms=t.interval_ms,
+                                         dead_ms=t.dead_ms, io_timeout_ms=t.io_timeout_ms)
         except BaseException:
             self._close_quietly()
             raise
@@ -260,9 +269,16 @@ class Daemon:
             default_timing=timing.MmpTiming(timing.MMP_INTERVAL_MS_DEFAULT, 0),
             lock_scope=lock_scope(cfg.node.run_dir), quorum=cfg.quorum, self_fence=True, watchdog_ms=t.watchdog_ms)
         self.core = core.NodeCore(spec, now_ms=self.clock_ms(), rand=secrets.randbelow)
-        self.reporter = Reporter(len(self.regions))
+        self.reporter = Reporter(len(self.regions), self.clock_ms)
+        # Series at 0 from the start: a first loss or failed fence is then an increase() alerts see.
+        for rc in cfg.resources:
+            m.MMP_HELD.labels(rc.name).set(0)
+            LOST.labels(rc.name)
         if cfg.quorum is not None:
             m.QUORUM_EXPECTED_VOTES.set(cfg.quorum.expected)
+            for method in m.FENCE_METHODS:
+                for result in m.FENCE_RESULTS:
+                    m.FENCE_ATTEMPTS.labels(method, result)
         by_name = {rc.name: rc for rc in cfg.resources}
         self.executor = MmpExecutor(devices, notify=self.wake, clock_ms=self.clock_ms)
         self.loss = LossWorker(by_name, self.wake)
@@ -379,6 +395,7 @@ class Daemon:
                     break
                 self._execute(now, actions)
                 self._feed_watchdog(self.clock_ms())
+                self.supervisor.tick(self.clock_ms(), self.core, self.core.phase not in _UNFED)  # systemd's too
                 if not self._serving and self.core.phase in _SERVING:
                     # Only once our slots are ours: a second daemon with our id must not take over
                     # the first one's control socket (it is refused by the slot claim instead).
@@ -388,6 +405,7 @@ class Daemon:
                     except OperatorError as e:
                         log.error("%s", e)
                         self.exit_code = 2
+                        self.supervisor.exiting(2, str(e))
                 for ev in self.core.drain_events():
                     self._note_event(ev)
                     self.reporter.report(ev)
@@ -481,9 +499,11 @@ class Daemon:
             elif isinstance(a, core.Exit):
                 self.exit_code = a.code
                 log.info("stopping: %s (exit %d)", a.reason, a.code)
+                self.supervisor.exiting(a.code, a.reason)
             elif isinstance(a, core.Fence):
                 log.warning("fencing node %d (generation %#x), attempt %d: writing the disk pill (%s)", a.node_id,
                             a.generation, a.attempt, a.reason)
+                self.reporter.fence_started(a.node_id, a.generation)
                 done = self.pills.fence(a.node_id, a.generation, a.attempt)
                 if done is not None:
                     self._later.append(done)
@@ -535,6 +555,7 @@ class Daemon:
         """An error in the core: we can no longer trust our own decisions. Every resource we were
         told we hold is lost now (its loss action runs, bounded), then exit 3."""
         log.critical("fatal error in the node core: %s; every held resource is treated as lost\n%s", why, trace)
+        self.supervisor.exiting(3, f"fatal error in the node core: {why}")
         for resource, epoch in list(self._held.items()):
             self.loss.run(resource, epoch, f"the daemon stops on a fatal error: {why}")
         deadline = time.monotonic() + FATAL_LOSS_WAIT_S
@@ -549,6 +570,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         clean = self.exit_code == 0
+        self.supervisor.exiting(3 if self.exit_code is None else self.exit_code, "shutting down")
         if self.watchdog is not None:  # magic close only when nothing was held or lost: else a reset
             disarm = self.exit_code in CLEAN_EXITS
             self.watchdog.close(clean=disarm)
@@ -566,6 +588,7 @@ class Daemon:
         # Enforcers of resources still held stay behind us: the pipe closes without "done" and
         # they act at once (a daemon that exits no longer renews anything).
         self._close_quietly()
+        self.supervisor.close()
         log.info("stopped")
 
     def _close_quietly(self) -> None:
@@ -606,9 +629,24 @@ def make_link_region(rc: RegionConfig, cfg: Config, t: Timing) -> Region:
     raise AssertionError(rc.type)
 
 
+def systemd_from_env() -> tuple[sdnotify.Notifier, int | None]:
+    """$NOTIFY_SOCKET and $WATCHDOG_USEC (removed from our environment: see diskhb.sdnotify)."""
+    usec = sdnotify.watchdog_usec(os.environ, os.getpid())
+    try:
+        notifier = sdnotify.Notifier.from_env()
+    except ValueError as e:
+        log.warning("%s: no notifications to systemd", e)
+        notifier = sdnotify.Notifier(None)
+    except OSError as e:
+        log.warning("systemd notification socket: %s: no notifications to systemd", e.strerror)
+        notifier = sdnotify.Notifier(None)
+    return notifier, usec
+
+
 def run_daemon(cfg: Config) -> int:
     listener = setup_logging(cfg.log_level)
-    d = Daemon(cfg)
+    notifier, usec = systemd_from_env()
+    d = Daemon(cfg, notifier=notifier, watchdog_usec=usec)
     signal.signal(signal.SIGTERM, d.request_stop)
     signal.signal(signal.SIGINT, d.request_stop)
     signal.signal(signal.SIGHUP, d.request_key_reload)

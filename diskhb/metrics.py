@@ -1,8 +1,9 @@
 """Prometheus metrics (client_python conventions: diskhb_ prefix, base units, _total counters).
 
-Label cardinality is bounded: `node` <= slot count (names), `region` <= 32 (config), `state`,
-`flag`, `reason` and `direction` are small fixed sets. Metrics live in the default registry
-because a daemon is one process; tests that need isolation run daemons as processes.
+Label cardinality is bounded: `node` <= slot count (names), `region` <= 32 (config), `resource`
+<= the MMP blocks of the regions, `state`, `flag`, `reason`, `method`, `result` and `direction`
+are small fixed sets. Metrics live in the default registry because a daemon is one process;
+tests that need isolation run daemons as processes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from prometheus_client import Counter, Gauge, Histogram
 IO_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                 2.5, 5.0, 10.0)
 LATENESS_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Detection is dead_ms plus up to a read interval (dead_ms is 1-30 s in practice); a fence takes
+# from a pill read within an interval to a self-fence deadline of lease + watchdog timeout.
+DETECTION_BUCKETS_S = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
+FENCE_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 
 # Per-node gauges (alive, state, heartbeat age, flags) are computed at scrape time by
 # diskhb.daemon.NodeCollector, so the tick never pays for 2000 nodes' gauges.
@@ -23,6 +28,9 @@ NODE_TRANSITIONS = Counter("diskhb_node_transitions_total",
 REGION_NODE_TRANSITIONS = Counter("diskhb_node_region_transitions_total",
                                   "Per-region node state changes (a region losing a node another region "
                                   "still sees changes only this)", ["node", "region", "state"])
+DEATH_DETECTION = Histogram("diskhb_node_death_detection_seconds",
+                            "How long after its last heartbeat advance a peer was declared dead",
+                            buckets=DETECTION_BUCKETS_S)
 NODE_RESTARTS = Counter("diskhb_node_restarts_total", "Generation changes seen", ["node"])
 BAD_SAMPLES = Counter("diskhb_bad_samples_total",
                       "Heartbeats that failed validation (counted as missed beats)", ["region"])
@@ -66,3 +74,14 @@ FENCE_ATTEMPTS = Counter("diskhb_fence_attempts_total", "Fencing attempts this n
                          ["method", "result"])
 SELF_FENCE = Counter("diskhb_self_fence_total", "Times this daemon fenced itself, by reason (pill, quorum-lost,"
                      " lease, stuck-write)", ["reason"])
+FENCE_DURATION = Histogram("diskhb_fence_duration_seconds", "From a victim named (or a fence ordered) to its fence"
+                           " verified, as this node saw it, by the method that verified it", ["method"],
+                           buckets=FENCE_BUCKETS_S)
+MMP_HELD = Gauge("diskhb_mmp_held", "1 while this daemon holds the MMP resource", ["resource"])
+
+# Methods (diskhb.core.fencing, diskhb.pill) and results of FENCE_ATTEMPTS: created at 0 when
+# fencing is on, so that a first failure is an increase() an alert sees, not a new series.
+FENCE_METHODS = ("pill", "self", "deadline", "none")
+FENCE_RESULTS = ("fenced", "pending", "failed")
+SD_NOTIFY_ERRORS = Counter("diskhb_sd_notify_errors_total", "Notifications to systemd (READY, WATCHDOG, STATUS,"
+                           " ...) that could not be sent (its queue full, its socket gone); the daemon goes on")

@@ -8,6 +8,7 @@ chooses the level, the wording and the counter. Logging goes through the daemon'
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from diskhb import metrics as m
 from diskhb.core.fencing import FenceOutcome, FencePending, VictimBack, VictimNamed
@@ -17,7 +18,7 @@ from diskhb.core.quorum import DigestMismatch, QuorumChanged
 from diskhb.core.region_health import RegionHealthChanged
 from diskhb.core.self_fence import SelfFenced
 from diskhb.core.types import NodeState
-from diskhb.mmp.loss import ACQUIRED, REFUSED
+from diskhb.mmp.loss import ACQUIRED, LOST, REFUSED
 
 log = logging.getLogger("diskhb")
 
@@ -26,9 +27,11 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 class Reporter:
-    def __init__(self, regions: int):
+    def __init__(self, regions: int, clock_ms: Callable[[], int]):
         self.regions = regions  # with one region, a per-region change says nothing the overall one does not
+        self.clock_ms = clock_ms
         self._quorum_judged = False  # the first quorum verdict is no loss
+        self._fence_started: dict[int, tuple[int, int]] = {}  # node id -> (generation, ms): one per node
 
     def report(self, ev) -> None:
         if isinstance(ev, NodeStateChanged):
@@ -116,11 +119,34 @@ class Reporter:
             log.log(_LEVELS[ev.level], "%s", ev.text)
         else:
             log.debug("event %r", ev)
+        self._measure(ev)
+
+    def fence_started(self, node_id: int, generation: int) -> None:
+        """A victim named, or a fence ordered (a manual fence names no victim): its fence time starts."""
+        if self._fence_started.get(node_id, (None,))[0] != generation:
+            self._fence_started[node_id] = (generation, self.clock_ms())
+
+    def _measure(self, ev) -> None:
+        """Detection and fence latencies (what the dashboard plots)."""
+        if isinstance(ev, NodeStateChanged) and ev.new is NodeState.DEAD:
+            m.DEATH_DETECTION.observe(ev.age_ms / 1000)
+        elif isinstance(ev, VictimNamed):
+            self.fence_started(ev.node_id, ev.generation)
+        elif isinstance(ev, VictimBack):
+            self._fence_started.pop(ev.node_id, None)
+        elif isinstance(ev, FenceOutcome) and ev.ok:
+            started = self._fence_started.get(ev.node_id)
+            if started is not None and started[0] == ev.generation:
+                del self._fence_started[ev.node_id]
+                m.FENCE_DURATION.labels(ev.method).observe((self.clock_ms() - started[1]) / 1000)
 
     @staticmethod
     def _mmp(ev: MmpEvent) -> None:
+        if ev.what in ("acquired", "released", "lost"):  # a refusal says nothing of a hold we may have
+            m.MMP_HELD.labels(ev.resource).set(1 if ev.what == "acquired" else 0)
         if ev.what == "acquired":
             ACQUIRED.labels(ev.resource).inc()
+            LOST.labels(ev.resource)  # the series exists at 0: a later loss is an increase() alerts see
             log.info("MMP resource %r acquired: epoch %d %s", ev.resource, ev.epoch, ev.text)
         elif ev.what == "refused":
             REFUSED.labels(ev.resource).inc()

@@ -53,6 +53,7 @@ def test_a_pill_fenced_holder_fences_itself_is_reset_and_its_resource_taken_over
     m = metrics(c, 1)
     assert metric_value(m, "diskhb_fence_attempts_total", method="pill", result="pending") == 1.0
     assert metric_value(m, "diskhb_fence_attempts_total", method="self", result="fenced") == 1.0
+    assert metric_value(m, "diskhb_fence_duration_seconds_count", method="self") == 1.0  # ordered -> verified
 
     t0 = time.monotonic()
     out = ask(c, 1, "mmp-acquire db 0 0")
