@@ -10,6 +10,7 @@ the veth pairs and the bridge with them), even after a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -59,6 +60,20 @@ class TestNet:
             self.down()
             raise
         return self
+
+    def static_neighbours(self) -> None:
+        """Permanent ARP entries between the nodes: after a cable is plugged back, datagrams flow at
+        once instead of after the kernel re-resolves an entry that failed while it was out (up to
+        a second): what a link carries is then exactly what the cable allows (tools.cts checks it)."""
+        macs = {}
+        for i, ns in self.ns.items():
+            out = subprocess.run(["ip", "-n", ns, "-j", "link", "show", "dev", f"n{i}"], check=True,
+                                 capture_output=True, text=True, timeout=20).stdout
+            macs[i] = json.loads(out)[0]["address"]
+        for i, ns in self.ns.items():
+            for j in self.ns:
+                if j != i:
+                    _ip("-n", ns, "neigh", "replace", self.addr(j), "lladdr", macs[j], "dev", f"n{i}", "nud", "permanent")
 
     def cut(self, i: int) -> None:
         """Unplug node i's cable (its end stays up: the node sees no error, only silence)."""

@@ -1,4 +1,4 @@
-"""python -m tools.cts [--schedules N] [--seed S] [--keep] [--workdir DIR]
+"""python -m tools.cts [--schedules N] [--seed S] [--keep] [--workdir DIR] [--break WHAT,...]
 
 The cluster test system: three real daemons in their own namespaces (tools.cts.cluster), each
 with a consumer per guarded resource writing an audit line per write while it holds it, driven
@@ -21,7 +21,7 @@ import time
 
 from tools.cts import checks
 from tools.cts import schedule as sch
-from tools.cts.cluster import DEAD_MS, INTERVAL_MS, NODES, RESOURCES, CtsCluster
+from tools.cts.cluster import BREAKAGES, CONSUMER_DELAY_S, DEAD_MS, INTERVAL_MS, NODES, RESOURCES, CtsCluster
 
 READY_TIMEOUT_S = 40.0
 SETTLE_TIMEOUT_S = 25.0
@@ -33,13 +33,14 @@ class SetupFailed(Exception):
 
 
 def _wait_ready(c: CtsCluster) -> None:
-    """Every node quorate, and every resource held by one whose consumer writes."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    """Every node quorate, every resource held by one whose consumer writes, every consumer started."""
+    start = time.monotonic()
+    deadline = start + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         views = {i: c.status(i) for i in NODES}
         quorate = all(v and (v.get("quorum") or {}).get("quorate") for v in views.values())
         writes = {w.resource for w in checks.read_audit(c.audit)}
-        if quorate and writes >= set(RESOURCES):
+        if quorate and writes >= set(RESOURCES) and time.monotonic() - start > CONSUMER_DELAY_S:
             return
         time.sleep(POLL_S)
     raise SetupFailed(f"the cluster did not come up within {READY_TIMEOUT_S:g} s (logs in {c.sched_dir})")
@@ -72,12 +73,13 @@ def _heal(c: CtsCluster) -> None:
         c.set_disk(i, "ok")
 
 
-def _settled(c: CtsCluster, healed_t: float) -> list[str]:
-    """What DETECTED and TAKEN-OVER still miss (empty: settled)."""
+def _settled(c: CtsCluster, healed_t: float, rule: str = "TAKEN-OVER") -> list[str]:
+    """What DETECTED and TAKEN-OVER (or RECOVERED: every node back) still miss (empty: settled)."""
     views = {i: c.status(i) for i in NODES}
     running = [i for i, v in views.items() if v and v["phase"] == "running" and (v.get("quorum") or {}).get("quorate")]
     gone = [i for i in NODES if c.daemon_pid.get(i) is None]
-    missing = []
+    missing = [f"RECOVERED: node {i} is not running and quorate" for i in NODES
+               if rule == "RECOVERED" and i not in running]
     for o in running:
         for d in gone:
             st = next((n["state"] for n in views[o]["nodes"] if n["id"] == d), None)
@@ -90,11 +92,18 @@ def _settled(c: CtsCluster, healed_t: float) -> list[str]:
         holders = [i for i, v in views.items() if v and any(m["resource"] == r and m["state"] == "held"
                                                             for m in v.get("mmp") or [])]
         if len(holders) != 1:
-            missing.append(f"TAKEN-OVER: {r} is held by {holders or 'no running node'}")
+            missing.append(f"{rule}: {r} is held by {holders or 'no running node'}")
             continue
         gen = views[holders[0]]["node"]["generation"]
         if not any(w.resource == r and w.node == holders[0] and w.generation == gen and w.t > healed_t for w in writes):
-            missing.append(f"TAKEN-OVER: {r}: node {holders[0]} holds it but its consumer has not written since the heal")
+            missing.append(f"{rule}: {r}: node {holders[0]} holds it but its consumer has not written since")
+    return missing
+
+
+def _settle(c: CtsCluster, since: float, rule: str) -> list[str]:
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while (missing := _settled(c, since, rule)) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
     return missing
 
 
@@ -112,12 +121,18 @@ def run_one(c: CtsCluster, s: sch.Schedule, sched_dir: str, stats: collections.C
         time.sleep(max(0.0, t0 + s.heal_s - time.monotonic()))
         _heal(c)
         healed = time.monotonic()
-        deadline = healed + SETTLE_TIMEOUT_S
-        while (missing := _settled(c, healed)) and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-        if not any(v and v["phase"] == "running" and (v.get("quorum") or {}).get("quorate")
-                   for v in (c.status(i) for i in NODES)):
-            stats["ended without a quorate node"] += 1
+        missing = _settle(c, healed, "TAKEN-OVER")
+        # The operator's part: every node that is down or fenced itself is restarted (a new
+        # generation); the whole cluster must come back and serve again (RECOVERED).
+        views = {i: c.status(i) for i in NODES}
+        out = [i for i, v in views.items() if not v or v["phase"] != "running"]
+        if not any(v and v["phase"] == "running" and (v.get("quorum") or {}).get("quorate") for v in views.values()):
+            stats["healed without a quorate node"] += 1
+        if out and not missing:
+            stats["operator restarts"] += len(out)
+            for i in out:
+                c.restart(i)
+            missing = _settle(c, time.monotonic(), "RECOVERED")
     finally:
         marks = list(c.timeline.marks)
         for i, d in c.dogs.items():  # before end(): its kills leave armed watchdogs that fire
@@ -130,7 +145,7 @@ def run_one(c: CtsCluster, s: sch.Schedule, sched_dir: str, stats: collections.C
     for ev in events:
         stats[{"death": "deaths declared", "victim": "victims named", "pill": "pills written",
                "fenced": f"fences verified ({ev.detail})", "self-fenced": f"self-fences ({ev.detail})",
-               "beating": "incarnations"}[ev.kind]] += 1
+               "beating": "incarnations", "read-only": "READ_ONLY published", "takeover": "takeovers (log)"}[ev.kind]] += 1
     stats["writes"] += len(writes)
     stats["holder changes"] += _changes(writes)
     return missing + checks.judge(writes, h)
@@ -154,6 +169,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep every schedule's logs and audit, not only failed ones")
     ap.add_argument("--workdir", default=None, help="where to work [default: a new directory in /var/tmp]")
     ap.add_argument("--net", type=int, default=9, help="the test network's number (10.77.NET.0/24)")
+    ap.add_argument("--break", dest="broken", default="", metavar="WHAT,...",
+                    help=f"break the cluster on purpose, to see the checks fail: {', '.join(sorted(BREAKAGES))}")
     a = ap.parse_args()
     work = a.workdir or tempfile.mkdtemp(prefix="diskhb-cts-", dir="/var/tmp")
     os.makedirs(work, exist_ok=True)
@@ -163,7 +180,7 @@ def main() -> int:
     print(f"cts: {len(NODES)} nodes, interval {INTERVAL_MS} / dead {DEAD_MS} ms, resources {', '.join(RESOURCES)};"
           f" {a.schedules} schedule(s) from seed {a.seed}; work in {work}", flush=True)
     try:
-        c = CtsCluster(work, a.net)
+        c = CtsCluster(work, a.net, broken=frozenset(filter(None, a.broken.split(","))))
     except Exception as e:  # noqa: BLE001 - one line for the operator
         print(f"cts: cannot set the cluster up: {e}", file=sys.stderr)
         return 2

@@ -7,8 +7,9 @@ shown failing on made-up evidence (tests/tools/test_cts.py).
                 holder's write landed, no write of an earlier holder lands again.
   EPOCHS        each new holder of a resource writes under a higher epoch than the one before.
   FENCED-WRITE  no write by a node incarnation issued after a peer counted it fenced (verified:
-                its READ_ONLY promise, or its self-fence deadline passed): that moment is when the
-                peer may take its storage over.
+                its READ_ONLY promise, or its self-fence deadline passed), after it published
+                READ_ONLY itself, or (to that resource) after a peer took a resource over from it:
+                from those moments on its storage may be someone else's.
   FALSE-DEATH   a node incarnation is declared dead by an observer only if, in the dead time
                 before, it was not beating where the observer would see it: running and not
                 frozen, with its disk working (its slot moves on the shared disk) or its cable
@@ -20,6 +21,9 @@ shown failing on made-up evidence (tests/tools/test_cts.py).
                 left in the view of every running quorate node.
   TAKEN-OVER    (likewise) with a running quorate node left, every resource is held by one
                 running node whose consumer writes again after the heal.
+  RECOVERED     (likewise) then every node that is down or fenced itself is restarted, as an
+                operator would: every node runs quorate again, every resource is held by one
+                node whose consumer writes after the restarts.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ STEP_S = 0.01  # the resolution of the connectivity checks
 EARLY_SLACK_S = 0.3  # the observer's read of a landing may be this late (FaultDisk, the loop)
 LATE_SLACK_S = 0.05  # log lines are dated when queued; the timeline to MONITOR_S
 FENCED_SLACK_S = 0.005  # log time (ms) against the audit's ns
+LINK_SETTLE_S = 0.2  # a plugged veth carries at once (static ARP, tools.netns); the bridge, nearly
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,9 @@ _PATTERNS = (
     ("fenced", re.compile(r"fencing node (\d+) \(generation (0x[0-9a-f]+)\), attempt \d+ by (\S+): fenced")),
     ("pill", re.compile(r"fencing node (\d+) \(generation (0x[0-9a-f]+)\), attempt \d+: writing the disk pill")),
     ("self-fenced", re.compile(r"SELF-FENCED \((\S+)\)")),
+    ("read-only", re.compile(r"READ_ONLY published")),
+    ("takeover", re.compile(r"MMP resource '(\S+)' acquired: .*taken over from \S+ \(node (\d+), generation"
+                            r" (0x[0-9a-f]+)\)")),
 )
 
 
@@ -90,6 +98,10 @@ def parse_log(path: str, node: int, wall_minus_mono_s: float) -> list[LogEvent]:
                     out.append(LogEvent(t, node, kind, node, int(m.group(1), 16)))
                 elif kind == "self-fenced":
                     out.append(LogEvent(t, node, kind, node, 0, m.group(1)))
+                elif kind == "read-only":  # the incarnation: the one beating at t (History.current)
+                    out.append(LogEvent(t, node, kind, node))
+                elif kind == "takeover":
+                    out.append(LogEvent(t, node, kind, int(m.group(2)), int(m.group(3), 16), m.group(1)))
                 else:
                     detail = m.group(3) if m.lastindex and m.lastindex >= 3 else ""
                     out.append(LogEvent(t, node, kind, int(m.group(1)), int(m.group(2), 16), detail))
@@ -145,7 +157,11 @@ class History:
         disk = self.value(node, "disk", t, "ok")
         if disk == "ok" or disk.startswith("slow"):
             return True
-        return bool(self.value(node, "link", t, True) and self.value(observer, "link", t, True))
+        return self.plugged(node, t) and self.plugged(observer, t)
+
+    def plugged(self, node: int, t: float) -> bool:
+        """The node's cable in, and for LINK_SETTLE_S already (a plug is not delivery at once)."""
+        return bool(self.value(node, "link", t, True) and self.value(node, "link", t - LINK_SETTLE_S, True))
 
     def longest_seen_s(self, node: int, generation: int, observer: int, t0: float, t1: float) -> float:
         best = run = 0.0
@@ -183,17 +199,24 @@ def one_writer(writes: list[Write]) -> list[str]:
     return out
 
 
-def fenced_writes(writes: list[Write], events: list[LogEvent]) -> list[str]:
+def fenced_writes(writes: list[Write], h: History) -> list[str]:
+    """FENCED-WRITE, from the first of: a peer counted the incarnation fenced, it published
+    READ_ONLY, a peer took a resource over from it (that resource only)."""
     out = []
-    first: dict[tuple[int, int], LogEvent] = {}
-    for ev in sorted(events, key=lambda e: e.t):
+    first: dict[tuple[int, int, str | None], tuple[LogEvent, str]] = {}
+    for ev in sorted(h.events, key=lambda e: e.t):
         if ev.kind == "fenced":
-            first.setdefault((ev.subject, ev.generation), ev)
-    for (node, gen), ev in first.items():
-        late = [w for w in writes if w.node == node and w.generation == gen and w.t > ev.t + FENCED_SLACK_S]
+            first.setdefault((ev.subject, ev.generation, None), (ev, f"node {ev.node} counted it fenced ({ev.detail})"))
+        elif ev.kind == "read-only" and (gen := h.current(ev.node, ev.t)) is not None:
+            first.setdefault((ev.node, gen, None), (ev, "it published READ_ONLY"))
+        elif ev.kind == "takeover":
+            first.setdefault((ev.subject, ev.generation, ev.detail), (ev, f"node {ev.node} took {ev.detail} over from it"))
+    for (node, gen, resource), (ev, why) in first.items():
+        late = [w for w in writes if w.node == node and w.generation == gen and resource in (None, w.resource)
+                and w.t > ev.t + FENCED_SLACK_S]
         if late:
             out.append(f"FENCED-WRITE: node {node} (generation {gen:#x}) wrote {late[0].resource} {len(late)} time(s),"
-                       f" the first {late[0].t - ev.t:.3f} s after node {ev.node} counted it fenced ({ev.detail or 'verified'})")
+                       f" the first {late[0].t - ev.t:.3f} s after {why}")
     return out
 
 
@@ -231,4 +254,4 @@ def fence_quorate(h: History) -> list[str]:
 
 
 def judge(writes: list[Write], h: History) -> list[str]:
-    return one_writer(writes) + fenced_writes(writes, h.events) + false_deaths(h) + fence_quorate(h)
+    return one_writer(writes) + fenced_writes(writes, h) + false_deaths(h) + fence_quorate(h)

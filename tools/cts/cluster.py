@@ -36,6 +36,11 @@ MMP_INTERVAL_MS = 600
 MONITOR_S = 0.02  # how often process deaths are looked for: their times are this exact
 STOP_WAIT_S = 10.0
 DOG_QUIET_WAIT_S = 3.0  # a watchdog left armed by a killed daemon fires within its timeout
+FIRST_HOLDER = 1  # node 1's consumers start first, so it holds every resource when faults begin
+CONSUMER_DELAY_S = 4.0  # the other nodes' consumers start this much later
+# A cluster broken on purpose, to show the checks fail (tests/tools/test_cts.py): no loss action
+# and no lease enforcer (nothing stops a consumer), watchdogs that reset nobody.
+BREAKAGES = frozenset({"no-loss-action", "no-watchdog-reset"})
 
 
 def _children(pid: int) -> list[int]:
@@ -80,10 +85,14 @@ class Timeline:
 
 
 class CtsCluster:
-    def __init__(self, work: str, net_no: int = 9):
+    def __init__(self, work: str, net_no: int = 9, *, broken: frozenset[str] = frozenset()):
         from tools.faultdisk import FaultDisk
         from tools.fusewatchdog import FuseWatchdog
 
+        unknown = broken - BREAKAGES
+        if unknown:
+            raise ValueError(f"unknown breakage {', '.join(sorted(unknown))}: known are {', '.join(sorted(BREAKAGES))}")
+        self.broken = broken
         self.work = work
         self.run_dir = os.path.join(work, "run")
         self.template = os.path.join(work, "template.img")
@@ -107,6 +116,7 @@ class CtsCluster:
             self.key = os.path.join(work, "authkey")
             self._run(DISKHB + ["keygen", self.key])
             self.net.up()
+            self.net.static_neighbours()
             for i in NODES:  # mounted before any node starts: each node's mount namespace copies them
                 self.disks[i] = FaultDisk(self.backing, os.path.join(work, f"disk{i}")).start()
                 self.dogs[i] = FuseWatchdog(os.path.join(work, f"wd{i}")).start()
@@ -141,7 +151,7 @@ class CtsCluster:
         self._monitor = threading.Thread(target=self._watch, name="cts-monitor", daemon=True)
         self._monitor.start()
         for i in NODES:
-            self.start_node(i)
+            self.start_node(i, 0.0 if i == FIRST_HOLDER else CONSUMER_DELAY_S)
 
     def end(self) -> None:
         """Every node killed (its namespace with it), every fault undone, every watchdog quiet."""
@@ -178,8 +188,12 @@ class CtsCluster:
     def config(self, i: int) -> str:
         path = os.path.join(self.sched_dir, f"n{i}.toml")
         peers = ", ".join(f'"{self.net.addr(j)}"' for j in NODES if j != i)
-        resources = "".join(f'[[resource]]\nname = "{r}"\ninterval_ms = {MMP_INTERVAL_MS}\non_loss = ["kill"]\nkill_grace_ms = 200\n'
-                            f'mountpoint = "{self.mountpoint(i, r)}"\n' for r in RESOURCES)
+        if "no-loss-action" in self.broken:
+            resources = "".join(f'[[resource]]\nname = "{r}"\ninterval_ms = {MMP_INTERVAL_MS}\non_loss = ["none"]\n'
+                                for r in RESOURCES)
+        else:
+            resources = "".join(f'[[resource]]\nname = "{r}"\ninterval_ms = {MMP_INTERVAL_MS}\non_loss = ["kill"]\n'
+                                f'kill_grace_ms = 200\nmountpoint = "{self.mountpoint(i, r)}"\n' for r in RESOURCES)
         with open(path, "w") as f:
             f.write(f'[node]\nname = "n{i}"\nid = {i}\nrun_dir = "{self.run_dir}"\n[metrics]\nlisten = ""\n'
                     f'[quorum]\nnodes = [{", ".join(map(str, NODES))}]\n'
@@ -195,7 +209,7 @@ class CtsCluster:
     def socket(self, i: int) -> str:
         return os.path.join(self.run_dir, f"diskhb-{CLUSTER}-{i}.sock")
 
-    def start_node(self, i: int) -> None:
+    def start_node(self, i: int, consumer_delay_s: float = 0.0) -> None:
         """A new node i (new namespaces, a new daemon generation). Its watchdog must be quiet first:
         a reset still due from the node before would hit this one."""
         deadline = time.monotonic() + DOG_QUIET_WAIT_S
@@ -207,7 +221,8 @@ class CtsCluster:
             "unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--", sys.executable, "-m", "tools.cts.node",
             "--node-id", str(i), "--node-dir", os.path.join(self.sched_dir, f"n{i}"), "--config", self.config(i),
             "--socket", self.socket(i), "--audit", self.audit, "--root", ROOT,
-            "--log-prefix", os.path.join(self.sched_dir, f"n{i}.{k}"), "--resources", ",".join(RESOURCES)]
+            "--log-prefix", os.path.join(self.sched_dir, f"n{i}.{k}"), "--resources", ",".join(RESOURCES),
+            "--consumer-delay-s", str(consumer_delay_s)]
         with open(os.path.join(self.sched_dir, f"n{i}.{k}.init.out"), "w") as out:
             p = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                  env={**os.environ, "PYTHONPATH": ROOT})
@@ -218,7 +233,7 @@ class CtsCluster:
                 raise RuntimeError(f"node {i}: its namespace did not start (see {out.name})")
             time.sleep(0.01)
         self.init_pid[i] = _children(p.pid)[0]
-        self.dogs[i].set_reset_pid(self.init_pid[i])
+        self.dogs[i].set_reset_pid(0 if "no-watchdog-reset" in self.broken else self.init_pid[i])
 
     def node_up(self, i: int) -> bool:
         p = self.init_pid.get(i)

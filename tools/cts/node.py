@@ -3,8 +3,9 @@
 Started by the CTS driver as `ip netns exec NS unshare --pid --fork --mount-proc -- python -m
 tools.cts.node ...`, so the node has its own network, PID and mount namespaces. It
   - mounts one tmpfs per resource (the resource's mountpoint; gone with the namespace);
-  - starts the daemon, and one consumer per resource in that resource's mountpoint, restarting
-    a consumer that ended (killed by a loss action, say) after RESPAWN_S;
+  - starts the daemon, and one consumer per resource in that resource's mountpoint (after
+    --consumer-delay-s), restarting a consumer that ended (killed by a loss action, say) after
+    RESPAWN_S;
   - reaps every process of the node (PID 1's duty);
   - SIGUSR1: a clean restart of the daemon (consumers stopped first, as Pacemaker stops a group
     before its guard); SIGTERM: the same stop, then exit.
@@ -33,7 +34,7 @@ class Node:
         self.ended_at: dict[str, float] = {r: 0.0 for r in a.resources}
         self.starts = 0
         self.restart = self.stop = False
-        self.consumers_on = True
+        self.consumers_from = time.monotonic() + a.consumer_delay_s
 
     def mountpoint(self, resource: str) -> str:
         return os.path.join(self.a.node_dir, resource)
@@ -96,6 +97,8 @@ class Node:
                 self.start_daemon()
             now = time.monotonic()
             for r, p in self.consumers.items():
+                if now < self.consumers_from:
+                    break
                 if p is not None and p.poll() is not None:
                     self.consumers[r], self.ended_at[r] = None, now
                 if self.consumers[r] is None and now - self.ended_at[r] >= RESPAWN_S:
@@ -117,6 +120,8 @@ def main() -> int:
     ap.add_argument("--log-prefix", required=True)
     ap.add_argument("--root", required=True)
     ap.add_argument("--resources", type=lambda s: s.split(","), required=True)
+    ap.add_argument("--consumer-delay-s", type=float, default=0.0,
+                    help="start the consumers this long after the daemon (another node gets the resources first)")
     return Node(ap.parse_args()).run()
 
 

@@ -28,6 +28,7 @@ KINDS_WEIGHTED = (("kill", 3), ("freeze", 3), ("link", 2), ("disk-eio", 2), ("di
 DURATIONS_S = (0.3, 0.8, 1.6, 3.0)  # below, near and beyond the watchdog (1 s) and dead time
 SLOW_MS = (150, 400)
 FAULTS_MIN, FAULTS_MAX = 1, 4
+FIRST_HOLDER_SHARE = 0.5  # node 1 holds every resource when the faults begin: half of them hit it
 WINDOW_S = 9.0  # faults start within this many seconds; the heal comes at WINDOW_S + the longest duration
 
 
@@ -66,7 +67,7 @@ def make(seed: int, nodes: int) -> Schedule:
     for _ in range(rng.randint(FAULTS_MIN, FAULTS_MAX)):
         kind = rng.choice(kinds)
         at = round(rng.uniform(0.0, WINDOW_S), 2)
-        node = rng.randint(1, nodes)
+        node = 1 if rng.random() < FIRST_HOLDER_SHARE else rng.randint(2, nodes)
         duration = rng.choice(DURATIONS_S) if kind in ("freeze", "link", "disk-eio", "disk-hang", "disk-slow",
                                                        "isolate") else 0.0
         arg = rng.choice(SLOW_MS) if kind == "disk-slow" else 0
