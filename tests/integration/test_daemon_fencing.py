@@ -83,6 +83,33 @@ def test_a_holder_left_without_quorum_fences_itself(cluster):
     assert c.procs[3].returncode == 3
 
 
+def test_a_read_only_node_is_recovered_without_fencing(cluster):
+    """Seed 003: a node alive on some region that announces READ_ONLY is not fenced; its
+    resources are taken over as soon as it is seen. Node 3, left alone while holding, fences
+    itself; nodes 1 and 2 come back, see it beating READ_ONLY, name no victim, write no pill, and
+    node 1 takes "db" over at once (FP0), not after the classic watch."""
+    c = cluster
+    start_all(c)
+    assert ask(c, 3, "mmp-acquire db 0 1")["ok"]
+    for i in (1, 2):
+        c.kill(i)
+    wait_until(lambda: ((c.view(3) or {}).get("self_fence") or {}).get("read_only"), 10, "node 3 READ_ONLY")
+    for i in (1, 2):
+        c.start(i, extra=QUORUM + RESOURCE)
+    for i in (1, 2):
+        wait_until(lambda i=i: ((c.view(i) or {}).get("quorum") or {}).get("quorate"), 15, f"node {i} quorate")
+    t0 = time.monotonic()
+    out = ask(c, 1, "mmp-acquire db 0 0")
+    took = time.monotonic() - t0
+    assert out["ok"] and "stopped writing" in out["note"], out
+    assert took < CLASSIC_S - 1, f"took {took:.2f} s: the READ_ONLY holder's block was watched"
+    for i in (1, 2):
+        log = c.log(i)
+        assert "must be fenced" not in log and "writing the disk pill" not in log, log[-3000:]
+        n3 = next(n for n in c.view(i)["nodes"] if n["id"] == 3)
+        assert n3["state"] == "alive" and "read_only" in n3["flags"], n3
+
+
 def test_fence_refusals_are_one_line(cluster):
     c = cluster
     start_all(c)
