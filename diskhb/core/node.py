@@ -56,6 +56,13 @@ MMP guards (diskhb.mmp.guard); the rules of its own are these:
      mailbox_ack = the message's seq), which is how the sender learns it arrived (it never waits
      for it). A message for another incarnation, or of a kind this version does not know, is
      reported once and not acknowledged: its sender sees it pending.
+  N17 OWN LOST BLOCK: when a hold ends lost, the identities its block may carry from us (the
+     last we wrote, and the one in flight) are kept for the resource's next guard in this
+     daemon, which claims such a block over at once through the ballot (acquisition CL4, as a
+     block it gave up on) once the loss action has run. Without it the block names our own
+     generation, we refuse it as "already held by this very process", and peers refuse it as
+     held by a live daemon (fast_path FP1): the resource is nobody's until we restart (the CTS,
+     seed 1047).
   N13 QUORATE STORAGE: with a [quorum], a guarded resource is acquired only while quorate
      (fencing FD1's rule for storage: a minority could otherwise take over what the majority
      still holds); refused, retryable, otherwise.
@@ -103,6 +110,7 @@ from diskhb.mmp.ledger import SectorLedger
 from diskhb.mmp.steps import Claimant
 
 HELD_MAX = 64  # resources one daemon holds (and acquisitions it runs) at once
+LOST_BLOCKS_MAX = 256  # resources whose lost block we remember (N17)
 CLAIM_SLACK_INTERVALS = 4
 LEAVE_MS_MAX = 120_000  # a leave that has not finished by then stops without LEFT
 TIEBREAK_WAIT_MS = 600_000  # N15: one race retries refusals this long; alone after that, it starts again
@@ -471,6 +479,7 @@ class NodeCore:
         self.claim_deadline_ms = now_ms + spec.dead_ms + CLAIM_SLACK_INTERVALS * spec.interval_ms
         self.claim_refused: str | None = None
         self.held: dict[str, _Held] = {}
+        self.lost_blocks: dict[str, frozenset] = {}  # N17: resource -> block identities of a hold we lost
         self.tainted: str | None = None  # N5: why LEFT may never be published
         self.conflict: str | None = None
         self.failing: set[str] = set()  # regions whose failing was reported
@@ -924,7 +933,8 @@ class NodeCore:
         if nv is None:
             return PeerInfo(NodeState.UNKNOWN)
         released = self.fencing is not None and self.fencing.may_take_over(node_id, nv.generation) is not None
-        return PeerInfo(nv.state, generation=nv.generation, fenced=released)  # FP0
+        return PeerInfo(nv.state, generation=nv.generation, fenced=released,  # FP0
+                        disk_lost=bool(nv.flags & SlotFlag.DISK_LOST))  # FP1
 
     def _fence_request(self, now_ms: int, req: FenceRequest, actions: list[Action]) -> None:
         """N11, fencing FD10: `diskhb fence NODE`; answered at once (the sender never waits for the
@@ -1006,7 +1016,8 @@ class NodeCore:
             lock_key = lambda loc: gd.lock_key(scope, loc)  # noqa: E731
         guard = gd.Guard(me, spec.target, timing=spec.timing, ledger=self.ledger, rand=self.rand, now_ms=now_ms,
                          wait_ms=wait_ms, create=create, peer_info=self.peer_info,
-                         lock_key=lock_key, next_id=self._next_id)
+                         lock_key=lock_key, next_id=self._next_id,
+                         stale_own=self.lost_blocks.pop(spec.name, frozenset()))  # N17
         self.held[spec.name] = _Held(guard, spec, acquire_reply=reply_id, wake_ms=now_ms)  # due at once
 
     def _race(self, now_ms: int) -> None:
@@ -1101,6 +1112,8 @@ class NodeCore:
                 h.release_replies.clear()
                 h.loss_running = True
                 actions.append(RunLoss(name, ev.epoch, ev.lost or "lost"))
+                if len(self.lost_blocks) < LOST_BLOCKS_MAX:  # N17 (beyond the bound: the classic way)
+                    self.lost_blocks[name] = h.guard.own_blocks()
 
     # -- leaving (N5) ------------------------------------------------------------------------------
 

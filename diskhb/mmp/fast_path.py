@@ -7,6 +7,11 @@ Rules:
       FD3, FD5, FD8), as judged by a quorate daemon -> TAKE_OVER, whatever its liveness.
   FP1 alive, and the block carries the generation that node's daemon beats with: the daemon
       itself holds it and bumps it every interval -> REFUSE at once (watching would only confirm).
+      Unless its beats say DISK_LOST: its own writes are failing, so it has lost its holds or is
+      about to (hold.py HD-loss); REFUSE would leave the resource to a daemon that cannot write
+      it for as long as it lives -> CLASSIC_WAIT (the watch takes over only a block that stands
+      still; the CTS found the trap: a holder's disk failing for 3 s left its resources held by
+      nobody, refused to everyone, until it restarted).
   FP2 alive under another generation: some other process of that node holds it (an `mmp run`,
       or an earlier incarnation); the node's liveness says nothing about it -> CLASSIC_WAIT.
   FP3 left cleanly with the same generation: a daemon releases its resources before it
@@ -43,6 +48,7 @@ class PeerInfo:
     state: NodeState  # alive / left / dead / unknown (diskhb.core.liveness, any region)
     generation: int = 0  # that node's current daemon generation (0: unknown)
     fenced: bool = False  # FP0: this generation was verified fenced or promised READ_ONLY (fencing FD3/FD5/FD8)
+    disk_lost: bool = False  # FP1: its beats carry DISK_LOST (its own writes failing or late)
 
 
 PeerInfoFn = Callable[[int], "PeerInfo | None"]
@@ -58,6 +64,8 @@ def fast_path(holder_id: int, holder_generation: int, info: PeerInfo | None, *,
     if info.fenced and same:  # FP0
         return Verdict.TAKE_OVER, "its daemon stopped writing (fenced, or read-only)"
     if info.state is NodeState.ALIVE:  # FP1, FP2
+        if same and info.disk_lost:
+            return Verdict.CLASSIC_WAIT, "its daemon is alive but its writes are failing (DISK_LOST)"
         if same:
             return Verdict.REFUSE, "its daemon is alive"
         return Verdict.CLASSIC_WAIT, "its node is alive, but under another generation"

@@ -192,7 +192,7 @@ class Guard:
                  rand: Callable[[int], int], now_ms: int, wait_ms: int = 0, create: bool = False,
                  peer_info: PeerInfoFn | None = None, allow_fsck: bool = False, stale_self_ok: bool = False,
                  finish: int | None = None, lock_key: Callable[[BlockLocation], str] | None = None,
-                 next_id: Callable[[], int] | None = None):
+                 next_id: Callable[[], int] | None = None, stale_own: frozenset[Identity] = frozenset()):
         self.me = me
         self.target = target
         self.timing = timing
@@ -209,7 +209,7 @@ class Guard:
         self.wait_until_ms = now_ms + self.wait_ms
         self.state = State.FINDING
         self.events: list[GuardEvent] = []
-        self.stale_own: set[Identity] = set()  # GD4
+        self.stale_own: set[Identity] = set(stale_own)  # GD4 (and a lost hold's blocks: node core N17)
         self.own_commits: set[int] = set()
         self.loc: BlockLocation | None = None
         self.acq: Acquisition | None = None
@@ -238,6 +238,17 @@ class Guard:
     @property
     def holding(self) -> bool:
         return self.state in (State.HOLDING, State.RELEASING)
+
+    def own_blocks(self) -> frozenset[Identity]:
+        """The identities our block may carry from us now (the last write that completed, one in
+        flight or given up on, blocks we gave up on before): for the next guard after a loss
+        (node core N17, acquisition CL4)."""
+        out = set(self.stale_own)
+        if self.hold is not None:
+            out.add(self.hold.block.identity)
+            if self.hold.pending is not None:
+                out.add(self.hold.pending.identity)
+        return frozenset(out)
 
     def release(self) -> None:
         """GD5: stop holding (or stop trying) at the next chance."""

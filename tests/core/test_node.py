@@ -56,6 +56,7 @@ class Driver:
         self.actions: list = []
         self.events: list = []
         self.hold_writes = False  # MMP writes hang (never answered) while set
+        self.mmp_eio = False  # MMP reads fail with EIO while set
         self.hung: list = []
         self.hang_disk = False  # our slot writes hang: submitted, never completed (one in flight)
         self.disk_pending = False
@@ -99,6 +100,8 @@ class Driver:
             r = a.request
             if r.op == "lock":
                 self.inbox.append(core.MmpIoDone(gd.IoResult(r.id, self.now, self.now)))
+            elif r.op == "read" and self.mmp_eio:
+                self.inbox.append(core.MmpIoDone(gd.IoResult(r.id, self.now, self.now, error="EIO: Input/output error")))
             elif r.op == "read":
                 data = bytes(self.disk[r.offset: r.offset + r.length])
                 self.inbox.append(core.MmpIoDone(gd.IoResult(r.id, self.now, self.now, data=data)))
@@ -729,3 +732,25 @@ def test_n14_a_write_given_up_that_completes_after_its_guard_ended_is_no_stuck_w
     assert not d.core.ledger.unknown(d.now)
     quorate(d, d.now + 3 * timing.write_land_max_ms(900), seq)
     assert d.core.phase is core.Phase.RUNNING, [a for a in d.actions if isinstance(a, core.SelfFence)]
+
+
+def test_n17_a_hold_lost_to_a_failing_disk_is_claimed_back_by_the_same_daemon():
+    """The CTS's seed 1047: the holder's MMP reads failed for 3 s, its hold ended lost, and its
+    block, naming its own generation, was refused to it ("already held by this very process")
+    and to every peer (fast_path FP1: held by a live daemon) until it restarted. Now the next
+    acquisition claims its own lost block over at once, through the ballot (acquisition CL4)."""
+    d = Driver()
+    d.started()
+    first = d.acquire()
+    assert first["ok"] and first["epoch"] == 1, first
+    d.mmp_eio = True
+    d.run(d.now + 3000)
+    assert any(isinstance(e, core.MmpEvent) and e.what == "lost" for e in d.events)
+    assert "db" not in d.core.held  # its loss action ran (LossDone)
+    assert d.core.lost_blocks["db"]
+    d.mmp_eio = False
+    d.step(obs=[core.AcquireRequest(8, "db", 0, False)])
+    d.run(d.now + 200)
+    (again,) = [a.answer for a in d.actions if isinstance(a, core.Reply) and a.request_id == 8]
+    assert again["ok"] and again["epoch"] == 2 and "own abandoned" in again["note"], again
+    assert "db" not in d.core.lost_blocks  # handed to that guard, once

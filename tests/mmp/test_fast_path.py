@@ -28,3 +28,14 @@ def test_fast_path_table(info, block_gen, verdict):
 
 def test_fp6_beats_fp0():
     assert fast_path(1, GEN, PeerInfo(D, GEN, fenced=True), later_epoch_proposed=True)[0] is Verdict.CLASSIC_WAIT
+
+
+def test_fp1_a_live_holder_whose_writes_fail_is_watched_not_refused():
+    """DISK_LOST in its beats: it has lost (or is losing) its holds; REFUSE would leave the block
+    to a daemon that cannot write it. The classic watch takes over only a block that stands still."""
+    alive = PeerInfo(NodeState.ALIVE, generation=7)
+    assert fast_path(2, 7, alive)[0] is Verdict.REFUSE
+    verdict, why = fast_path(2, 7, PeerInfo(NodeState.ALIVE, generation=7, disk_lost=True))
+    assert verdict is Verdict.CLASSIC_WAIT and "DISK_LOST" in why
+    assert fast_path(2, 7, PeerInfo(NodeState.ALIVE, generation=7, fenced=True, disk_lost=True))[0] is \
+        Verdict.TAKE_OVER  # FP0 first
