@@ -11,7 +11,7 @@ MMP guards (diskhb.mmp.guard); the rules of its own are these:
      only a stop ends (exit 3). A node beats only while RUNNING, LEAVING or SELF_FENCED.
   N2 CLAIM: before its first beat a node claims its slot on every disk region (slot_claim): it
      reads its own slot until every region says FREE; IN_USE, or no verdict within
-     dead_ms + CLAIM_SLACK_INTERVALS intervals, refuses to start (exit 1).
+     dead_ms + CLAIM_SLACK_INTERVALS intervals + 2 io timeouts, refuses to start (exit 1).
   N3 CONFLICT: a read of our own slot, submitted after one of our writes to it completed, that
      shows another generation means another daemon writes with our node id: safety stop (exit 3)
      without another write. The same for our node id under another generation seen advancing on
@@ -476,7 +476,11 @@ class NodeCore:
         self.ledger = SectorLedger(timing.write_land_max_ms(spec.io_timeout_ms))
         self.claims = {r.name: SlotClaim(spec.dead_ms) for r in spec.regions if r.owns_slot}
         self.claim_verdicts: dict[str, ClaimVerdict] = {r: ClaimVerdict.WAIT for r in self.claims}
-        self.claim_deadline_ms = now_ms + spec.dead_ms + CLAIM_SLACK_INTERVALS * spec.interval_ms
+        # the watch needs dead_ms between a read's completion and a later read's submission; the
+        # first read may take up to the io timeout twice over before it counts as late (a loaded
+        # host: the CTS's restarts at 100 / 1000 ms ran out of 4 intervals' slack)
+        self.claim_deadline_ms = now_ms + spec.dead_ms + CLAIM_SLACK_INTERVALS * spec.interval_ms + \
+            2 * spec.io_timeout_ms
         self.claim_refused: str | None = None
         self.held: dict[str, _Held] = {}
         self.lost_blocks: dict[str, frozenset] = {}  # N17: resource -> block identities of a hold we lost
