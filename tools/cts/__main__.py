@@ -15,6 +15,7 @@ import argparse
 import collections
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -172,6 +173,9 @@ def main() -> int:
     ap.add_argument("--break", dest="broken", default="", metavar="WHAT,...",
                     help=f"break the cluster on purpose, to see the checks fail: {', '.join(sorted(BREAKAGES))}")
     a = ap.parse_args()
+    # SIGTERM ends the run the way Ctrl-C does: through the finally blocks, which kill every node
+    # (unshare's --kill-child only fires when unshare itself dies) and delete the namespaces
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = a.workdir or tempfile.mkdtemp(prefix="diskhb-cts-", dir="/var/tmp")
     os.makedirs(work, exist_ok=True)
     stats: collections.Counter = collections.Counter()
