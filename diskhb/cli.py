@@ -52,6 +52,10 @@ def format_cmd(path, cluster, slots, sector_size, interval_ms, dead_ms, io_timeo
     """Format PATH (block device or file; a missing file is created) as a heartbeat region."""
     from diskhb.regions.disk.make import make_region
 
+    if path.startswith("uuid:"):  # not a file name to create: a new format has a new uuid anyway
+        raise OperatorError(f"{path}: format takes a device or file path, not uuid: (the format gives the region a"
+                            " new uuid); 'diskhb scan' shows which device carries that one")
+
     sb = make_region(path, cluster=cluster, slots=slots, sector_size=int(sector_size) if sector_size else None,
                      interval_ms=interval_ms, dead_ms=dead_ms, io_timeout_ms=io_timeout_ms,
                      mmp_resources=mmp_resources, force=force, watchdog_ms=watchdog_timeout_s * 1000)
@@ -72,9 +76,12 @@ def format_cmd(path, cluster, slots, sector_size, interval_ms, dead_ms, io_timeo
 @click.option("--sample-ms", type=click.IntRange(0, 600_000), default=None,
               help="Disk view: sample at most this long [default: dead time + 2 intervals].")
 def status_cmd(path, as_json, watch, count, run_dir, no_daemon, sample_ms):
-    """Who is alive on PATH: from the daemon serving it, else by sampling the disk."""
+    """Who is alive on PATH (a device, a file, or uuid:UUID): from the daemon serving it, else by
+    sampling the disk."""
+    from diskhb.regions.disk.devices import resolve_path
     from diskhb.status import query_daemon, render_table, sample_region
 
+    path = resolve_path(path)
     shown = 0
     while True:
         view = None if no_daemon else query_daemon(path, run_dir)
@@ -100,10 +107,11 @@ def status_cmd(path, as_json, watch, count, run_dir, no_daemon, sample_ms):
 @click.option("--slot", type=int, default=None, help="Only this node's slot and mailbox.")
 @click.option("--raw", is_flag=True, help="Add a hexdump of every structure shown.")
 def dump_cmd(path, slot, raw):
-    """Every decoded structure of the region at PATH."""
+    """Every decoded structure of the region at PATH (a device, a file, or uuid:UUID)."""
+    from diskhb.regions.disk.devices import resolve_path
     from diskhb.status import dump_region
 
-    click.echo(dump_region(path, slot=slot, raw=raw))
+    click.echo(dump_region(resolve_path(path), slot=slot, raw=raw))
 
 
 @cli.command("message")
@@ -112,10 +120,33 @@ def dump_cmd(path, slot, raw):
 @click.argument("message", type=click.Choice(["test", "clear"]))
 @click.option("--sender", type=int, default=0, show_default=True, help="The sender's node id (0: an operator).")
 def message_cmd(path, node, message, sender):
-    """Write a message into NODE's mailbox on the region at PATH (never waits for it)."""
+    """Write a message into NODE's mailbox on the region at PATH (or uuid:UUID; never waits for it)."""
     from diskhb.mailbox import send_message
+    from diskhb.regions.disk.devices import resolve_path
 
-    click.echo(send_message(path, node, message, sender))
+    click.echo(send_message(resolve_path(path), node, message, sender))
+
+
+@cli.command("scan")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: devices, counts, uuid verdicts.")
+def scan_cmd(as_json):
+    """Block devices carrying diskhb regions, ext4 MMP filesystems and other signatures.
+
+    One line per device with a signature on stdout (size, what it carries, /dev/disk/by-id
+    names, holders, mounts); a diskhb region says where its uuid: path resolves. The summary
+    (devices without a signature or that did not answer, udev's absence) goes to stderr.
+    Read-only; every device read is bounded in time.
+    """
+    from diskhb.regions.disk.devices import describe_entry, describe_summary, scan
+
+    report = scan()
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True))
+        return
+    for row in report["devices"]:
+        click.echo(describe_entry(row))
+    for line in describe_summary(report):
+        click.echo(line, err=True)
 
 
 @cli.command("fence")

@@ -15,7 +15,7 @@
     listen = "127.0.0.1:9701"     # Prometheus endpoint ("" disables it)
     [[region]]
     type = "disk"                 # "disk" | "net" | "serial"
-    path = "/dev/disk/by-id/..."
+    path = "/dev/disk/by-id/..."  # or "uuid:<region uuid>": the device carrying it, found at start
     [quorum]                      # optional: the cluster's voters (diskhb.core.quorum)
     nodes = [1, 2, 3]             # every node id of the cluster, this one included
     votes = { 3 = 2 }             # votes per node id [default 1 each]
@@ -40,6 +40,7 @@ from diskhb.core.quorum import QuorumSpec
 from diskhb.core.types import NODE_ID_MAX, NODE_NAME_BYTES_MAX
 from diskhb.errors import OperatorError
 from diskhb.mmp.config import parse_resources
+from diskhb.regions.disk.devices import parse_uuid_spec
 from diskhb.runtime import OOM_SCORE_ADJ_DEFAULT, RT_PRIORITY_DEFAULT, SCHED_POLICIES
 from netpath.transport import DEFAULT_PORT
 
@@ -313,6 +314,15 @@ def _parse_region(where: _Where, table: Any, i: int) -> RegionConfig:
     label = _get(where, table, "name", str, prefix)
     if rtype == "disk":
         p = _get(where, table, "path", str, prefix, required=True)
+        if p[:5].lower() == "uuid=":
+            raise where.fail(f"{prefix}path", f"{p!r}: fstab's UUID= is not a path here", f'write "uuid:{p[5:]}"')
+        try:
+            u = parse_uuid_spec(p)
+        except ValueError as e:
+            raise where.fail(f"{prefix}path", str(e), "use uuid:<the uuid 'diskhb format' printed> ('diskhb scan'"
+                             " lists the regions of this node's devices)") from None
+        if u is not None:  # resolved to a device when the daemon starts (diskhb.regions.disk.devices)
+            return RegionConfig(type="disk", name=label or f"disk:uuid:{u}", path=f"uuid:{u}")
         return RegionConfig(type="disk", name=label or f"disk:{p}", path=os.path.normpath(p) if p else p)
     key = _get(where, table, "key", str, prefix, required=True)
     if rtype == "net":

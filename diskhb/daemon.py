@@ -48,6 +48,7 @@ from diskhb.pill import PillWorker, set_read_only
 from diskhb.regions.base import Region
 from diskhb.regions.disk import format as fmt
 from diskhb.regions.disk.blockio import BlockDevice
+from diskhb.regions.disk.devices import resolve_paths
 from diskhb.regions.disk.region import DiskRegion
 from diskhb.report import Reporter
 from diskhb.runtime import harden, monotonic_ms, new_generation, wall_ms
@@ -189,16 +190,25 @@ class Daemon:
         cfg = self.cfg
         timings: list[tuple[str, Timing]] = []
         devices: dict[str, BlockDevice] = {}
+        # uuid: paths become devices here, once, before anything is opened; never on the tick.
+        resolved = resolve_paths([rc.path for rc in cfg.disk_regions])
         for rc in cfg.disk_regions:
-            region = DiskRegion(rc.name, rc.path, node_id=cfg.node.id, node_name=cfg.node.name,
+            res = resolved.get(rc.path)
+            path = res.path if res else rc.path
+            if res:
+                log.info("region %s: %s", rc.name, res.describe())
+            region = DiskRegion(rc.name, path, node_id=cfg.node.id, node_name=cfg.node.name,
                                 clock_ms=self.clock_ms, notify=self.wake)
-            region.start(self.clock_ms())
-            self.regions.append(region)
+            self.regions.append(region)  # closed by start()'s clean-up even when the check below fails
             self.disks.append(region)
+            region.start(self.clock_ms())
             sb = region.sb
-            timings.append((rc.path, Timing(sb.cluster, sb.interval_ms, sb.dead_ms, sb.io_timeout_ms, sb.watchdog_ms)))
+            if res and sb.uuid_str != res.uuid:  # the device changed between the scan and the open
+                raise OperatorError(f"{rc.path}: {path} carried that region during the scan but now holds region"
+                                    f" {sb.uuid_str}; check the device and start again")
+            timings.append((path, Timing(sb.cluster, sb.interval_ms, sb.dead_ms, sb.io_timeout_ms, sb.watchdog_ms)))
             if sb.mmp_resources:
-                devices[rc.path] = BlockDevice.open(rc.path, writable=True, sector_size=sb.sector_size)
+                devices[path] = BlockDevice.open(path, writable=True, sector_size=sb.sector_size)
         want = cfg.cluster
         if timings:
             first_path, first = timings[0]
@@ -321,8 +331,9 @@ class Daemon:
         if not targets:
             return None
         if rc.region:
+            specs = {c.name: c.path for c in self.cfg.disk_regions}  # a uuid: path as configured
             for region in self.regions:
-                if rc.region in (region.name, region.path) and region.name in targets:
+                if rc.region in (region.name, region.path, specs.get(region.name)) and region.name in targets:
                     return targets[region.name]
             raise OperatorError(f"{self.cfg.path}: resource {rc.name!r} names region {rc.region!r}, not a disk"
                                 " region of this daemon with MMP blocks")

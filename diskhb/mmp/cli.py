@@ -64,7 +64,8 @@ def where_options(fn):
                       help="A block made by 'mmp init' on any device or file (with --offset).")(fn)
     fn = click.option("--config", "config_path", default=None, metavar="FILE",
                       help="Node config: its disk regions, node id and [[resource]] tables.")(fn)
-    fn = click.option("--region", default=None, metavar="PATH", help="A formatted diskhb region.")(fn)
+    fn = click.option("--region", default=None, metavar="PATH",
+                      help="A formatted diskhb region (a device, a file or uuid:UUID).")(fn)
     return fn
 
 
@@ -113,6 +114,11 @@ class Ctx:
             run_dir = run_dir or self.cfg.node.run_dir
         elif region:
             paths = [region]
+        if any(p.startswith("uuid:") for p in paths):  # to devices, in one scan (diskhb.regions.disk.devices)
+            from diskhb.regions.disk.devices import resolve_paths
+
+            resolved = resolve_paths(paths)
+            paths = [resolved[p].path if p in resolved else p for p in paths]
         if need_node and node_id is None:
             raise OperatorError("this command writes ballots: give --node-id N (this node's id in the cluster)"
                                 " or --config FILE")

@@ -2,7 +2,7 @@
 
     [[resource]]
     name = "db"                 # resource name (1..64 bytes, no spaces or '/')
-    region = "/dev/disk/by-id/..."   # optional: a disk region's path or name [default: the first]
+    region = "/dev/disk/by-id/..."   # optional: a disk region's path (or uuid:...) or name [default: the first]
     interval_ms = 1000          # update interval while held (adaptive upwards on slow I/O)
     on_loss = ["kill", "command"]    # any of kill, command, remount-ro, none [default: kill]
     loss_command = "/usr/local/sbin/stop-db"
@@ -74,6 +74,13 @@ def parse_resources(tables: list, where) -> list[ResourceConfig]:
         region = t.get("region")
         if region is not None and not isinstance(region, str):
             raise where.fail(f"{prefix}region", "must be a string (a disk region's path or name)")
+        if region is not None and region.startswith("uuid:"):  # the region's own spelling, canonical
+            from diskhb.regions.disk.devices import parse_uuid_spec
+
+            try:
+                region = f"uuid:{parse_uuid_spec(region)}"
+            except ValueError as e:
+                raise where.fail(f"{prefix}region", str(e), "name a [[region]] by its path, uuid:... or name") from None
         interval = t.get("interval_ms", timing.MMP_INTERVAL_MS_DEFAULT)
         if isinstance(interval, bool) or not isinstance(interval, int) or \
                 not mf.INTERVAL_MS_MIN <= interval <= mf.INTERVAL_MS_MAX:

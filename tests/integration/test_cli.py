@@ -213,3 +213,42 @@ def test_loop_device_region(tmp_path, loop_device, sector):
         c.stop_all()
     view = json.loads(diskhb("status", dev, "--json", "--no-daemon").stdout)
     assert {n["id"]: n["state"] for n in view["nodes"]} == {1: "left", 2: "dead"}
+
+
+@needs_root
+def test_daemons_started_by_region_uuid_beat_on_its_device(tmp_path, loop_device):
+    """[[region]] path = "uuid:..." (every node's config alike, whatever the device's name on it):
+    resolved at start to the loop device, logged, and beaten on; status, dump and mmp take it too."""
+    dev = loop_device(512)
+    r = fmt(dev, "--slots", "8", "--interval-ms", "100", "--dead-ms", "1000")
+    assert r.returncode == 0, r.stderr
+    uuid = r.stdout.strip().rsplit("uuid ", 1)[1]
+    spec = f"uuid:{uuid}"
+    c = Cluster(str(tmp_path), spec)
+    try:
+        c.start(1, extra=f'[[resource]]\nname = "ost0"\nregion = "{spec}"\n')
+        c.start(2)
+        c.wait_state(1, 2, "alive")
+        c.wait_state(2, 1, "alive")
+        for node in (1, 2):
+            assert f"region disk:{spec}: {spec} is {dev}: the only device carrying it among " in c.log(node)
+        view = json.loads(diskhb("status", spec, "--json", "--run-dir", c.run_dir).stdout)
+        assert view["source"] == "daemon" and [r["path"] for r in view["regions"]] == [dev]
+        assert {n["id"]: n["state"] for n in view["nodes"]} == {1: "alive", 2: "alive"}
+        r = diskhb("mmp", "status", "--config", c.config(1))
+        assert r.returncode == 0 and r.stdout.startswith(f"{dev}:"), r.stderr
+    finally:
+        c.stop_all()
+    view = json.loads(diskhb("status", spec, "--json", "--no-daemon").stdout)
+    assert view["path"] == dev and {n["id"]: n["state"] for n in view["nodes"]} == {1: "left", 2: "left"}
+
+
+@needs_root
+def test_a_daemon_whose_region_uuid_matches_no_device_refuses_in_one_line(tmp_path, loop_device):
+    missing = "4f37125d-2ed9-4df7-96b0-22e12bde87d4"
+    c = Cluster(str(tmp_path), f"uuid:{missing}")
+    r = diskhb("run", "--config", c.config(1))
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"diskhb: error: uuid:{missing}: no block device carries this region (")
+    assert "Traceback" not in r.stderr

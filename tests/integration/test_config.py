@@ -137,3 +137,31 @@ def test_watchdog_mistakes_are_one_line(tmp_path, change, match):
     with pytest.raises(OperatorError, match=match) as e:
         load_config(write(tmp_path, WATCHDOG.replace(*change)))
     assert "\n" not in str(e.value)
+
+
+UUID = "4f37125d-2ed9-4df7-96b0-22e12bde87d4"
+
+
+def test_a_region_by_uuid_parses_canonical(tmp_path):
+    text = GOOD.replace('path = "/dev/disk/by-id/x"', f'path = "uuid:{UUID.upper()}"')
+    text += f'[[resource]]\nname = "ost0"\nregion = "uuid:{UUID.replace("-", "")}"\n'
+    cfg = load_config(write(tmp_path, text))
+    assert [(r.path, r.name) for r in cfg.regions] == [(f"uuid:{UUID}", f"disk:uuid:{UUID}")]
+    assert cfg.resources[0].region == f"uuid:{UUID}"  # matches the region's own spelling
+
+
+@pytest.mark.parametrize("path,match", [
+    ("uuid:xyz", "'region\\[1\\].path': 'uuid:xyz' is not uuid:<region uuid>; use uuid:<the uuid 'diskhb format'"
+                 " printed> \\('diskhb scan' lists"),
+    ("uuid:", "is not uuid:<region uuid>"),
+    (f"UUID={UUID}", f"fstab's UUID= is not a path here; write \"uuid:{UUID}\""),
+])
+def test_a_bad_uuid_path_is_one_line(tmp_path, path, match):
+    with pytest.raises(OperatorError, match=match) as e:
+        load_config(write(tmp_path, GOOD.replace("/dev/disk/by-id/x", path)))
+    assert "\n" not in str(e.value)
+
+
+def test_a_resource_naming_a_bad_uuid_is_one_line(tmp_path):
+    with pytest.raises(OperatorError, match="'resource\\[1\\].region': 'uuid:1234' is not uuid:<region uuid>"):
+        load_config(write(tmp_path, GOOD + '[[resource]]\nname = "ost0"\nregion = "uuid:1234"\n'))
