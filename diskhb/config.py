@@ -25,6 +25,12 @@
     [watchdog]                    # optional: a Linux watchdog device the tick feeds (diskhb.watchdog)
     device = "/dev/watchdog"
     timeout_s = 10                # [default 10]; at least 4 beat intervals
+    [hooks]                       # optional: notification hooks (diskhb.hooks; README "Notification hooks")
+    dir = "/etc/diskhb/hooks.d"   # run every executable in it, in name order (like run-parts)
+    commands = ["/usr/local/sbin/page-oncall"]  # and/or these (must be executable at start)
+    timeout_ms = 10000            # per run; then SIGTERM, SIGKILL to its process group [default 10000]
+    concurrency = 4               # runs at once [default 4]
+    events = ["node-dead"]        # only these events [default: all]
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from typing import Any
 from diskhb.core.quorum import QuorumSpec
 from diskhb.core.types import NODE_ID_MAX, NODE_NAME_BYTES_MAX
 from diskhb.errors import OperatorError
+from diskhb.hooks.events import EVENTS as HOOK_EVENTS
 from diskhb.mmp.config import parse_resources
 from diskhb.regions.disk.devices import parse_uuid_spec
 from diskhb.runtime import OOM_SCORE_ADJ_DEFAULT, RT_PRIORITY_DEFAULT, SCHED_POLICIES
@@ -93,6 +100,22 @@ class WatchdogConfig:
     timeout_s: int = WATCHDOG_TIMEOUT_S_DEFAULT
 
 
+HOOK_TIMEOUT_MS_DEFAULT = 10_000
+HOOK_TIMEOUT_MS_RANGE = (100, 600_000)  # a hook is a notification: seconds, never a long job
+HOOK_CONCURRENCY_DEFAULT = 4
+HOOK_CONCURRENCY_MAX = 16
+HOOK_COMMANDS_MAX = 32  # diskhb.hooks.runner.HOOKS_MAX bounds commands and dir entries together
+
+
+@dataclass(frozen=True, slots=True)
+class HooksConfig:
+    dir: str | None = None
+    commands: tuple[str, ...] = ()
+    timeout_ms: int = HOOK_TIMEOUT_MS_DEFAULT
+    concurrency: int = HOOK_CONCURRENCY_DEFAULT
+    events: tuple[str, ...] | None = None  # None: every event
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     path: str
@@ -104,13 +127,15 @@ class Config:
     resources: tuple[Any, ...] = field(default=())  # [[resource]] entries, parsed by diskhb.mmp
     quorum: QuorumSpec | None = None  # [quorum], validated (Q1-Q7); None: none (this node never claims quorum)
     watchdog: WatchdogConfig | None = None  # [watchdog]; None: none (the tick feeds nothing)
+    hooks: HooksConfig | None = None  # [hooks]; None: no notification hooks
 
     @property
     def disk_regions(self) -> tuple[RegionConfig, ...]:
         return tuple(r for r in self.regions if r.type == "disk")
 
 
-_SECTIONS = {"node", "cluster", "metrics", "log", "region", "resource", "quorum", "watchdog"}
+_SECTIONS = {"node", "cluster", "metrics", "log", "region", "resource", "quorum", "watchdog", "hooks"}
+_HOOKS_KEYS = {"dir", "commands", "timeout_ms", "concurrency", "events"}
 _WATCHDOG_KEYS = {"device", "timeout_s"}
 _QUORUM_KEYS = {"nodes", "votes", "expected_votes", "wait_for_all", "initdead_ms", "two_node", "weight"}
 _NODE_KEYS = {"name", "id", "run_dir", "mlock", "sched", "rt_priority", "oom_score_adj"}
@@ -243,8 +268,50 @@ def parse_config(raw: dict, path: str = "<config>") -> Config:
     resources = tuple(parse_resources(resources_t, where))  # the MMP guard validates its own tables
     quorum = _parse_quorum(where, raw["quorum"], node_id) if "quorum" in raw else None
     watchdog = _parse_watchdog(where, raw["watchdog"]) if "watchdog" in raw else None
-    return Config(path=path, node=node, cluster=cluster, metrics_listen=listen,
-                  log_level=level, regions=tuple(regions), resources=resources, quorum=quorum, watchdog=watchdog)
+    hooks = _parse_hooks(where, raw["hooks"]) if "hooks" in raw else None
+    return Config(path=path, node=node, cluster=cluster, metrics_listen=listen, log_level=level,
+                  regions=tuple(regions), resources=resources, quorum=quorum, watchdog=watchdog, hooks=hooks)
+
+
+def _parse_hooks(where: _Where, table: Any) -> HooksConfig:
+    """[hooks]: types, ranges and event names here; whether the files exist and may be run is
+    checked when the daemon starts (diskhb.hooks.runner.find_hooks), where it matters."""
+    if not isinstance(table, dict):
+        raise where.fail("hooks", "must be a table")
+    where.unknown_keys(table, _HOOKS_KEYS, "hooks.")
+    hdir = _get(where, table, "dir", str, "hooks.")
+    if hdir is not None and not os.path.isabs(hdir):
+        raise where.fail("hooks.dir", f"{hdir!r} is not an absolute path", 'e.g. dir = "/etc/diskhb/hooks.d"')
+    commands = _get(where, table, "commands", list, "hooks.", default=[])
+    for c in commands:
+        if not isinstance(c, str) or not os.path.isabs(c):
+            raise where.fail("hooks.commands", f"{c!r} is not an absolute path to an executable",
+                             "no arguments, no shell: wrap them in a script")
+    if len(set(commands)) != len(commands):
+        raise where.fail("hooks.commands", f"listed twice: {sorted({c for c in commands if commands.count(c) > 1})}")
+    if len(commands) > HOOK_COMMANDS_MAX:
+        raise where.fail("hooks.commands", f"{len(commands)} commands", f"at most {HOOK_COMMANDS_MAX}")
+    if hdir is None and not commands:
+        raise where.fail("hooks", "runs nothing", "set dir and/or commands, or remove [hooks]")
+    timeout_ms = _get(where, table, "timeout_ms", int, "hooks.", default=HOOK_TIMEOUT_MS_DEFAULT)
+    lo, hi = HOOK_TIMEOUT_MS_RANGE
+    if not lo <= timeout_ms <= hi:
+        raise where.fail("hooks.timeout_ms", f"{timeout_ms} is not in {lo}..{hi}")
+    concurrency = _get(where, table, "concurrency", int, "hooks.", default=HOOK_CONCURRENCY_DEFAULT)
+    if not 1 <= concurrency <= HOOK_CONCURRENCY_MAX:
+        raise where.fail("hooks.concurrency", f"{concurrency} is not in 1..{HOOK_CONCURRENCY_MAX}")
+    events = _get(where, table, "events", list, "hooks.")
+    if events is not None:
+        if not events:
+            raise where.fail("hooks.events", "is empty: no hook would ever run", "list events, or remove the key")
+        for e in events:
+            if e not in HOOK_EVENTS:
+                close = difflib.get_close_matches(str(e), HOOK_EVENTS, n=1)
+                raise where.fail("hooks.events", f"unknown event {e!r}",
+                                 f"did you mean {close[0]!r}?" if close else f"use {', '.join(HOOK_EVENTS)}")
+        events = tuple(dict.fromkeys(events))
+    return HooksConfig(dir=os.path.normpath(hdir) if hdir else None, commands=tuple(commands),
+                       timeout_ms=timeout_ms, concurrency=concurrency, events=events)
 
 
 def _parse_watchdog(where: _Where, table: Any) -> WatchdogConfig:

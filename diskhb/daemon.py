@@ -11,6 +11,8 @@ Rules of this file:
 - Nothing on the loop blocks: regions and the MMP executor never wait for the disk, loss
   actions and enforcer ends run on threads, logging goes through a bounded queue (dropped and
   counted when full), status and metrics are answered from the loop through bounded queues.
+- Notification hooks (diskhb.hooks) are offered the events the reporter logs: a bounded queue,
+  worker threads, never a wait on the loop.
 - The loop never dies of one region: a driver that raises is a failing region (RegionFault),
   counted, and the daemon goes on. An error in the core itself is fatal: every resource the
   daemon was told it holds is lost (its loss action runs, bounded), then exit 3.
@@ -40,6 +42,8 @@ from diskhb.core import node as core
 from diskhb.core import timing
 from diskhb.core.types import BadSample, NodeState, SlotFlag
 from diskhb.errors import OperatorError
+from diskhb.hooks.events import Context as HookContext
+from diskhb.hooks.runner import HookRunner
 from diskhb.mmp import guard as gd
 from diskhb.mmp.actuators import Enforcers, LossWorker
 from diskhb.mmp.executor import MmpExecutor
@@ -164,6 +168,7 @@ class Daemon:
         self._io_seen: dict[str, dict[str, int]] = {}
         self.reporter: Reporter | None = None
         self.watchdog: Watchdog | None = None
+        self.hooks: HookRunner | None = None
         self._watchdog_warned_ms = 0  # the worst gap last warned about
 
     # -- start-up ------------------------------------------------------------------------------------
@@ -173,6 +178,7 @@ class Daemon:
             devices = self._open_regions()
             self._start_links()
             self._build_core(devices)
+            self._start_hooks()
             self._open_watchdog()
             t = self.timing
             self.supervisor = Supervisor(self.notifier, self.watchdog_usec, interval_ms=t.interval_ms,
@@ -295,6 +301,16 @@ class Daemon:
         self.pills = PillWorker([(r.name, r.path) for r in self.disks], cfg.node.id, self.wake)
         self.enforcers = Enforcers(by_name)
 
+    def _start_hooks(self) -> None:
+        """Before the watchdog: a hook that cannot run refuses the start (diskhb.hooks.runner).
+        Its workers start now, before harden() makes the loop thread realtime."""
+        hc = self.cfg.hooks
+        if hc is None:
+            return
+        ctx = HookContext(self.timing.cluster, self.cfg.node.name, self.cfg.node.id, self.generation)
+        self.hooks = HookRunner(hc, ctx, self.cfg.path)
+        self.reporter.hooks = self.hooks
+
     def _open_watchdog(self) -> None:
         """Last in start-up: from the open on, the node is reset unless the tick feeds it."""
         wc = self.cfg.watchdog
@@ -380,8 +396,11 @@ class Daemon:
 
     def request_key_reload(self, *_args) -> None:
         """SIGHUP: re-read the key files of network and serial regions (rotation, see netpath.keys).
-        On a thread of its own: the loop never waits on a file read. A bad file keeps the old keys."""
+        On a thread of its own: the loop never waits on a file read. A bad file keeps the old keys.
+        The notification hooks are looked for again too (a script added to hooks.dir)."""
         def reload() -> None:
+            if self.hooks is not None:
+                self.hooks.rescan()
             for region in self.regions:
                 try:
                     region.reload_keys()
@@ -596,6 +615,9 @@ class Daemon:
         self.regions = []
         if self.executor is not None:
             self.executor.close()
+        if self.hooks is not None:  # last: the heartbeat is settled; hooks of the last events get a bounded time
+            self.hooks.close()
+            self.hooks = None
         # Enforcers of resources still held stay behind us: the pipe closes without "done" and
         # they act at once (a daemon that exits no longer renews anything).
         self._close_quietly()
@@ -605,6 +627,9 @@ class Daemon:
     def _close_quietly(self) -> None:
         if self.watchdog is not None:  # a start-up that failed after the open: disarm (a config mistake)
             self.watchdog.close(clean=True)
+        if self.hooks is not None:
+            self.hooks.close(0)
+            self.hooks = None
         if self.http is not None:
             self.http.shutdown()
             self.http.server_close()

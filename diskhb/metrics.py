@@ -1,9 +1,9 @@
 """Prometheus metrics (client_python conventions: diskhb_ prefix, base units, _total counters).
 
 Label cardinality is bounded: `node` <= slot count (names), `region` <= 32 (config), `resource`
-<= the MMP blocks of the regions, `state`, `flag`, `reason`, `method`, `result` and `direction`
-are small fixed sets. Metrics live in the default registry because a daemon is one process;
-tests that need isolation run daemons as processes.
+<= the MMP blocks of the regions, `hook` <= 32 (diskhb.hooks.runner.HOOKS_MAX), `state`, `flag`,
+`reason`, `method`, `result` and `direction` are small fixed sets. Metrics live in the default
+registry because a daemon is one process; tests that need isolation run daemons as processes.
 """
 
 from __future__ import annotations
@@ -85,3 +85,10 @@ FENCE_METHODS = ("pill", "self", "deadline", "none")
 FENCE_RESULTS = ("fenced", "pending", "failed")
 SD_NOTIFY_ERRORS = Counter("diskhb_sd_notify_errors_total", "Notifications to systemd (READY, WATCHDOG, STATUS,"
                            " ...) that could not be sent (its queue full, its socket gone); the daemon goes on")
+
+# Notification hooks (diskhb.hooks): `hook` is the executable's path, at most hooks.runner.HOOKS_MAX.
+HOOK_RUNS = Counter("diskhb_hook_runs_total", "Notification hook runs, by hook and result (ok: exit 0; failed: another"
+                    " exit status or a signal; timeout: killed at hooks.timeout_ms or at daemon stop; error: could not"
+                    " be started)", ["hook", "result"])
+HOOK_DROPPED = Counter("diskhb_hook_events_dropped_total", "Events a hook was not run for: the hook queue was full, or"
+                       " the daemon stopped first", ["hook"])

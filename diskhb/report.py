@@ -2,7 +2,8 @@
 
 The core says what happened (diskhb.core.node and the rule files it composes); this file only
 chooses the level, the wording and the counter. Logging goes through the daemon's bounded queue
-(a blocked log never stalls the loop).
+(a blocked log never stalls the loop). Every event is then offered to the notification hooks
+(diskhb.hooks), which pick their own and never block.
 """
 
 from __future__ import annotations
@@ -32,8 +33,14 @@ class Reporter:
         self.clock_ms = clock_ms
         self._quorum_judged = False  # the first quorum verdict is no loss
         self._fence_started: dict[int, tuple[int, int]] = {}  # node id -> (generation, ms): one per node
+        self.hooks = None  # a diskhb.hooks.runner.HookRunner, when [hooks] is configured
 
     def report(self, ev) -> None:
+        self._report(ev)
+        if self.hooks is not None:
+            self.hooks.offer(ev)
+
+    def _report(self, ev) -> None:
         if isinstance(ev, NodeStateChanged):
             level = {NodeState.DEAD: logging.ERROR, NodeState.ALIVE: logging.INFO}.get(ev.new, logging.WARNING)
             log.log(level, "node %s (id %d): %s -> %s on %s (age %.2f s): %s [generation %#x]", ev.name or "?",

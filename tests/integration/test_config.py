@@ -165,3 +165,41 @@ def test_a_bad_uuid_path_is_one_line(tmp_path, path, match):
 def test_a_resource_naming_a_bad_uuid_is_one_line(tmp_path):
     with pytest.raises(OperatorError, match="'resource\\[1\\].region': 'uuid:1234' is not uuid:<region uuid>"):
         load_config(write(tmp_path, GOOD + '[[resource]]\nname = "ost0"\nregion = "uuid:1234"\n'))
+
+
+HOOKS = GOOD + """
+[hooks]
+dir = "/etc/diskhb/hooks.d"
+commands = ["/usr/local/sbin/page-oncall"]
+timeout_ms = 5000
+concurrency = 2
+events = ["node-dead", "mmp-lost"]
+"""
+
+
+def test_hooks_section_parses(tmp_path):
+    h = load_config(write(tmp_path, HOOKS)).hooks
+    assert (h.dir, h.commands, h.timeout_ms, h.concurrency, h.events) == (
+        "/etc/diskhb/hooks.d", ("/usr/local/sbin/page-oncall",), 5000, 2, ("node-dead", "mmp-lost"))
+    h = load_config(write(tmp_path, GOOD + '[hooks]\ndir = "/etc/diskhb/hooks.d/"\n')).hooks
+    assert (h.dir, h.commands, h.timeout_ms, h.concurrency, h.events) == ("/etc/diskhb/hooks.d", (), 10000, 4, None)
+    assert load_config(write(tmp_path, GOOD)).hooks is None
+
+
+@pytest.mark.parametrize("change,match", [
+    (("timeout_ms = 5000", "timeout_ms = 50"), "'hooks.timeout_ms': 50 is not in 100..600000"),
+    (("concurrency = 2", "concurrency = 0"), "'hooks.concurrency': 0 is not in 1..16"),
+    (("concurrency = 2", 'concurrency = "2"'), "'hooks.concurrency': must be int"),
+    (('"node-dead", "mmp-lost"', '"node-died"'), "'hooks.events': unknown event 'node-died'; did you mean 'node-dead'"),
+    (('events = ["node-dead", "mmp-lost"]', "events = []"), "'hooks.events': is empty"),
+    (('dir = "/etc/diskhb/hooks.d"', 'dir = "hooks.d"'), "'hooks.dir': 'hooks.d' is not an absolute path"),
+    (('["/usr/local/sbin/page-oncall"]', '["page-oncall --urgent"]'), "'hooks.commands': 'page-oncall --urgent' is"
+                                                                       " not an absolute path"),
+    (('["/usr/local/sbin/page-oncall"]', '["/a", "/a"]'), "'hooks.commands': listed twice: \\['/a'\\]"),
+    (('dir = "/etc/diskhb/hooks.d"\ncommands = ["/usr/local/sbin/page-oncall"]\n', ""), "'hooks': runs nothing"),
+    (("concurrency = 2", "concurency = 2"), "'hooks.concurency': unknown key; did you mean 'concurrency'"),
+])
+def test_hooks_mistakes_are_one_line(tmp_path, change, match):
+    with pytest.raises(OperatorError, match=match) as e:
+        load_config(write(tmp_path, HOOKS.replace(*change)))
+    assert "\n" not in str(e.value)

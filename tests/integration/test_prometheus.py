@@ -70,6 +70,7 @@ def dashboard_exprs(node) -> list[str]:
 
 RESOURCE = '[[resource]]\nname = "db"\ninterval_ms = 2000\non_loss = ["none"]\n'
 QUORUM = "[quorum]\nnodes = [1, 2, 3]\n"
+HOOKS = '[hooks]\ncommands = ["/bin/true"]\n'  # the hook families (labelled by hook) exist only with hooks
 
 
 def link(key: str, ports: dict[int, int], node_id: int) -> str:
@@ -81,13 +82,14 @@ def link(key: str, ports: dict[int, int], node_id: int) -> str:
 @pytest.mark.slow
 @needs_promtool
 def test_a_live_scrape_passes_promtool_lint_with_every_family_present(cluster: Cluster, tmp_path):
-    """Three daemons with quorum, a held MMP resource and a UDP link; node 3 killed so that a
-    death is detected and a fence attempted: every family of the code shows up, with samples."""
+    """Three daemons with quorum, a held MMP resource and a UDP link, node 1 with a hook; node 3
+    killed so that a death is detected and a fence attempted: every family of the code shows up,
+    with samples."""
     key = str(tmp_path / "authkey")
     assert diskhb("keygen", key).returncode == 0
     udp = {i: free_port() for i in (1, 2, 3)}
     for i in (1, 2, 3):
-        cluster.start(i, extra=QUORUM + RESOURCE + link(key, udp, i))
+        cluster.start(i, extra=QUORUM + RESOURCE + link(key, udp, i) + (HOOKS if i == 1 else ""))
     for i in (1, 2):
         wait_until(lambda i=i: ((cluster.view(i) or {}).get("quorum") or {}).get("votes") == 3, 15,
                    f"node {i} counts all three")
@@ -110,6 +112,9 @@ def test_a_live_scrape_passes_promtool_lint_with_every_family_present(cluster: C
     assert metric_value(text, "diskhb_node_alive", node="node2") == 1.0
     assert metric_value(text, "diskhb_node_alive", node="node3") == 0.0
     assert metric_value(text, "diskhb_quorate") == 1.0
+    assert metric_value(text, "diskhb_hook_events_dropped_total", hook="/bin/true") == 0.0
+    wait_until(lambda: metric_value(scrape(), "diskhb_hook_runs_total", hook="/bin/true", result="ok"), 10,
+               "node 1's hook run on node 3's death")
     families = set(re.findall(r"^# TYPE (\S+)", text, re.M))
     missing = {n for n in defined_metrics() if n not in families and n.removesuffix("_total") not in families}
     assert not missing, f"families defined in the code but not in a scrape: {sorted(missing)}"
