@@ -8,7 +8,17 @@ DEB_PKGS := fuse3 libfuse3-3 e2fsprogs fdisk iproute2 util-linux socat stress-ng
 # Commands whose absence means "install DEB_PKGS" (one per package that provides a tool we run).
 DEB_PROBES := fusermount3 mkfs.ext4 sfdisk ip losetup setpriv socat stress-ng mkfs.vfat mkfs.btrfs cryptsetup dmsetup promtool
 
-.PHONY: demo test deps venv bench bench-sim stress clean
+# make install: a venv of its own under LIBDIR (the system Python stays untouched: Debian's is
+# "externally managed", and our pinned dependencies cannot clash with its packages), the command
+# linked into BINDIR (contrib/systemd/diskhb.service runs /usr/local/bin/diskhb), the man page and
+# bash completion. Run it again to upgrade; `rm -rf $(LIBDIR)` and the three files to remove it.
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib/diskhb
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man/man1
+COMPDIR ?= $(PREFIX)/share/bash-completion/completions
+
+.PHONY: demo test deps venv bench bench-sim stress clean install man
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -51,5 +61,18 @@ bench-sim: $(STAMP)
 stress: deps $(STAMP)
 	$(VPY) -m tools.bench.stress --duration-s 600
 
+install:
+	$(PY) -m venv $(LIBDIR)
+	$(LIBDIR)/bin/python -m pip install -q .
+	install -d $(BINDIR) $(MANDIR) $(COMPDIR)
+	ln -sfn $(LIBDIR)/bin/diskhb $(BINDIR)/diskhb
+	$(LIBDIR)/bin/python tools/manpage.py -o $(MANDIR)/diskhb.1
+	_DISKHB_COMPLETE=bash_source $(LIBDIR)/bin/diskhb > $(COMPDIR)/diskhb
+	@echo "installed $(BINDIR)/diskhb ($$($(BINDIR)/diskhb --version)), man diskhb, bash completion"
+
+# diskhb.1 from the click help (make install writes it to MANDIR).
+man: $(STAMP)
+	$(VPY) tools/manpage.py -o diskhb.1
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache diskhb.1

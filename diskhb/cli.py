@@ -2,6 +2,9 @@
 
 Exit codes: 0 ok; 1 a safe refusal (slot or resource in use, existing data found); 2 bad input
 (usage, config, unformatted or corrupt region); 3 the daemon stopped itself for safety.
+
+Shell completion is click's: `eval "$(_DISKHB_COMPLETE=bash_source diskhb)"` (zsh_source,
+fish_source likewise); tools/manpage.py writes diskhb.1 from this command tree.
 """
 
 from __future__ import annotations
@@ -22,9 +25,13 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.group(context_settings=CONTEXT)
-@click.version_option(package_name="diskhb")
+@click.version_option(None, "-V", "--version", package_name="diskhb")
 def cli() -> None:
-    """Disk heartbeat and shared-storage arbitration for HA storage clusters."""
+    """Disk heartbeat and shared-storage arbitration for HA storage clusters.
+
+    Shell completion: eval "$(_DISKHB_COMPLETE=bash_source diskhb)" in ~/.bashrc (zsh_source,
+    fish_source for zsh and fish).
+    """
 
 
 @cli.command("format")
@@ -66,26 +73,57 @@ def format_cmd(path, cluster, slots, sector_size, interval_ms, dead_ms, io_timeo
 
 
 @cli.command("status")
-@click.argument("path")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object with a `nodes` list.")
+@click.argument("path", required=False)
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object with a `nodes` list; generations are hex strings (\"0x5fa3...\"). On an"
+                   " error: {\"error\": \"...\", \"exit\": N}.")
 @click.option("--watch", is_flag=True, help="Refresh until interrupted.")
 @click.option("--count", type=click.IntRange(1, None), default=None, help="With --watch: stop after N refreshes.")
-@click.option("--run-dir", default=DEFAULT_RUN_DIR, show_default=True,
-              help="Where running daemons keep their control sockets.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Ask this node's daemon (one of several on this host); PATH defaults to its first disk region.")
+@click.option("--run-dir", default=None,
+              help=f"Where running daemons keep their control sockets [default: {DEFAULT_RUN_DIR}, or the"
+                   " config's]; without --config, the first daemon there serving PATH answers.")
 @click.option("--no-daemon", is_flag=True, help="Read the disk even when a daemon serves it.")
 @click.option("--sample-ms", type=click.IntRange(0, 600_000), default=None,
               help="Disk view: sample at most this long [default: dead time + 2 intervals].")
-def status_cmd(path, as_json, watch, count, run_dir, no_daemon, sample_ms):
+def status_cmd(path, as_json, watch, count, config_path, run_dir, no_daemon, sample_ms):
     """Who is alive on PATH (a device, a file, or uuid:UUID): from the daemon serving it, else by
     sampling the disk."""
+    try:
+        _status(path, as_json, watch, count, config_path, run_dir, no_daemon, sample_ms)
+    except OperatorError as e:
+        if as_json:  # a script reading stdout gets an answer too; the line on stderr stays
+            click.echo(json.dumps({"error": str(e), "exit": e.exit_code}, sort_keys=True))
+        raise
+
+
+def _status(path, as_json, watch, count, config_path, run_dir, no_daemon, sample_ms) -> None:
+    from diskhb.status import query_daemon, query_node_daemon, render_table, sample_region
+
+    cfg = None
+    if config_path is not None:
+        from diskhb.config import load_config
+
+        cfg = load_config(config_path)
+        run_dir = run_dir or cfg.node.run_dir
+        if path is None and cfg.disk_regions:
+            path = cfg.disk_regions[0].path
+    elif path is None:
+        raise OperatorError("name a region (diskhb status PATH) or this node's config (--config FILE)")
+    run_dir = run_dir or DEFAULT_RUN_DIR
     from diskhb.regions.disk.devices import resolve_path
-    from diskhb.status import query_daemon, render_table, sample_region
 
     path = resolve_path(path)
     shown = 0
     while True:
-        view = None if no_daemon else query_daemon(path, run_dir)
+        view = None
+        if not no_daemon:
+            view = query_node_daemon(cfg, run_dir, path) if cfg is not None else query_daemon(path, run_dir)
         if view is None:
+            if path is None:
+                raise OperatorError(f"{config_path}: no answer from node {cfg.node.id}'s daemon (in {run_dir}) and"
+                                    " no disk region to sample")
             view = sample_region(path, sample_ms)
         if as_json:
             click.echo(json.dumps(view, sort_keys=True))
@@ -204,8 +242,19 @@ def _daemon_socket(config_path: str | None, run_dir: str) -> str:
 @cli.command("run")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="TOML config (see README).")
-def run_cmd(config_path):
+@click.option("--check", is_flag=True,
+              help="Only check the config and the cluster's timing as a start would (superblocks read, nothing"
+                   " written or started): one line per check, exit 0 if every one passes, else 1.")
+def run_cmd(config_path, check):
     """Run the heartbeat daemon in the foreground."""
+    if check:
+        from diskhb.preflight import run_checks
+
+        failed = 0
+        for ok, line in run_checks(config_path):
+            click.echo(f"{'ok  ' if ok else 'FAIL'}  {line}")
+            failed += not ok
+        sys.exit(1 if failed else 0)
     from diskhb.config import load_config
     from diskhb.daemon import run_daemon
 

@@ -10,6 +10,8 @@ Protocol: one request line, one JSON answer line, then the daemon closes the con
     fence ID 0|1                    fence node ID (fencing FD10; 1: even without quorum), answered
                                     at once: {"ok": true, "attempt", ...}; status shows the outcome
 Answers to mmp-*: {"ok": true, ...} or {"ok": false, "exit": 1|2, "error": "one line"}.
+Every generation in an answer is a hex string ("0x5fa3...", diskhb.core.types.hex_id): operators
+read this socket with jq and monitoring through /status, which would round a 64-bit number.
 Every wait and every answer is bounded; at most CLIENTS_MAX connections are served at once, and
 at most MMP_REQUESTS_MAX of them may be mmp-* (an acquisition may take a classic watch).
 """
@@ -145,20 +147,24 @@ def socket_path(run_dir: str, cluster: str, node_id: int) -> str:
     return os.path.join(run_dir, f"diskhb-{cluster}-{node_id}.sock")
 
 
-def find_daemon(path: str, run_dir: str, node_id: int | None = None) -> tuple[str, dict] | None:
-    """(socket path, snapshot) of a running daemon that has `path` among its disk regions
-    (and, if given, is node `node_id`), or None when there is none that answers."""
-    want = os.path.realpath(path)
-    for sock_path in sorted(glob.glob(os.path.join(run_dir, "diskhb-*.sock")))[:SOCKETS_MAX]:
+def find_daemon(path: str | None, run_dir: str, node_id: int | None = None,
+                cluster: str | None = None) -> tuple[str, dict] | None:
+    """(socket path, snapshot) of the first running daemon (in socket name order) that has `path`
+    among its disk regions (any, if None) and, if given, is node `node_id` of `cluster`; None when
+    there is none that answers. Several daemons of one host serve the same region only in tests
+    and demos: a node id (`status --config`) picks one."""
+    want = None if path is None else os.path.realpath(path)
+    name = f"diskhb-{glob.escape(cluster) if cluster else '*'}-{node_id if node_id is not None else '*'}.sock"
+    for sock_path in sorted(glob.glob(os.path.join(run_dir, name)))[:SOCKETS_MAX]:
         try:
             snap = request(sock_path, Status(), STATUS_TIMEOUT_S)
         except ControlError:
             continue  # a stale socket or a busy daemon: the caller falls back to the disk
         if node_id is not None and (snap.get("node") or {}).get("id") != node_id:
             continue
-        for r in snap.get("regions", []):
-            if r.get("path") and os.path.realpath(r["path"]) == want:
-                return sock_path, snap
+        if want is None or any(r.get("path") and os.path.realpath(r["path"]) == want
+                               for r in snap.get("regions", [])):
+            return sock_path, snap
     return None
 
 

@@ -29,18 +29,17 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Callable
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 
-from diskhb import control, journald, sdnotify
+from diskhb import control, journald, preflight, sdnotify
 from diskhb import metrics as m
 from diskhb.config import Config, RegionConfig, parse_listen
 from diskhb.core import node as core
 from diskhb.core import timing
-from diskhb.core.types import BadSample, NodeState, SlotFlag
+from diskhb.core.types import BadSample, NodeState, SlotFlag, hex_id
 from diskhb.errors import OperatorError
 from diskhb.hooks.events import Context as HookContext
 from diskhb.hooks.runner import HookRunner
@@ -49,6 +48,7 @@ from diskhb.mmp.actuators import Enforcers, LossWorker
 from diskhb.mmp.executor import MmpExecutor
 from diskhb.mmp.loss import LOST
 from diskhb.pill import PillWorker, set_read_only
+from diskhb.preflight import Timing
 from diskhb.regions.base import Region
 from diskhb.regions.disk import format as fmt
 from diskhb.regions.disk.blockio import BlockDevice
@@ -92,15 +92,6 @@ def setup_logging(level: str) -> logging.handlers.QueueListener:
     root.setLevel(level.upper())
     listener.start()
     return listener
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    cluster: str
-    interval_ms: int
-    dead_ms: int
-    io_timeout_ms: int
-    watchdog_ms: int = 0  # the cluster's (superblock); 0: none
 
 
 class NodeCollector:
@@ -212,41 +203,13 @@ class Daemon:
             if res and sb.uuid_str != res.uuid:  # the device changed between the scan and the open
                 raise OperatorError(f"{rc.path}: {path} carried that region during the scan but now holds region"
                                     f" {sb.uuid_str}; check the device and start again")
-            timings.append((path, Timing(sb.cluster, sb.interval_ms, sb.dead_ms, sb.io_timeout_ms, sb.watchdog_ms)))
+            timings.append((path, preflight.superblock_timing(sb)))
             if sb.mmp_resources:
                 devices[path] = BlockDevice.open(path, writable=True, sector_size=sb.sector_size)
-        want = cfg.cluster
-        if timings:
-            first_path, first = timings[0]
-            for path, t in timings[1:]:
-                if t != first:
-                    raise OperatorError(
-                        f"{path}: cluster/timing {t.cluster}/{t.interval_ms}/{t.dead_ms} ms differs from"
-                        f" {first_path} ({first.cluster}/{first.interval_ms}/{first.dead_ms} ms);"
-                        " every region of a cluster must be formatted alike")
-            self.timing = first
-        else:
-            if want.name is None or want.interval_ms is None or want.dead_ms is None:
-                raise OperatorError(f"{cfg.path}: without a disk region, [cluster] needs name, interval_ms and dead_ms")
-            io_timeout = timing.default_io_timeout_ms(want.interval_ms, want.dead_ms)
-            try:
-                timing.check_heartbeat_timing(want.interval_ms, want.dead_ms, io_timeout)
-            except timing.TimingError as e:
-                raise OperatorError(f"{cfg.path}: [cluster]: {e}") from None
-            self.timing = Timing(want.name, want.interval_ms, want.dead_ms, io_timeout)
-        t = self.timing
-        if want.name is not None and want.name != t.cluster:
-            raise OperatorError(f"{cfg.path}: cluster.name is {want.name!r} but the region belongs to cluster"
-                                f" {t.cluster!r}; fix the config or use the right device")
-        for key, value in (("interval_ms", want.interval_ms), ("dead_ms", want.dead_ms)):
-            if value is not None and value != getattr(t, key):
-                raise OperatorError(f"{cfg.path}: cluster.{key} = {value} disagrees with the region's"
-                                    f" {getattr(t, key)}; every node must use the region's timing (remove the key"
-                                    " or reformat)")
-        try:
-            timing.check_watchdog_timing(t.watchdog_ms, cfg.watchdog.timeout_s * 1000 if cfg.watchdog else None)
-        except timing.TimingError as e:
-            raise OperatorError(f"{cfg.path}: {e}") from None
+        # The same checks, in the same order, as 'diskhb run --check' (diskhb.preflight).
+        self.timing = preflight.regions_agree(timings) if timings else preflight.links_timing(cfg)
+        preflight.config_agrees(cfg, self.timing)
+        preflight.cluster_watchdog(cfg, self.timing)
         return devices
 
     def _start_links(self) -> None:
@@ -344,16 +307,10 @@ class Daemon:
                         w.margin_ms / 1000, w.timeout_s)
 
     def _target_for(self, rc, targets: dict[str, gd.TargetInfo]) -> gd.TargetInfo | None:
-        if not targets:
-            return None
-        if rc.region:
-            specs = {c.name: c.path for c in self.cfg.disk_regions}  # a uuid: path as configured
-            for region in self.regions:
-                if rc.region in (region.name, region.path, specs.get(region.name)) and region.name in targets:
-                    return targets[region.name]
-            raise OperatorError(f"{self.cfg.path}: resource {rc.name!r} names region {rc.region!r}, not a disk"
-                                " region of this daemon with MMP blocks")
-        return next(iter(targets.values()))
+        specs = {c.name: c.path for c in self.cfg.disk_regions}  # a uuid: path as configured
+        name = preflight.resource_region(self.cfg, rc, {r.name: r.path for r in self.disks if r.name in targets},
+                                         specs)
+        return None if name is None else targets[name]
 
     def _start_servers(self) -> None:
         listen = self.cfg.metrics_listen
@@ -501,7 +458,7 @@ class Daemon:
                 answer.set(snap)
             else:
                 info = self.core.peer_info(req.node_id)
-                answer.set({"ok": True, "state": info.state.value, "generation": info.generation})
+                answer.set({"ok": True, "state": info.state.value, "generation": hex_id(info.generation)})
 
     def _execute(self, now: int, actions: list) -> None:
         wall = wall_ms()

@@ -63,3 +63,10 @@ def formatter(environ: Mapping[str, str] | None = None, fd: int = 2) -> logging.
     if stderr_is_journal(os.environ if environ is None else environ, fd):
         return JournalFormatter()
     return logging.Formatter(PLAIN_FORMAT)
+
+
+def line(levelno: int, message: str, environ: Mapping[str, str] | None = None, fd: int = 2) -> str:
+    """One message as the daemon would log it, for processes that set no logging up (a foreground
+    guard's loss line, the lease enforcer): their lines then look like every other one."""
+    record = logging.LogRecord("diskhb", levelno, "", 0, message, None, None)
+    return formatter(environ, fd).format(record)

@@ -10,6 +10,7 @@ shows a message as pending until then.
 
 from __future__ import annotations
 
+from diskhb.core.types import hex_id
 from diskhb.errors import OperatorError
 from diskhb.regions.disk import format as fmt
 from diskhb.regions.disk.blockio import AlignedBuffer
@@ -85,7 +86,7 @@ def mailboxes(dev, sb: fmt.Superblock, slots: dict[int, fmt.Slot | str]) -> dict
         if mb.message == fmt.MSG_CLEAR and acked:
             continue  # nothing to show: cleared, and the node knows
         out[node_id] = {"message": fmt.MESSAGES.get(mb.message, f"code {mb.message}"), "sender": mb.sender_id,
-                        "seq": mb.seq, "target_generation": mb.target_generation, "acknowledged": acked}
+                        "seq": mb.seq, "target_generation": hex_id(mb.target_generation), "acknowledged": acked}
     return out
 
 

@@ -27,6 +27,17 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "critical": logging.CRITICAL}
 
 
+def _state_level(new: NodeState, back: bool) -> int:
+    """Normal operations (a node up, a clean leave) are INFO; a death is an ERROR; the same
+    incarnation beating again after it was declared dead is a WARNING: peers may have acted on a
+    death that was not one (its storage taken over while it was only frozen)."""
+    if new is NodeState.DEAD:
+        return logging.ERROR
+    if new is NodeState.ALIVE:
+        return logging.WARNING if back else logging.INFO
+    return logging.INFO if new is NodeState.LEFT else logging.WARNING
+
+
 class Reporter:
     def __init__(self, regions: int, clock_ms: Callable[[], int]):
         self.regions = regions  # with one region, a per-region change says nothing the overall one does not
@@ -34,6 +45,7 @@ class Reporter:
         self._quorum_judged = False  # the first quorum verdict is no loss
         self._fence_started: dict[int, tuple[int, int]] = {}  # node id -> (generation, ms): one per node
         self.hooks = None  # a diskhb.hooks.runner.HookRunner, when [hooks] is configured
+        self._dead: dict[int, int] = {}  # node id -> the generation it was declared dead in
 
     def report(self, ev) -> None:
         self._report(ev)
@@ -42,9 +54,13 @@ class Reporter:
 
     def _report(self, ev) -> None:
         if isinstance(ev, NodeStateChanged):
-            level = {NodeState.DEAD: logging.ERROR, NodeState.ALIVE: logging.INFO}.get(ev.new, logging.WARNING)
-            log.log(level, "node %s (id %d): %s -> %s on %s (age %.2f s): %s [generation %#x]", ev.name or "?",
-                    ev.node_id, ev.old.value, ev.new.value, ev.region, ev.age_ms / 1000, ev.reason, ev.generation)
+            back = ev.new is NodeState.ALIVE and self._dead.pop(ev.node_id, None) == ev.generation
+            if ev.new is NodeState.DEAD:
+                self._dead[ev.node_id] = ev.generation
+            log.log(_state_level(ev.new, back), "node %s (id %d): %s -> %s on %s (age %.2f s): %s [generation %#x]%s",
+                    ev.name or "?", ev.node_id, ev.old.value, ev.new.value, ev.region, ev.age_ms / 1000, ev.reason,
+                    ev.generation, " (back from the dead: the same incarnation, so it was frozen or cut off and"
+                    " never stopped)" if back else "")
             m.NODE_TRANSITIONS.labels(ev.name or str(ev.node_id), ev.new.value).inc()
         elif isinstance(ev, RegionNodeChanged):
             if self.regions == 1:

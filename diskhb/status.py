@@ -4,6 +4,9 @@ Without a daemon, status samples the disk itself and runs the same liveness core
 runs, so it applies the same rules: a node is alive once its seq is seen advancing, dead once
 it has not advanced for dead_ms of watching, left when it published LEFT. It stops as soon as
 every node has a verdict, and after dead_ms + 2 intervals at the latest.
+
+JSON shows every generation as a hex string ("0x5fa3..."; diskhb.core.types.hex_id), like the
+daemon's snapshot: 64-bit numbers do not survive readers that parse numbers as doubles.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 
 from diskhb.control import find_daemon
 from diskhb.core.liveness import Liveness
-from diskhb.core.types import Beat, BadSample, NodeState, SlotFlag
+from diskhb.core.types import Beat, BadSample, NodeState, SlotFlag, hex_id, parse_hex_id
 from diskhb.errors import OperatorError
 from diskhb.mailbox import mailboxes
 from diskhb.regions.disk import format as fmt
@@ -92,7 +95,7 @@ def sample_region(path: str, duration_ms: int | None = None) -> dict:
             state = NodeState.LEFT
         nodes.append({
             "id": v.node_id, "name": v.name, "state": state.value, "seq": v.seq,
-            "generation": v.generation, "age_s": round(age_ms / 1000, 3),
+            "generation": hex_id(v.generation), "age_s": round(age_ms / 1000, 3),
             "flags": SlotFlag.names(v.flags),
         })
     for node_id, slot in sorted(slots.items()):
@@ -116,6 +119,12 @@ def sample_region(path: str, duration_ms: int | None = None) -> dict:
 def query_daemon(path: str, run_dir: str) -> dict | None:
     """The snapshot of a running daemon that has `path` among its disk regions, if any."""
     found = find_daemon(path, run_dir)
+    return None if found is None else found[1]
+
+
+def query_node_daemon(cfg, run_dir: str, path: str | None) -> dict | None:
+    """The snapshot of the daemon of the node `cfg` configures (serving `path`, if given)."""
+    found = find_daemon(path, run_dir, cfg.node.id, cfg.cluster.name)
     return None if found is None else found[1]
 
 
@@ -172,7 +181,7 @@ def render_table(view: dict) -> str:
         cols.append("REGIONS")
     rows = [cols]
     for n in view["nodes"]:
-        gen = f"{n['generation']:#x}" if n.get("generation") is not None else "-"
+        gen = hex_id(parse_hex_id(n["generation"])) if n.get("generation") is not None else "-"
         age = f"{n['age_s']:.1f}" if n.get("age_s") is not None else "-"
         flags = ",".join(n["flags"]) or "-"
         if n.get("error"):
@@ -260,13 +269,17 @@ def dump_region(path: str, *, slot: int | None, raw: bool) -> str:
             mpos = sb.mailbox_pos(node_id)
             try:
                 mb = fmt.decode_mailbox(msector, expect_target_id=node_id)
-                if mb is not None:
-                    out.append(f"mailbox {node_id} @{mpos}: from node {mb.sender_id} message={mb.message}"
-                               f" seq={mb.seq} target_generation={mb.target_generation:#x}")
-                    if raw:
-                        out.append(hexdump(msector, mpos))
+                line = None if mb is None else (
+                    f"from node {mb.sender_id} message={fmt.MESSAGES.get(mb.message, f'code {mb.message}')}"
+                    f" seq={mb.seq} target_generation={mb.target_generation:#x}")
             except fmt.FormatError as e:
-                out.append(f"mailbox {node_id} @{mpos}: INVALID: {e}")
+                line = f"INVALID: {e}"
+            if line is None and slot is not None:  # asked for this node: say so rather than print nothing
+                line = "never written"
+            if line is not None:
+                out.append(f"mailbox {node_id} @{mpos}: {line}")
+                if raw:
+                    out.append(hexdump(msector, mpos))
         out.append(f"mmp area @{sb.mmp_offset}: {sb.mmp_resources} resource blocks"
                    " (see 'diskhb mmp status --region PATH')")
         return "\n".join(out)

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 
 from diskhb.core.quorum import Quorum
 from diskhb.core.record import record
-from diskhb.core.types import GENERATION_NONE, NODE_ID_MAX, NodeState, Peer, SlotFlag
+from diskhb.core.types import GENERATION_NONE, NODE_ID_MAX, NodeState, Peer, SlotFlag, hex_id
 
 RETRY_MS_MIN = 1_000
 RETRY_MS_MAX = 60_000
@@ -289,7 +289,7 @@ class Fencing:
         return "fenced" if self.fenced(node_id, generation) else None
 
     def status(self, now_ms: int) -> list[dict]:
-        return [{"node": nid, "generation": f"{v.generation:#x}", "since_ms": now_ms - v.since_ms,
+        return [{"node": nid, "generation": hex_id(v.generation), "since_ms": now_ms - v.since_ms,
                  "fencer": v.fencer, "attempts": v.attempts, "in_flight": v.in_flight_since_ms is not None,
                  "fenced": v.fenced, "last": v.last, "manual": v.manual, "pending": v.pending}
                 for nid, v in sorted(self.victims.items())]

@@ -103,7 +103,7 @@ from diskhb.core.region_health import OwnIoHealth, RegionHealthChanged
 from diskhb.core.self_fence import SelfFence as SelfFenceRules
 from diskhb.core.self_fence import SelfFenced
 from diskhb.core.slot_claim import ClaimVerdict, SlotClaim, SlotSample
-from diskhb.core.types import BadSample, Beat, BeatBatch, IoCompleted, IoSubmitted, NodeState, SlotFlag
+from diskhb.core.types import BadSample, Beat, BeatBatch, IoCompleted, IoSubmitted, NodeState, SlotFlag, hex_id
 from diskhb.mmp import guard as gd
 from diskhb.mmp.fast_path import PeerInfo
 from diskhb.mmp.ledger import SectorLedger
@@ -677,7 +677,7 @@ class NodeCore:
             return  # acted on already (our own slot shows it)
         kind = MAILBOX_MESSAGES.get(obs.message)
         shown = {"sender": obs.sender_id, "message": kind or f"code {obs.message}", "seq": obs.seq,
-                 "target_generation": obs.target_generation, "at_ms": now_ms}
+                 "target_generation": hex_id(obs.target_generation), "at_ms": now_ms}
         sender = "an operator" if obs.sender_id == 0 else f"node {obs.sender_id}"
         if obs.target_generation not in (0, self.spec.generation):
             self.mailbox[obs.region] = {**shown, "state": "not for us"}
@@ -963,7 +963,7 @@ class NodeCore:
             refuse(got, 2 if req.node_id == self.spec.node_id or req.node_id not in self.fencing.nodes else 1)
             return
         actions.append(Fence(got.node_id, got.generation, got.attempt, got.reason))
-        actions.append(Reply(req.request_id, {"ok": True, "node": got.node_id, "generation": f"{got.generation:#x}",
+        actions.append(Reply(req.request_id, {"ok": True, "node": got.node_id, "generation": hex_id(got.generation),
                                               "attempt": got.attempt,
                                               "note": "fence ordered: see 'diskhb status' for its outcome"}))
 
@@ -1203,19 +1203,21 @@ class NodeCore:
     # -- views -------------------------------------------------------------------------------------
 
     def snapshot(self) -> dict:
-        """The node's view for `diskhb status` and metrics (built on the daemon's loop thread)."""
+        """The node's view for `diskhb status` and metrics (built on the daemon's loop thread).
+        Generations are hex strings (hex_id): JSON readers such as jq round 64-bit numbers."""
         nodes = []
         for nv in self.liveness.nodes():
             nodes.append({
                 "id": nv.node_id, "name": nv.name, "state": nv.state.value, "seq": nv.seq,
-                "generation": nv.generation, "age_s": round(nv.age_ms / 1000, 3),
+                "generation": hex_id(nv.generation), "age_s": round(nv.age_ms / 1000, 3),
                 "flags": SlotFlag.names(nv.flags),
                 "regions": {r: {"state": rv.state.value, "seq": rv.seq, "age_s": round(rv.age_ms / 1000, 3),
                                 "bad_samples": rv.bad_samples} for r, rv in nv.regions.items()},
             })
         nodes.append({
             "id": self.spec.node_id, "name": self.spec.name, "state": "alive", "seq": self.seq,
-            "generation": self.spec.generation, "age_s": 0.0, "flags": SlotFlag.names(self.flags), "self": True,
+            "generation": hex_id(self.spec.generation), "age_s": 0.0, "flags": SlotFlag.names(self.flags),
+            "self": True,
             "regions": {n: {"state": "alive" if h.healthy else "unhealthy", "seq": self.seq, "age_s": 0.0,
                             "bad_samples": 0} for n, h in self.health.items()},
         })
@@ -1225,7 +1227,7 @@ class NodeCore:
             "cluster": self.spec.cluster,
             "phase": self.phase.value,
             "stalls": {"count": self.stalls, "last_ms": self.last_stall_ms},
-            "node": {"id": self.spec.node_id, "name": self.spec.name, "generation": self.spec.generation},
+            "node": {"id": self.spec.node_id, "name": self.spec.name, "generation": hex_id(self.spec.generation)},
             "interval_ms": self.spec.interval_ms,
             "dead_ms": self.spec.dead_ms,
             "regions": [{"name": r.name, "type": r.kind, "path": r.path, "healthy": self.health[r.name].healthy,

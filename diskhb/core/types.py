@@ -19,6 +19,23 @@ NODE_NAME_BYTES_MAX = 64
 GENERATION_NONE = 0  # a daemon's generation is random and never 0; 0 means "no writer yet"
 
 
+def hex_id(value: int) -> str:
+    """A 64-bit generation as JSON shows it: "0x5fa3...". As a JSON number it would be rounded by
+    every reader that parses numbers as doubles (jq, JavaScript, Grafana) and name another node."""
+    return f"{value:#x}"
+
+
+def parse_hex_id(value) -> int:
+    """hex_id's inverse; a plain int (what daemons before hex_id answered) is taken as is."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a generation: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value[:2].lower() == "0x":
+        return int(value, 16)
+    raise ValueError(f"not a generation: {value!r}")
+
+
 class SlotFlag(enum.IntFlag):
     """State flags a node publishes in every heartbeat (disk slot, datagram, serial frame)."""
 

@@ -165,7 +165,7 @@ def _peer_info_from_daemon(ctx: Ctx, t: Target):
     always safe (and still refuses a live holder within one interval).
     """
     from diskhb.control import STATUS_TIMEOUT_S, ControlError, Peer, request
-    from diskhb.core.types import NodeState
+    from diskhb.core.types import NodeState, parse_hex_id
 
     found = _daemon(ctx, t.path)
     if found is None:
@@ -175,7 +175,7 @@ def _peer_info_from_daemon(ctx: Ctx, t: Target):
     def info(node_id: int) -> PeerInfo | None:
         try:
             got = request(sock, Peer(node_id), STATUS_TIMEOUT_S)
-            return PeerInfo(NodeState(got["state"]), generation=int(got.get("generation") or 0))
+            return PeerInfo(NodeState(got["state"]), generation=parse_hex_id(got.get("generation") or 0))
         except (ControlError, KeyError, ValueError, TypeError):
             return None  # the daemon went away: no view, the classic path
 
@@ -541,8 +541,12 @@ def run_cmd(resource, command, region, config_path, device, offset, node_id, nod
     fencing token) in its environment. If the resource is lost, the group gets SIGTERM (then
     SIGKILL), the loss action runs and the exit code is 3. A lease enforcer process kills the
     group (and the users of --mountpoint) should this guard freeze or die.
+
+    Not for mount(8): it returns at once and the resource is released while the filesystem
+    stays mounted (a warning says so). Guard a mount with a daemon-held resource instead: its
+    mountpoint in [[resource]], 'diskhb mmp acquire RESOURCE --config FILE', then mount.
     """
-    from diskhb.mmp import foreground
+    from diskhb.mmp import foreground, mounts
 
     ctx = Ctx(region, config_path, device, offset, need_node=True, node_id=node_id, node_name=node_name,
               run_dir=run_dir, resource=resource, writable=True)
@@ -564,6 +568,7 @@ def run_cmd(resource, command, region, config_path, device, offset, node_id, nod
         got, lease = _acquire(ctx, t, runner, guard, stop)
         env = {**os.environ, "DISKHB_MMP_RESOURCE": resource, "DISKHB_MMP_EPOCH": str(got.epoch),
                "DISKHB_MMP_HOLDER": f"{me.node_id}:{me.generation:x}"}
+        mounted_before = mounts.snapshot(list(command))
         try:
             child = foreground.spawn(list(command), env)
         except OSError as e:
@@ -571,7 +576,12 @@ def run_cmd(resource, command, region, config_path, device, offset, node_id, nod
             runner.drive(guard)
             raise OperatorError(f"cannot run {command[0]!r}: {e.strerror}; {resource} was released") from None
         enforcer = _enforcer(loss, lease, pgid=child.pid, resource=resource)
-        sys.exit(_holding(ctx, runner, guard, stop, loss, enforcer, child=child))
+        code = _holding(ctx, runner, guard, stop, loss, enforcer, child=child)
+        if code == 0:  # a mount(8) that returned: the filesystem outlives its guard
+            left = mounts.left_mounted(list(command), mounted_before)
+            if left:
+                _err(mounts.warning(resource, os.path.basename(command[0]), left))
+        sys.exit(code)
     finally:
         t.close()
 
@@ -730,7 +740,9 @@ def clear_cmd(resource, region, config_path, device, offset, node_id, node_name,
               help="Ballot sectors (node ids 1..N) after the block.")
 @click.option("--sector-size", type=click.Choice(["512", "4096"]), default=None,
               help="Sector size; default: the device's, or 512 for a file.")
-@click.option("--interval-ms", type=int, default=DEFAULT_INTERVAL_MS, show_default=True)
+@click.option("--interval-ms", type=int, default=DEFAULT_INTERVAL_MS, show_default=True,
+              help="The update interval recorded in the new CLEAN block (shown by 'mmp status'); a"
+                   " holder writes its own interval when it acquires the block.")
 @click.option("--force", is_flag=True, help="Overwrite bytes that are not all zero.")
 def init_cmd(resource, device, offset, slots, sector_size, interval_ms, force):
     """Create a standalone MMP block for RESOURCE at OFFSET of DEVICE (1 + slots sectors)."""
@@ -750,7 +762,9 @@ def init_cmd(resource, device, offset, slots, sector_size, interval_ms, force):
 
 @mmp.command("inspect")
 @click.argument("device")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: device, code, summary, waited_s, mmp_block and mmp (seq, seq_hex,"
+                   " state, time_s, nodename, bdevname, check_interval_s, checksum_ok).")
 @click.option("--no-wait", is_flag=True, help="Do not watch a running seq: report it as in use at once.")
 def inspect_cmd(device, as_json, no_wait):
     """Read an ext4 filesystem's MMP block and judge it like e2mmpstatus.

@@ -18,11 +18,13 @@ Rules of this file:
 - A loss action never blocks on the resource's filesystem, which may hang: nothing stats,
   lists or resolves a path on or below the mountpoint. Its users are found from /proc alone
   (diskhb.mmp.sentinel, shared with the lease enforcer), and `mount -c` does not canonicalize.
-- Logging is loud: CRITICAL to syslog (LOG_DAEMON) and one line to stderr.
+- Logging is loud: CRITICAL to syslog (LOG_DAEMON) and one line to stderr, formatted as the
+  daemon's lines are (diskhb.journald: timestamp and pid, or a journald priority under systemd).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
+from diskhb import journald
 from diskhb.core import timing
 
 # The /proc scan lives in the enforcer's stdlib-only module (it must start fast, without
@@ -185,7 +188,7 @@ def log_loudly(message: str) -> None:
     except Exception:  # noqa: BLE001 - logging must not stop the loss handling
         pass
     try:
-        print(f"diskhb: CRITICAL: {message}", file=sys.stderr, flush=True)
+        print(journald.line(logging.CRITICAL, message), file=sys.stderr, flush=True)
     except Exception:  # noqa: BLE001
         pass
 

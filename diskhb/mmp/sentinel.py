@@ -23,8 +23,9 @@ Protocol on the pipe (one line each): "D <deadline_ms>" (renew) | "done" (releas
                                   [--resource NAME] [--remount-timeout-ms N]
 
 Rules of this file:
-- Stdlib only (it starts fast, and a small process is cheap to lock in memory). diskhb.mmp.loss
-  imports the /proc scan from here.
+- Stdlib only (it starts fast, and a small process is cheap to lock in memory), and
+  diskhb.journald (stdlib only too: its lines look like the daemon's). diskhb.mmp.loss imports
+  the /proc scan from here.
 - Nothing stats, opens, lists or resolves a path on or below a mountpoint: its filesystem may
   hang (a dead device, a stopped FUSE daemon). The mount table comes from mountinfo; a
   process's files from /proc/PID/fdinfo (mnt_id) and /proc/PID/maps (major:minor); its cwd,
@@ -35,6 +36,7 @@ Rules of this file:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import posixpath
 import queue
@@ -45,6 +47,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from diskhb import journald
 
 FIRE_ALLOWANCE_MS = 50  # from the deadline to the group's SIGKILL: a wake-up on a busy host
 SCAN_ALLOWANCE_MS = 200  # one /proc scan for the mountpoint's users, killing as it goes
@@ -99,6 +103,7 @@ class MountTable:
 
     def __init__(self, text: bytes):
         self.dev_of_id: dict[int, str] = {}
+        self.at_of_id: dict[int, str] = {}  # mount id -> its mount point
         self.dev_at: dict[str, str] = {}  # mount point -> device of the mount on top
         self.options_at: dict[str, str] = {}
         for line in text.splitlines():
@@ -107,6 +112,7 @@ class MountTable:
                 continue
             dev, at = f[2].decode("ascii", "replace"), _unescape(f[4])
             self.dev_of_id[int(f[0])] = dev
+            self.at_of_id[int(f[0])] = at
             self.dev_at[at] = dev  # later lines are mounted later: the last one is on top
             self.options_at[at] = f[5].decode("ascii", "replace")
 
@@ -314,14 +320,14 @@ def _log_critical(message: str) -> None:
     except Exception:  # noqa: BLE001 - logging must not stop the enforcer
         pass
     try:
-        print(f"diskhb: CRITICAL: {message}", file=sys.stderr, flush=True)
+        print(journald.line(logging.CRITICAL, message), file=sys.stderr, flush=True)
     except Exception:  # noqa: BLE001 - the holder's stderr may be gone
         pass
 
 
-def _warn(message: str) -> None:
+def _warn(message: str, level: int = logging.WARNING) -> None:
     try:
-        print(f"diskhb: WARNING: {message}", file=sys.stderr, flush=True)
+        print(journald.line(level, message), file=sys.stderr, flush=True)
     except Exception:  # noqa: BLE001
         pass
 
@@ -524,14 +530,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     holder = os.getppid()
     missing = _protect()
-    if missing:
-        _warn(f"lease enforcer for {args.resource!r}: no " + ", ".join(missing))
+    if missing:  # INFO, as the daemon's own "process:" line says the same of itself
+        _warn(f"lease enforcer for {args.resource!r}: no " + ", ".join(missing), logging.INFO)
     scanner = None
     if args.mountpoint:
         bad = check_mountpoint(args.mountpoint)
-        if bad:  # not fatal: it may be mounted after the acquisition; judged again when firing
+        if bad:  # normal: a resource is acquired before it is mounted; judged again when firing
             _warn(f"lease enforcer for {args.resource!r}: {bad}; if it is not one when the lease ends,"
-                  " its users will not be stopped")
+                  " its users will not be stopped", logging.INFO)
         scanner = _Scanner(args.mountpoint)
     why, deadline_ms = watch(args.fd, args.deadline_ms)
     if not why:

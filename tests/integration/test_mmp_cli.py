@@ -291,7 +291,7 @@ def test_acquire_and_release_with_config_go_through_the_daemon(cluster):
     assert r.returncode == 0 and "held by the daemon" in r.stderr, r.stderr
     b = block(c.region)
     gen1 = c.view(1)["node"]["generation"]
-    assert b["state"] == "held" and b["holder"]["id"] == 1 and int(b["holder"]["generation"], 16) == gen1
+    assert b["state"] == "held" and b["holder"]["id"] == 1 and int(b["holder"]["generation"], 16) == int(gen1, 16)
     assert [h["resource"] for h in c.view(1)["mmp"]] == ["db"]
     # Node 2's daemon knows node 1's daemon beats under that generation: refused at once.
     t0 = time.monotonic()
@@ -320,7 +320,7 @@ def test_acquire_foreground_with_a_daemon_running(cluster, procs):
     assert p.poll() is None, p.communicate()
     assert c.view(1)["mmp"] == []  # this process holds it, not the daemon
     gen1 = c.view(1)["node"]["generation"]
-    assert int(block(c.region)["holder"]["generation"], 16) != gen1
+    assert int(block(c.region)["holder"]["generation"], 16) != int(gen1, 16)
     p.send_signal(signal.SIGTERM)
     assert p.wait(15) == 0
     assert block(c.region)["state"] == "clean"

@@ -63,7 +63,7 @@ def test_daemon_holds_refuses_at_once_and_hands_over_after_a_clean_leave(cluster
     assert out["ok"] and out["epoch"] == 1, out
     gen1 = c.view(1)["node"]["generation"]
     b = block(c)
-    assert b["state"] == "held" and b["holder"]["id"] == 1 and int(b["holder"]["generation"], 16) == gen1
+    assert b["state"] == "held" and b["holder"]["id"] == 1 and int(b["holder"]["generation"], 16) == int(gen1, 16)
     assert [h["resource"] for h in c.view(1)["mmp"]] == ["db"]
     assert ask(c, 1, "mmp-acquire db 0 0")["ok"]  # asking again is not an error
 

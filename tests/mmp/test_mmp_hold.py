@@ -213,7 +213,7 @@ class FakeDaemon:
                 answer.set({"node": {"id": 3}, "regions": [{"path": region}]})
             elif isinstance(req, Peer):
                 self.asked.append(req.node_id)
-                answer.set({"ok": True, "state": next(self.states), "generation": self.generation})
+                answer.set({"ok": True, "state": next(self.states), "generation": f"{self.generation:#x}"})
             else:
                 answer.set({"ok": False, "exit": 2, "error": "not here"})
             return True

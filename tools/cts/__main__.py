@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 
+from diskhb.core.types import parse_hex_id
 from tools.cts import checks
 from tools.cts import schedule as sch
 from tools.cts.cluster import BREAKAGES, CONSUMER_DELAY_S, DEAD_MS, INTERVAL_MS, NODES, RESOURCES, CtsCluster
@@ -95,7 +96,7 @@ def _settled(c: CtsCluster, healed_t: float, rule: str = "TAKEN-OVER") -> list[s
         if len(holders) != 1:
             missing.append(f"{rule}: {r} is held by {holders or 'no running node'}")
             continue
-        gen = views[holders[0]]["node"]["generation"]
+        gen = parse_hex_id(views[holders[0]]["node"]["generation"])
         if not any(w.resource == r and w.node == holders[0] and w.generation == gen and w.t > healed_t for w in writes):
             missing.append(f"{rule}: {r}: node {holders[0]} holds it but its consumer has not written since")
     return missing

@@ -21,6 +21,7 @@ import sys
 import time
 
 from diskhb.control import ControlError, request
+from diskhb.core.types import parse_hex_id
 
 WRITE_MS = 50
 ACQUIRE_WAIT_MS = 8000
@@ -32,7 +33,7 @@ def holding(sock: str, resource: str) -> tuple[int, int] | None:
     st = request(sock, "status", 5)
     for m in st.get("mmp") or []:
         if m["resource"] == resource and m["state"] == "held":
-            return st["node"]["generation"], m["epoch"]
+            return parse_hex_id(st["node"]["generation"]), m["epoch"]
     return None
 
 

@@ -84,6 +84,12 @@ def open_region(path: str, *, writable: bool, timeout_ms: int = START_IO_TIMEOUT
         raise
 
 
+def check_slot(path: str, node_id: int, sb: fmt.Superblock) -> None:
+    if node_id > sb.slot_count:
+        raise OperatorError(f"{path}: node id {node_id} is beyond the region's {sb.slot_count} slots;"
+                            f" use an id in 1..{sb.slot_count} or reformat with more --slots")
+
+
 class DiskRegion(Region):
     kind = "disk"
     owns_slot = True
@@ -115,11 +121,7 @@ class DiskRegion(Region):
     def start(self, now_ms: int) -> None:
         self.dev, self.sb = open_region(self.path, writable=True)
         sb = self.sb
-        if self.node_id > sb.slot_count:
-            raise OperatorError(
-                f"{self.path}: node id {self.node_id} is beyond the region's {sb.slot_count} slots;"
-                f" use an id in 1..{sb.slot_count} or reformat with more --slots"
-            )
+        check_slot(self.path, self.node_id, sb)
         s = sb.sector_size
         self._read_buf = AlignedBuffer(sb.slot_count * s)
         self._mbox_buf = AlignedBuffer(s)  # our mailbox, read in the same request as the slots
