@@ -4,9 +4,11 @@ PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-DEB_PKGS := fuse3 libfuse3-3 e2fsprogs fdisk iproute2 util-linux socat stress-ng dosfstools btrfs-progs cryptsetup-bin dmsetup prometheus
+DEB_PKGS := fuse3 libfuse3-3 e2fsprogs fdisk iproute2 util-linux socat stress-ng dosfstools btrfs-progs cryptsetup-bin dmsetup prometheus \
+            tgt libiscsi7 libiscsi-bin sg3-utils
 # Commands whose absence means "install DEB_PKGS" (one per package that provides a tool we run).
-DEB_PROBES := fusermount3 mkfs.ext4 sfdisk ip losetup setpriv socat stress-ng mkfs.vfat mkfs.btrfs cryptsetup dmsetup promtool
+DEB_PROBES := fusermount3 mkfs.ext4 sfdisk ip losetup setpriv socat stress-ng mkfs.vfat mkfs.btrfs cryptsetup dmsetup promtool \
+              tgtd iscsi-ls sg_persist
 
 # make install: a venv of its own under LIBDIR (the system Python stays untouched: Debian's is
 # "externally managed", and our pinned dependencies cannot clash with its packages), the command

@@ -1,6 +1,6 @@
-"""The core decides and does no I/O (architecture.md): a module of diskhb.core, or one of the MMP
-guard's I/O-free machines, that imports os, time, socket, threading, subprocess, random or
-secrets (directly or by `from X import`) fails this test."""
+"""The core decides and does no I/O (architecture.md): a module of diskhb.core, one of the MMP
+guard's I/O-free machines, or one of the SCSI-PR wire formats, that imports os, time, socket,
+threading, subprocess, random or secrets (directly or by `from X import`) fails this test."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ CORE_MODULES = sorted(
     + [os.path.join("diskhb", "mmp", f"{m}.py") for m in (
         "steps", "fast_path", "binding", "ledger", "paxos", "acquisition", "hold", "guard", "format", "release")]
     + [os.path.join("netpath", "replay.py")]
+    # the SCSI-PR wire formats and the reservation key: pure functions
+    + [os.path.join("diskhb", "fencing", "pr_key.py")]
+    + [os.path.join("diskhb", "fencing", "scsi", f"{m}.py") for m in ("cdb", "pr_in", "sense")]
 )
 
 
