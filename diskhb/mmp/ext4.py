@@ -186,11 +186,15 @@ def _who(m: MmpStruct) -> str:
 
 def reread_verdict(first: MmpStruct, again: MmpStruct, waited_s: float, wait_s_: float) -> Verdict | None:
     """The verdict after re-reading a running seq `waited_s` into a `wait_s_` watch, or None
-    to keep watching. A changed seq is a live holder; a bad checksum on the re-read is "in use"
+    to keep watching. A changed seq is a live holder, unless it changed to CLEAN (the holder
+    unmounted: safe, as a first read of CLEAN); a bad checksum on the re-read is "in use"
     (e2fsprogs: MMP_CSUM_INVALID -> 1), checked before the seq, which it may not be fit to give."""
     if again.checksum_ok is False:
         return Verdict(1, f"MMP block checksum became invalid while watched (last update by {_who(again)}):"
                           " not safe to mount", again, waited_s)
+    if again.seq != first.seq and again.state == "clean":  # unmounted while we watched: as a first read of CLEAN
+        return Verdict(0, f"it is safe to mount: MMP became clean while watched (released by {_who(again)})",
+                       again, waited_s)
     if again.seq != first.seq:
         return Verdict(1, f"in use by {_who(again)}: its MMP seq moved within {waited_s:.1f} s:"
                           " not safe to mount", again, waited_s)
