@@ -20,7 +20,7 @@ BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man/man1
 COMPDIR ?= $(PREFIX)/share/bash-completion/completions
 
-.PHONY: demo test deps venv bench bench-sim stress clean install man
+.PHONY: demo test deps venv bench bench-sim bench-cts stress clean install man
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -59,6 +59,10 @@ bench: deps $(STAMP)
 bench-sim: $(STAMP)
 	$(VPY) -m tools.sim --seeds 100000
 	$(VPY) -m tools.sim.reverts --seeds 2000
+
+# The cluster test system's bench run (about an hour): 210 seeded fault schedules on real daemons.
+bench-cts: deps $(STAMP)
+	$(VPY) -m tools.cts --schedules 210 --seed 1000
 
 stress: deps $(STAMP)
 	$(VPY) -m tools.bench.stress --duration-s 600
