@@ -1,6 +1,7 @@
 """Failover benchmarks with quorum, the disk pill and self-fencing (issue 10's targets).
 
     python -m tools.bench.failover [--reps 5] [--io-timeout-ms 500]
+    python -m tools.bench.failover --reps 3 --with-anchors [--sanlock-reps 3] [--sanlock-io-timeouts 2,10]
 
 Three daemons on one region file (interval 200 ms, dead 2000 ms, the cluster's watchdog 1 s in
 the superblock), each with [quorum] nodes = [1, 2, 3] and its own FUSE watchdog (tools.fusewatchdog,
@@ -15,6 +16,11 @@ fresh cluster, min / median / max:
   pill      `diskhb fence 2` on node 1: seconds until node 2's own status says it fenced itself
             (pill seen: at its next slot read) and until node 1 counts it fenced (its READ_ONLY beat).
 Every daemon and FUSE mount is ended in `finally`.
+--with-anchors then runs the competitors in the same process, side by side (tools.bench.anchors):
+sbd's poison pill (`message b test` -> the victim's watcher takes it; how long the sender blocks)
+--reps times, and sanlock's dead host -> its resource lease taken by a peer, --sanlock-reps times
+per io timeout (2 s by default, ~76 s each; sanlock's default 10 s with --sanlock-io-timeouts 2,10).
+A competitor that cannot run here prints the failed command and its error on one line.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import tempfile
 import time
 
 from diskhb.control import ControlError, request
+from tools.bench import anchors
 from tools.bench.detection import DISKHB, ROOT, _free_port, _wait
 
 INTERVAL_MS, DEAD_MS, WATCHDOG_S = 200, 2000, 1
@@ -43,13 +50,20 @@ class Trio:
         self.work = tempfile.mkdtemp(prefix="diskhb-failover-", dir="/var/tmp")
         self.region = os.path.join(self.work, "region.img")
         self.run_dir = os.path.join(self.work, "run")
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.dogs = {}
+        self.cfgs: dict[int, str] = {}
+        try:
+            self._start(io_timeout_ms, FuseWatchdog)
+        except BaseException:
+            self.close()  # a cluster that never came up leaves no daemon or FUSE mount behind
+            raise
+
+    def _start(self, io_timeout_ms: int, FuseWatchdog) -> None:
         subprocess.run(DISKHB + ["format", self.region, "--cluster", "bench", "--slots", "4", "--interval-ms",
                                  str(INTERVAL_MS), "--dead-ms", str(DEAD_MS), "--io-timeout-ms", str(io_timeout_ms),
                                  "--watchdog-timeout-s", str(WATCHDOG_S)],
                        check=True, cwd=ROOT, capture_output=True, timeout=60)
-        self.procs: dict[int, subprocess.Popen] = {}
-        self.dogs = {}
-        self.cfgs: dict[int, str] = {}
         for i in (1, 2, 3):
             self.dogs[i] = FuseWatchdog(os.path.join(self.work, f"wd{i}")).start()
             cfg = self.cfgs[i] = os.path.join(self.work, f"n{i}.toml")
@@ -147,6 +161,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--io-timeout-ms", type=int, default=500)
+    ap.add_argument("--with-anchors", action="store_true", help="also run sbd and sanlock (tools.bench.anchors)")
+    ap.add_argument("--sanlock-reps", type=int, default=3, help="with --with-anchors: takeovers per io timeout")
+    ap.add_argument("--sanlock-io-timeouts", type=anchors.io_timeout_list, default=[2],
+                    help="with --with-anchors: comma list of sanlock io timeouts (s), e.g. 2,10")
     args = ap.parse_args()
     print(f"{os.cpu_count()} cores, {os.uname().release}; interval {INTERVAL_MS} / dead {DEAD_MS} ms, io timeout"
           f" {args.io_timeout_ms} ms, cluster watchdog {WATCHDOG_S} s", flush=True)
@@ -168,6 +186,8 @@ def main() -> None:
           flush=True)
     print(_line("pill: diskhb fence -> victim self-fenced (CLI start included)", seen), flush=True)
     print(_line("pill: diskhb fence -> fencer counts it fenced (READ_ONLY beat)", verified), flush=True)
+    if args.with_anchors:
+        anchors.run(args.reps, args.sanlock_reps, args.sanlock_io_timeouts)
 
 
 if __name__ == "__main__":
