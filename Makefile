@@ -5,10 +5,10 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DEB_PKGS := fuse3 libfuse3-3 e2fsprogs fdisk iproute2 util-linux socat stress-ng dosfstools btrfs-progs cryptsetup-bin dmsetup prometheus \
-            tgt libiscsi7 libiscsi-bin sg3-utils
+            tgt libiscsi7 libiscsi-bin sg3-utils resource-agents pacemaker-cli-utils fence-agents libxml2-utils
 # Commands whose absence means "install DEB_PKGS" (one per package that provides a tool we run).
 DEB_PROBES := fusermount3 mkfs.ext4 sfdisk ip losetup setpriv socat stress-ng mkfs.vfat mkfs.btrfs cryptsetup dmsetup promtool \
-              tgtd iscsi-ls sg_persist
+              tgtd iscsi-ls sg_persist ocf-tester crm_resource fence_ipmilan xmllint
 
 # make install: a venv of its own under LIBDIR (the system Python stays untouched: Debian's is
 # "externally managed", and our pinned dependencies cannot clash with its packages), the command
@@ -20,7 +20,7 @@ BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man/man1
 COMPDIR ?= $(PREFIX)/share/bash-completion/completions
 
-.PHONY: demo test deps venv bench bench-sim bench-cts stress clean install man
+.PHONY: demo test deps venv bench bench-sim bench-cts stress clean install man install-agents uninstall-agents
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -79,6 +79,23 @@ install:
 # diskhb.1 from the click help (make install writes it to MANDIR).
 man: $(STAMP)
 	$(VPY) tools/manpage.py -o diskhb.1
+
+# make install-agents (after make install): the Pacemaker agents (README "Pacemaker"): the resource
+# agent ocf:diskhb:guard where Pacemaker looks for it, and /usr/sbin/fence_diskhb (where Pacemaker
+# looks for fence agents) linked to the fence agent's console script in LIBDIR's venv. DESTDIR for
+# packages; make uninstall-agents removes both.
+OCF_PROVIDER_DIR ?= /usr/lib/ocf/resource.d/diskhb
+FENCE_DIR ?= /usr/sbin
+
+install-agents:
+	@test -x $(LIBDIR)/bin/fence_diskhb || { echo "no $(LIBDIR)/bin/fence_diskhb: run make install first (or pass LIBDIR=DIR)" >&2; exit 2; }
+	install -D -m 0755 contrib/ocf/guard $(DESTDIR)$(OCF_PROVIDER_DIR)/guard
+	install -d $(DESTDIR)$(FENCE_DIR)
+	ln -sfn $(LIBDIR)/bin/fence_diskhb $(DESTDIR)$(FENCE_DIR)/fence_diskhb
+
+uninstall-agents:
+	rm -f $(DESTDIR)$(OCF_PROVIDER_DIR)/guard $(DESTDIR)$(FENCE_DIR)/fence_diskhb
+	-rmdir $(DESTDIR)$(OCF_PROVIDER_DIR)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache diskhb.1

@@ -217,17 +217,13 @@ def _daemon_socket(config_path: str | None, run_dir: str) -> str:
     import glob
     import os
 
-    from diskhb.control import socket_path
+    from diskhb.control import node_sockets
 
     if config_path is not None:
         from diskhb.config import load_config
 
         cfg = load_config(config_path)
-        if cfg.cluster.name is None:
-            found = sorted(glob.glob(os.path.join(cfg.node.run_dir, f"diskhb-*-{cfg.node.id}.sock")))
-        else:
-            found = [socket_path(cfg.node.run_dir, cfg.cluster.name, cfg.node.id)]
-        found = [p for p in found if os.path.exists(p)]
+        found = [p for p in node_sockets(cfg.node.run_dir, cfg.cluster.name, cfg.node.id) if os.path.exists(p)]
         if len(found) != 1:
             raise OperatorError(f"{config_path}: no running daemon of node {cfg.node.id} (no control socket in"
                                 f" {cfg.node.run_dir})")

@@ -39,7 +39,15 @@ WAIT_MS_MAX = 24 * 3600 * 1000
 
 
 class ControlError(Exception):
-    """No answer: a stale socket, a daemon that died or stopped answering, a garbled reply."""
+    """No answer: a stale socket, a daemon that died or stopped answering, a garbled reply.
+
+    `gone` is True when nobody listens (no socket file, or connection refused: the daemon
+    exited or was killed), False when a listener did not answer in time or answered garbage
+    (a frozen or overloaded daemon: it may still act)."""
+
+    def __init__(self, text: str, *, gone: bool = False):
+        super().__init__(text)
+        self.gone = gone
 
 
 class BadRequest(ValueError):
@@ -137,7 +145,8 @@ def request(sock_path: str, req: Request | str, timeout_s: float) -> dict:
                     raise ControlError(f"{sock_path}: answer larger than {ANSWER_BYTES_MAX} bytes")
         answer = json.loads(b"".join(chunks))
     except (OSError, ValueError) as e:
-        raise ControlError(f"{sock_path}: {getattr(e, 'strerror', None) or e}") from None
+        gone = isinstance(e, (FileNotFoundError, ConnectionRefusedError))
+        raise ControlError(f"{sock_path}: {getattr(e, 'strerror', None) or e}", gone=gone) from None
     if not isinstance(answer, dict):
         raise ControlError(f"{sock_path}: answer is not a JSON object")
     return answer
@@ -145,6 +154,14 @@ def request(sock_path: str, req: Request | str, timeout_s: float) -> dict:
 
 def socket_path(run_dir: str, cluster: str, node_id: int) -> str:
     return os.path.join(run_dir, f"diskhb-{cluster}-{node_id}.sock")
+
+
+def node_sockets(run_dir: str, cluster: str | None, node_id: int) -> list[str]:
+    """The control sockets node `node_id`'s daemon may have in run_dir: its one path when the
+    cluster name is known, else every cluster's (the name then comes from the region)."""
+    if cluster is not None:
+        return [socket_path(run_dir, cluster, node_id)]
+    return sorted(glob.glob(os.path.join(run_dir, f"diskhb-*-{node_id}.sock")))[:SOCKETS_MAX]
 
 
 def find_daemon(path: str | None, run_dir: str, node_id: int | None = None,

@@ -1235,9 +1235,12 @@ class NodeCore:
                          **({"receiving": r.name not in self.deaf} if r.kind != "disk" else {})}
                         for r in self.spec.regions],
             "nodes": nodes,
+            # takeover_ms / loss_deadline_ms: our monotonic clock (CLOCK_MONOTONIC, one per host), so a
+            # process of this host can judge the lease's freshness itself (diskhb.mmp.check CK1)
             "mmp": [{"resource": n, "path": h.spec.target.path, "block": _block_index(h), "epoch": h.epoch,
-                     "state": h.state, "takeover_ms": h.takeover_ms} for n, h in sorted(self.held.items())
-                    if h.state != "acquiring"],
+                     "state": h.state, "takeover_ms": h.takeover_ms, "loss_deadline_ms": h.loss_deadline_ms}
+                    for n, h in sorted(self.held.items()) if h.state != "acquiring"],
+            "mmp_acquiring": [n for n, h in sorted(self.held.items()) if h.state == "acquiring"],
             "quorum": self._quorum_view(),
             "fencing": None if self.fencing is None else self.fencing.status(self._last_step_ms),
             "mailbox": {r: dict(m) for r, m in sorted(self.mailbox.items())},

@@ -468,8 +468,11 @@ DAEMON_ACQUIRE_SLACK_S = (2 * mf.INTERVAL_MS_MAX + 1000) / 1000 + 30
 @acquire_options
 @click.option("--foreground", is_flag=True,
               help="Hold it in this process even when this node's daemon runs.")
+@click.option("--daemon", "daemon_only", is_flag=True,
+              help="Only through this node's daemon (with --config): refuse (exit 1) when none answers,"
+                   " instead of holding in the foreground (what scripts and resource agents want).")
 def acquire_cmd(resource, region, config_path, device, offset, node_id, node_name, run_dir, wait_s,
-                interval_ms, create, on_loss_command, remount_ro, mountpoint, foreground):
+                interval_ms, create, on_loss_command, remount_ro, mountpoint, foreground, daemon_only):
     """Acquire RESOURCE: this node's daemon holds it, or this process does in the foreground.
 
     With this node's daemon running (found through its control socket in the run directory),
@@ -483,11 +486,16 @@ def acquire_cmd(resource, region, config_path, device, offset, node_id, node_nam
     RESOURCE' writes CLEAN and exits 0. If the resource is lost meanwhile, the loss action
     runs and the exit code is 3. To guard a command instead, use 'diskhb mmp run RESOURCE -- CMD'.
     """
+    if daemon_only and (foreground or not config_path):
+        raise OperatorError("--daemon goes with --config FILE (this node's daemon) and without --foreground")
     ctx = Ctx(region, config_path, device, offset, need_node=True, node_id=node_id, node_name=node_name,
               run_dir=run_dir, resource=resource, writable=True)
     t = ctx.open()
     try:
         daemon = None if foreground else _daemon_for(ctx, t)
+        if daemon is None and daemon_only:
+            raise Refused(f"{resource}: no daemon of node {ctx.node_id} answers in {ctx.run_dir} (start it:"
+                          " 'systemctl start diskhb'); nothing was acquired")
         if daemon is not None:
             if on_loss_command or remount_ro or mountpoint or interval_ms is not None:
                 raise OperatorError("this node's daemon holds resources with the interval and loss action of"
@@ -607,7 +615,8 @@ def release_cmd(resource, region, config_path, device, offset, node_id, node_nam
     t = ctx.open()
     try:
         daemon = _daemon_for(ctx, t)
-        if daemon is not None and any(h.get("resource") == resource for h in daemon[1].get("mmp", [])):
+        if daemon is not None and (any(h.get("resource") == resource for h in daemon[1].get("mmp", []))
+                                   or resource in (daemon[1].get("mmp_acquiring") or [])):  # cancels it
             # The daemon waits up to its own RELEASE_WAIT_S for the CLEAN write; we outwait it.
             from diskhb.control import Release
 
@@ -650,6 +659,97 @@ def release_cmd(resource, region, config_path, device, offset, node_id, node_nam
     epoch, _ = _take_and_mark(ctx, resource, mf.SEQ_CLEAN, interval_ms=seq.interval_ms, stale_self_ok=True)
     _err(f"released {resource}: took over the stale generation {seq.holder_generation:#x} (epoch"
          f" {epoch}) and wrote CLEAN")
+
+
+@mmp.command("check")
+@click.argument("resource")
+@click.option("--config", "config_path", required=True, metavar="FILE", help="This node's daemon config.")
+@click.option("--config-only", is_flag=True,
+              help="Only check that FILE loads and declares RESOURCE in a [[resource]] table (no daemon, no disk).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: code, word, text.")
+def check_cmd(resource, config_path, config_only, as_json):
+    """Does this node hold RESOURCE through its daemon, with a fresh lease? (What the Pacemaker
+    resource agent ocf:diskhb:guard monitors.) Prints one line, 'WORD: what it found'.
+
+    \b
+    Exit 0 (held): the daemon answers and renews it before its loss deadline.
+    Exit 1 (free, down): nothing of this node holds it: the daemon does not (or none runs)
+           and its block names another node or nobody.
+    Exit 3 (expired, lost, releasing, acquiring, process, stale, silent, unknown): not held
+           healthily and not cleanly stopped either; 'stale' and 'silent' (the block names this
+           node, no answering daemon renews it) are ended by 'mmp release --force'.
+    Exit 2: bad input (config, resource name). The rules: diskhb/mmp/check.py (CK1-CK8).
+    """
+    from diskhb.control import STATUS_TIMEOUT_S, ControlError, Status, node_sockets, request
+    from diskhb.mmp import check as ck
+    from diskhb.mmp.local import read_holder
+
+    try:
+        mf.check_resource_name(resource)
+    except mf.BlockError as e:
+        raise OperatorError(str(e)) from None
+    ctx = Ctx(None, config_path, None, None, need_node=False, resource=resource)
+    if config_only:
+        if ctx.res_cfg is None:
+            raise OperatorError(f"{config_path}: no [[resource]] table names {resource!r}; declare it there (name,"
+                                " mountpoint, on_loss) so the daemon holds it with its loss action")
+        click.echo(f"ok: {config_path} declares {resource} (node {ctx.node_id}, {', '.join(ctx.paths)})")
+        return
+    daemon, snap = ck.DAEMON_GONE, None
+    for sock in [p for p in node_sockets(ctx.run_dir, ctx.cfg.cluster.name, ctx.node_id) if os.path.exists(p)]:
+        try:
+            snap = request(sock, Status(), STATUS_TIMEOUT_S)
+        except ControlError as e:
+            if not e.gone:
+                daemon = ck.DAEMON_SILENT
+            continue
+        daemon = ck.DAEMON_ANSWERED
+        break
+    got: dict = {}
+    if ck.needs_block(resource, daemon=daemon, snapshot=snap):
+        got = _check_block(ctx, resource, read_holder)
+    verdict = ck.judge(resource, ctx.node_id, daemon=daemon, snapshot=snap, now_ms=monotonic_ms(), **got)
+    if as_json:
+        click.echo(json.dumps({"resource": resource, "code": verdict.code, "word": verdict.word,
+                               "text": verdict.text}, sort_keys=True))
+    else:
+        click.echo(verdict.line())
+    sys.exit(verdict.code)
+
+
+def _check_block(ctx: Ctx, resource: str, read_holder) -> dict:
+    """What `check` learns from the disk: the block naming `resource` (on this node's regions),
+    or why it could not be read, and a live local process holding it (its holder record)."""
+    from diskhb.mmp import check as ck
+
+    opened = 0
+    last_open_error = None
+    for path in ctx.paths:
+        try:
+            t = open_region_target(path, writable=False)
+        except OperatorError as e:
+            last_open_error = str(e)
+            continue
+        opened += 1
+        try:
+            found = Runner(t).find(resource)
+        except OperatorError as e:
+            return {"block_error": str(e)}
+        finally:
+            t.close()
+        if found is None:
+            continue
+        seq = found.view.seq
+        block = ck.Block(state=seq.state, holder_id=seq.holder_id, holder_name=seq.holder_name,
+                         generation=seq.holder_generation, epoch=seq.epoch)
+        rec = read_holder(ctx.run_dir, found.loc)
+        pid = rec.get("pid") if rec is not None and rec.get("generation") == seq.holder_generation else None
+        return {"block": block, "process_pid": pid if _pid_alive(pid) else None}
+    if opened == 0 and last_open_error is not None:
+        return {"open_error": last_open_error}
+    if last_open_error is not None:  # the name may be bound on the region we could not open
+        return {"block_error": last_open_error}
+    return {}
 
 
 def _pid_alive(pid) -> bool:

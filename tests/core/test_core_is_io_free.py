@@ -1,6 +1,7 @@
 """The core decides and does no I/O (architecture.md): a module of diskhb.core, one of the MMP
-guard's I/O-free machines, or one of the SCSI-PR wire formats, that imports os, time, socket,
-threading, subprocess, random or secrets (directly or by `from X import`) fails this test."""
+guard's I/O-free machines, one of the SCSI-PR wire formats or the fence agent's rules, that
+imports os, time, socket, threading, subprocess, random or secrets (directly or by `from X import`)
+fails this test."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ BANNED = {"os", "time", "socket", "threading", "subprocess", "random", "secrets"
 CORE_MODULES = sorted(
     [os.path.join("diskhb", "core", f) for f in os.listdir(os.path.join(ROOT, "diskhb", "core")) if f.endswith(".py")]
     + [os.path.join("diskhb", "mmp", f"{m}.py") for m in (
-        "steps", "fast_path", "binding", "ledger", "paxos", "acquisition", "hold", "guard", "format", "release")]
+        "steps", "fast_path", "binding", "ledger", "paxos", "acquisition", "hold", "guard", "format", "release",
+        "check")]
     + [os.path.join("netpath", "replay.py")]
     # the SCSI-PR wire formats and the reservation key: pure functions
     + [os.path.join("diskhb", "fencing", "pr_key.py")]
     + [os.path.join("diskhb", "fencing", "scsi", f"{m}.py") for m in ("cdb", "pr_in", "sense")]
+    + [os.path.join("diskhb", "pacemaker", "fence_rules.py")]  # the fence agent's decisions
 )
 
 
