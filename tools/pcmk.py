@@ -49,10 +49,15 @@ NODE_SH = r"""#!/bin/sh
 I=$1; W=$2; D=$W/n$I
 set -e
 hostname n$I
-if [ -n "$6" ]; then  # the Python install lies below a directory only root can enter (/root)
-  mkdir -p "$D/expose"; mount --bind "$6" "$D/expose"
-  mount -t tmpfs -o mode=755 tmpfs "$(dirname "$6")"; mkdir -p "$6"; mount --bind "$D/expose" "$6"
-fi
+# $6: directories (':'-separated) below one only root can enter (/root/.pyenv, a checkout in a
+# mktemp -d directory): each is shown alone on a tmpfs over that parent, for hacluster
+k=0; for x in $(echo "$6" | tr ':' ' '); do k=$((k+1)); mkdir -p "$D/expose$k"; mount --bind "$x" "$D/expose$k"; done
+k=0; covered=""
+for x in $(echo "$6" | tr ':' ' '); do
+  k=$((k+1)); p=$(dirname "$x")
+  case " $covered " in *" $p "*) ;; *) mount -t tmpfs -o mode=755 tmpfs "$p"; covered="$covered $p";; esac
+  mkdir -p "$x"; mount --bind "$D/expose$k" "$x"
+done
 mount -t tmpfs -o mode=755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 for m in lib/pacemaker lib/corosync log/pacemaker log/corosync; do
@@ -117,17 +122,27 @@ def missing() -> str | None:
     return None
 
 
-def hidden_python_dir() -> str | None:
-    """The directory holding this Python below one that others cannot enter (say /root/.pyenv
-    below /root), or None. Pacemaker runs agents' meta-data as hacluster: each node shows that
-    directory, alone, on a tmpfs over its parent in its own mount namespace."""
-    real = os.path.realpath(sys.executable)
-    parts = real.split("/")[1:]
+def _hidden_dir(path: str) -> str | None:
+    """The child, on the way to `path`, of the first directory others cannot enter, or None."""
+    parts = os.path.realpath(path).split("/")[1:]
     for k in range(1, len(parts)):
         parent = "/" + "/".join(parts[:k])
         if not os.stat(parent).st_mode & 0o001:
             return parent.rstrip("/") + "/" + parts[k]
     return None
+
+
+def hidden_dirs() -> str:
+    """What hacluster must reach but cannot (Pacemaker runs agents' meta-data as hacluster): the
+    Python install (say /root/.pyenv below /root) and this checkout with its venv (a mktemp -d
+    clone is 0700); each node shows these, alone, on a tmpfs over their parent in its own mount
+    namespace. ':'-separated, '' for none."""
+    out: list[str] = []
+    for p in (sys.executable, ROOT):
+        d = _hidden_dir(p)
+        if d is not None and d not in out and not any(d.startswith(o + "/") for o in out):
+            out.append(d)
+    return ":".join(out)
 
 
 def _children(pid: int) -> list[int]:
@@ -290,7 +305,7 @@ class PcmkCluster:
         cmd = self.net.exec_prefix(i) + [
             "unshare", "--uts", "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc",
             "--kill-child", "--", "sh", os.path.join(self.work, "node.sh"), str(i), self.work, ROOT,
-            sys.executable, CLUSTER, hidden_python_dir() or ""]
+            sys.executable, CLUSTER, hidden_dirs()]
         out = open(os.path.join(d, "init.out"), "a")
         self.inits[i] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         out.close()
