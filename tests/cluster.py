@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,3 +137,14 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(10)
+
+
+def faultdisk_missing() -> str | None:
+    """What FUSE-based test tools (tools.faultdisk, tools.fusewatchdog) lack here, or None."""
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse"
+    if not shutil.which("fusermount3"):
+        return "fusermount3 (Debian package fuse3)"
+    if importlib.util.find_spec("mfusepy") is None:
+        return "mfusepy (pip install -e '.[test]')"
+    return None

@@ -84,7 +84,7 @@ def dead_lines(log: str) -> list[str]:
 def fault_cluster(disk_tmp_path, *format_args):
     """A FaultCluster over a region formatted with `format_args`, node 1 on a FaultDisk of it (the
     others on the file itself); everything torn down, hangs released first, pass or fail."""
-    from conftest import _faultdisk_missing
+    from cluster import faultdisk_missing as _faultdisk_missing
 
     missing = _faultdisk_missing()
     if missing:

@@ -110,7 +110,7 @@ def by_id(status: dict, node_id: int) -> dict:
 def ns_cluster(disk_tmp_path, cls: type = NsCluster, *, net_no: int = 7, mmp_resources: int = 0):
     """A formatted region, a key, the namespaces and one FaultDisk per node; torn down, pass or
     fail (hung requests released, daemons stopped, FUSE ended, namespaces deleted)."""
-    from conftest import _faultdisk_missing
+    from cluster import faultdisk_missing as _faultdisk_missing
 
     reason = netns.available()
     if reason:

@@ -131,7 +131,7 @@ def _cts(*args: str, timeout: float) -> subprocess.CompletedProcess:
 
 
 def _needs():
-    from conftest import _faultdisk_missing
+    from cluster import faultdisk_missing as _faultdisk_missing
     from tools import netns
 
     reason = netns.available() or (f"needs {m}" if (m := _faultdisk_missing()) else None)

@@ -259,7 +259,7 @@ def test_release_by_signal_when_all_fuse_threads_could_be_busy(faultdisk):
 
 @pytest.mark.root
 def test_command_line_background_mode(disk_tmp_path):
-    from conftest import _faultdisk_missing
+    from cluster import faultdisk_missing as _faultdisk_missing
 
     if _faultdisk_missing():
         pytest.skip(f"faultdisk needs {_faultdisk_missing()}")
@@ -292,7 +292,7 @@ def test_command_line_background_mode(disk_tmp_path):
 
 
 def test_faultdisk_start_failure_is_reported_and_cleaned_up(disk_tmp_path):
-    from conftest import _faultdisk_missing
+    from cluster import faultdisk_missing as _faultdisk_missing
 
     if _faultdisk_missing():
         pytest.skip(f"faultdisk needs {_faultdisk_missing()}")
