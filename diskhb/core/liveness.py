@@ -26,6 +26,14 @@ Per (node, region), the track:
       valid sample decides at once; a corrupt one decides nothing: R6.) But -> UNKNOWN instead
       while a candidate was new or moved on that region less than dead_ms before it looked:
       something of that node id still writes there, a restart not adopted yet is no death.
+      That holds for a DEAD track too once the candidate moved there (DEAD -> UNKNOWN, and DEAD
+      again once it has not moved for dead_ms; its first sample alone proves nothing, as one
+      replayed packet looks the same): the old incarnation died there, then the node restarted,
+      and R5 may be unable to adopt the restart for a while (a stale region that cannot
+      testify); judged DEAD, the region would declare the node dead when that stale region
+      came back, however recently the new incarnation beat (the simulator's seed 1278253).
+      A replay of another generation could keep a region UNKNOWN this way, as it already could
+      an ALIVE one: that delays a fence (a denial of service), never lets a node write twice.
   R4  LEFT: a sample of the current generation carrying LEFT -> LEFT on every region that knows
       the node, at once: this incarnation stopped cleanly and released its storage; it is not
       dead. It counts only from an incarnation seen advancing in this process's lifetime: the
@@ -215,7 +223,7 @@ _TRANSITIONS: dict[_Trigger, dict[NodeState, NodeState | None]] = {
     _Trigger.ADVANCE_STALE: _row(_U, _U, _U, None),
     _Trigger.LEFT: _row(_L, _L, _L, _L),
     _Trigger.DEADLINE: _row(_D, _D, None, None),
-    _Trigger.DEADLINE_CANDIDATE: _row(_U, _U, None, None),
+    _Trigger.DEADLINE_CANDIDATE: _row(_U, _U, _U, None),
     _Trigger.RESTART: _row(_U, _U, _U, _U),
     _Trigger.STALE: _row(_U, _U, _U, None),
 }
@@ -489,6 +497,11 @@ class Liveness:
                 if track.state is _D and region in self._stale:  # R8: no proof of death either
                     self._move(now_ms, node, region, track, _Trigger.STALE)
                     moved.append((region, f"stale: {region} not read for {now_ms - looked_ms} ms"))
+                if track.state is _D and region not in self._stale and track.cand_generation != GENERATION_NONE \
+                        and track.cand_moves and looked_ms - track.cand_moved_ms < dead_ms:  # R3: a restart writes there
+                    self._move(now_ms, node, region, track, _Trigger.DEADLINE_CANDIDATE)
+                    moved.append((region, f"generation {track.cand_generation:#x} writes on {region}"
+                                          " (not adopted yet)"))
                 if track.state is not _A and track.state is not _U:
                     continue  # only a watched track has a deadline
                 if track.blind_ms is not None:  # R6: judged only up to its last valid sample

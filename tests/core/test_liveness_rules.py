@@ -350,6 +350,38 @@ def test_a_stale_region_cannot_testify_that_the_old_generation_is_quiet():
     assert restarts(ev) and overall(ev) == [(2, UNKNOWN, ALIVE)] and lv.node(2).generation == 9
 
 
+def test_a_restart_seen_on_a_region_already_dead_for_the_old_incarnation_is_no_death():
+    """R3 on a DEAD track (the simulator's seed 1278253): the old incarnation died on the link
+    while the disk could not be read; then the node restarted and beat on the link only, never
+    adopted (R5: the stale disk cannot testify). The link goes DEAD -> UNKNOWN while the new
+    generation writes there, so when the disk reads again the node is not declared dead until
+    that generation has shown nothing new for dead_ms."""
+    lv = live()
+    node = Node(lv, ("disk", "net"))
+    t = node.run(0, 2000)
+    read_ms = t + 100  # the disk's reads hang from here
+    events = []
+    for now in range(t + INTERVAL_MS, t + 3000, INTERVAL_MS):  # the old incarnation is gone: the link says DEAD
+        events += lv.tick(now, sampled_ms={"disk": read_ms, "net": now})
+    assert lv.node(2).regions["net"].state is DEAD and lv.node(2).state is UNKNOWN  # the stale disk: R8
+    t += 3000
+    node.gen, node.seq, node.regions = 9, 0, {"net"}  # restarted; we only hear the link
+    last = t
+    for now in range(t, t + 2000, INTERVAL_MS):
+        node.beat(now)
+        events += lv.tick(now, sampled_ms={"disk": read_ms, "net": now})
+        lv.check_invariants()
+        last = now
+    assert lv.node(2).regions["net"].state is UNKNOWN and restarts(events) == []  # written there, not adopted
+    for now in range(last + INTERVAL_MS, last + 4000, INTERVAL_MS):  # it dies; the disk reads again, stale
+        events += lv.tick(now, sampled_ms={"disk": now, "net": now})
+        lv.check_invariants()
+        if now - last < DEAD_MS:
+            assert lv.node(2).state is not DEAD, now - last
+    deaths = [e for e in events if isinstance(e, NodeStateChanged) and e.new is DEAD]
+    assert len(deaths) == 1 and lv.node(2).state is DEAD
+
+
 def test_a_restart_adopted_on_a_stale_region_does_not_inherit_the_old_incarnations_leave():
     """R5 with R4 and R8: the node left cleanly (LEFT on its advancing generation), then restarted;
     the new generation is adopted from a read of a stale region (our reads there hung for a
