@@ -47,6 +47,16 @@ the attempts' outcomes and the caller's monotonic now_ms. The rules:
       cluster has a watchdog, and only while every quorum member's link view leaves it out) is
       fenced (method "deadline"): whatever it is doing, it fenced itself and its watchdog reset
       it by then (self_fence SF3, SF5). Judged only while quorate (FD1).
+  FD12 RECEIPT: an I/O fence (a method in IO_METHODS: the victim's key read back gone from
+      every LUN) lets the victim run on, so what it proves is checked once more: a receipt is
+      issued when the victim's incarnation has not advanced on any region for receipt_window_ms
+      (one watchdog window: a victim that fenced itself or was reset by then is down; dead_ms
+      without a watchdog) after the fence was verified, or it restarted (the incarnation is
+      gone); it is void, and says so, when that incarnation advanced after the fence: it runs
+      on, cut off from the LUNs (that is what I/O fencing allows, but the operator must know).
+      The receipt is evidence for the log, status and metrics; it gates nothing: storage is
+      taken over at the verified fence (FD5), which is why the takeover needs no wait for the
+      victim's watchdog.
   FD10 MANUAL: an operator's order (`diskhb fence NODE`) fences a configured peer other than us,
       alive or not, as we see its incarnation now; refused without quorum unless forced. This
       node is its fencer; it is tried once (no automatic retry: the operator sees the outcome in
@@ -66,6 +76,8 @@ RETRY_MS_MIN = 1_000
 RETRY_MS_MAX = 60_000
 ATTEMPT_TIMEOUT_MS_DEFAULT = 60_000  # a safety net: each method bounds its own run time
 VICTIMS_MAX = NODE_ID_MAX  # one record per configured peer at most (bounded by the node list)
+IO_METHODS = ("scsi-pr",)  # FD12: fences that cut the victim off its storage and leave it running
+RECEIPTS_KEPT = 16  # FD12: the newest receipts shown in status
 
 
 # -- out: orders (actions for the caller) and events --------------------------------------------------
@@ -109,6 +121,16 @@ class FencePending:
 
 
 @record
+class FenceReceipt:
+    """FD12: the evidence of an I/O fence, checked over a watchdog window (issued), or not (void)."""
+    node_id: int
+    generation: int
+    method: str
+    issued: bool
+    evidence: str  # what the method read back (each LUN's keys), then what the window showed
+
+
+@record
 class VictimBack:
     """FD7: no victim any more (alive again, restarted, or left)."""
     node_id: int
@@ -129,11 +151,15 @@ class _Victim:
     last: str = ""  # the last outcome, for status
     manual: bool = False  # FD10
     pending: str = ""  # FD9: what the in-flight attempt waits for
+    fenced_ms: int = 0  # FD12: when the fence was verified
+    method: str = ""  # FD12: the method that verified it
+    evidence: str = ""  # FD12: what it read back
+    receipt: str = ""  # FD12: "" until issued or void, then the one-line verdict
 
 
 class Fencing:
     def __init__(self, self_id: int, nodes: tuple[int, ...], *,
-                 attempt_timeout_ms: int = ATTEMPT_TIMEOUT_MS_DEFAULT):
+                 attempt_timeout_ms: int = ATTEMPT_TIMEOUT_MS_DEFAULT, receipt_window_ms: int = 0):
         if self_id not in nodes:
             raise ValueError(f"fencing: this node ({self_id}) is not in the node list")
         if attempt_timeout_ms <= 0:
@@ -141,6 +167,8 @@ class Fencing:
         self.self_id = self_id
         self.nodes = tuple(sorted(nodes))
         self.attempt_timeout_ms = attempt_timeout_ms
+        self.receipt_window_ms = receipt_window_ms  # FD12 (0: no receipts)
+        self.receipts: list[dict] = []  # FD12: the newest RECEIPTS_KEPT, for status
         self.victims: dict[int, _Victim] = {}  # node id -> its current incarnation's record
         self.released: dict[int, int] = {}  # FD3: peer -> the generation whose READ_ONLY promise stands
         self.self_fenced: dict[int, int] = {}  # FD8: peer -> its generation that fenced itself (final)
@@ -194,8 +222,18 @@ class Fencing:
                 events.append(VictimBack(nid, v.generation, why))
                 v = None
             if v is not None and v.fenced and p is not None and p.generation not in (v.generation, GENERATION_NONE):
+                if v.method in IO_METHODS and not v.receipt:  # FD12: the fenced incarnation is gone
+                    events.append(self._receipt(nid, v, True, f"it restarted as generation {p.generation:#x}"))
                 del self.victims[nid]  # FD5: a new generation is a new node
                 v = None
+            if v is not None and v.fenced and v.method in IO_METHODS and not v.receipt and p is not None \
+                    and self.receipt_window_ms:  # FD12
+                if p.advanced_ms > v.fenced_ms:
+                    events.append(self._receipt(nid, v, False, f"its heartbeat advanced {p.advanced_ms - v.fenced_ms}"
+                                                               " ms after the fence: it runs on, cut off from the LUNs"))
+                elif now_ms - v.fenced_ms >= self.receipt_window_ms:
+                    events.append(self._receipt(nid, v, True, f"its heartbeat stayed frozen for"
+                                                              f" {now_ms - v.fenced_ms} ms after the fence"))
             if v is None and quorate and p is not None and p.state is NodeState.DEAD \
                     and p.generation != GENERATION_NONE:  # FD1, FD2
                 v = self.victims[nid] = _Victim(p.generation, now_ms)
@@ -249,7 +287,7 @@ class Fencing:
                           + (" (forced, without quorum)" if not quorate else ""))
 
     def outcome(self, now_ms: int, node_id: int, generation: int, attempt: int, ok: bool, method: str,
-                detail: str, pending: bool = False) -> list:
+                detail: str, pending: bool = False, evidence: str = "") -> list:
         """The result of a FenceOrder (verified: ok; done but waiting for the victim to show it:
         pending, FD9). A late outcome of an earlier attempt still counts when it is a success:
         the incarnation is fenced either way (FD5)."""
@@ -267,6 +305,7 @@ class Fencing:
             return [FenceOutcome(node_id, generation, attempt, ok, method, detail)]
         if ok:
             v.fenced, v.last = True, f"fenced by {method}: {detail}"
+            v.fenced_ms, v.method, v.evidence = now_ms, method, evidence  # FD12
             return [FenceOutcome(node_id, generation, attempt, True, method, detail)]
         if attempt != v.attempts:
             return [FenceOutcome(node_id, generation, attempt, False, method, detail)]
@@ -291,8 +330,17 @@ class Fencing:
     def status(self, now_ms: int) -> list[dict]:
         return [{"node": nid, "generation": hex_id(v.generation), "since_ms": now_ms - v.since_ms,
                  "fencer": v.fencer, "attempts": v.attempts, "in_flight": v.in_flight_since_ms is not None,
-                 "fenced": v.fenced, "last": v.last, "manual": v.manual, "pending": v.pending}
+                 "fenced": v.fenced, "last": v.last, "manual": v.manual, "pending": v.pending,
+                 "method": v.method, "receipt": v.receipt}
                 for nid, v in sorted(self.victims.items())]
+
+    def _receipt(self, node_id: int, v: _Victim, issued: bool, window: str) -> FenceReceipt:
+        """FD12."""
+        v.receipt = ("issued: " if issued else "void: ") + window
+        evidence = f"{v.evidence}; {window}" if v.evidence else window
+        self.receipts = (self.receipts + [{"node": node_id, "generation": hex_id(v.generation), "method": v.method,
+                                           "issued": issued, "evidence": evidence}])[-RECEIPTS_KEPT:]
+        return FenceReceipt(node_id, v.generation, v.method, issued, evidence)
 
     def _failed(self, now_ms: int, node_id: int, v: _Victim, attempt: int, method: str, detail: str) -> FenceOutcome:
         v.retry_at_ms = now_ms + v.backoff_ms  # FD6

@@ -80,7 +80,8 @@ MMP guards (diskhb.mmp.guard); the rules of its own are these:
      fencing FD11) only when the cluster has a watchdog (superblock) and, with link regions, every
      other quorum member's fresh view leaves it out (counted from the first judgement that found
      so); a member heard without a fresh view might still see it: no deadline then.
-  N14 SELF-FENCE (diskhb.core.self_fence SF1-SF6): a pill, or the triggers checked at every
+  N14 SELF-FENCE (diskhb.core.self_fence SF1-SF7): a pill, an IoFenced report (our PR key
+     preempted), or the triggers checked at every
      judgement, move the node to SELF_FENCED: every guard abandoned (loss actions run), then a
      BlockReadOnly action for the guarded mountpoints' devices, and the SelfFence action tells
      the daemon to stop feeding the watchdog. Beats go on with SELF_FENCED, and with READ_ONLY
@@ -233,6 +234,7 @@ class FenceDone:
     method: str
     detail: str
     pending: bool = False  # fencing FD9: the method did its part; the victim must show it
+    evidence: str = ""  # fencing FD12: what the method read back (an I/O fence's keys per LUN)
 
 
 @record
@@ -241,6 +243,14 @@ class FenceRequest:
     request_id: int
     node_id: int
     force: bool = False
+    method: str = ""  # `--method`: only this method ("": the configured order)
+
+
+@record
+class IoFenced:
+    """N14, self_fence SF7: our own reservation key is gone from a guarded LUN and no reconnect of
+    ours explains it: a fencer preempted this incarnation (diskhb.fencing.scsi_pr's audit)."""
+    detail: str
 
 
 @record
@@ -257,7 +267,7 @@ class MailboxRead:
 
 NodeObservation = (Beat | BadSample | BeatBatch | IoSubmitted | IoCompleted | OwnSlotRead | DuplicateId
                    | RegionFault | MmpIoDone | AcquireRequest | ReleaseRequest | StopRequest | LossDone
-                   | FenceDone | MailboxRead | FenceRequest)
+                   | FenceDone | MailboxRead | FenceRequest | IoFenced)
 
 
 # -- actions (out) -----------------------------------------------------------------------------------
@@ -327,6 +337,7 @@ class Fence:
     generation: int
     attempt: int
     reason: str
+    method: str = ""  # an operator's `--method`: only this one ("": the configured order)
 
 
 @record
@@ -452,12 +463,13 @@ class NodeCore:
         self.exit_code: int | None = None
         self.liveness = Liveness(self_id=spec.node_id, interval_ms=spec.interval_ms, dead_ms=spec.dead_ms)
         self.quorum = QuorumState(spec.quorum, started_ms=now_ms) if spec.quorum is not None else None  # N10
-        self.fencing = Fencing(spec.node_id, tuple(spec.quorum.votes)) if spec.quorum is not None else None  # N11
+        self.fencing = Fencing(spec.node_id, tuple(spec.quorum.votes), receipt_window_ms=spec.watchdog_ms or spec.dead_ms) \
+            if spec.quorum is not None else None  # N11; fencing FD12's window: one watchdog timeout
         self._digest = spec.quorum.digest() if spec.quorum is not None else 0  # Q3: what our beats advertise
         self.peer_digests: dict[int, int] = {}  # Q3: node -> the digest its newest beat advertised
         self.mailbox: dict[str, dict] = {}  # N12: region -> the newest message there, as status shows it
         self._mailbox_acks: dict[str, int] = {}  # N12: region -> the seq acted on (published; replaced, not mutated)
-        self._pill: str | None = None  # N12, N14: a fence message just read (what it said), acted on in step()
+        self._pill: tuple[str, str] | None = None  # N12, N14: (reason, what) of a pill or an I/O fence, acted on in step()
         self.self_fence = SelfFenceRules(
             lease_ms=timing.self_fence_lease_ms(spec.dead_ms),
             write_land_max_ms=timing.write_land_max_ms(spec.io_timeout_ms), started_ms=now_ms,
@@ -657,10 +669,14 @@ class NodeCore:
         if isinstance(obs, FenceDone):
             if self.fencing is not None:  # N11
                 self.events.extend(self.fencing.outcome(now_ms, obs.node_id, obs.generation, obs.attempt, obs.ok,
-                                                        obs.method, obs.detail, obs.pending))
+                                                        obs.method, obs.detail, obs.pending, obs.evidence))
             return
         if isinstance(obs, FenceRequest):
             self._fence_request(now_ms, obs, actions)
+            return
+        if isinstance(obs, IoFenced):  # N14, SF7: acted on in step(), where actions go out
+            if self.self_fence is not None and self._pill is None:
+                self._pill = ("io-fenced", obs.detail)
             return
         raise TypeError(f"unknown observation {obs!r}")
 
@@ -699,7 +715,7 @@ class NodeCore:
         self._mailbox_acks = {**self._mailbox_acks, obs.region: obs.seq}  # a new dict: beats already out keep theirs
         self.events.append(MailboxMessage(obs.region, obs.sender_id, kind, obs.seq))
         if obs.message == MSG_FENCE:  # N14, SF1: acted on in step(), where actions go out
-            self._pill = f"a fence message from {sender} on region {obs.region} (seq {obs.seq})"
+            self._pill = ("pill", f"a fence message from {sender} on region {obs.region} (seq {obs.seq})")
 
     def _own_slot(self, now_ms: int, obs: OwnSlotRead) -> None:
         if self.phase is Phase.CLAIMING:
@@ -858,10 +874,10 @@ class NodeCore:
             self._fence_self(now_ms, fenced, actions)
 
     def _take_pill(self, now_ms: int, actions: list[Action]) -> None:
-        what, self._pill = self._pill, None
+        (reason, what), self._pill = self._pill, None
         if self.phase is not Phase.RUNNING and self.phase is not Phase.LEAVING:
             return  # already fenced (acknowledged only), or stopping for good
-        fenced = self.self_fence.pill(now_ms, what)
+        fenced = self.self_fence.pill(now_ms, what) if reason == "pill" else self.self_fence.io_fenced(now_ms, what)
         if fenced is not None:
             self._fence_self(now_ms, fenced, actions)
 
@@ -962,7 +978,7 @@ class NodeCore:
         if isinstance(got, str):
             refuse(got, 2 if req.node_id == self.spec.node_id or req.node_id not in self.fencing.nodes else 1)
             return
-        actions.append(Fence(got.node_id, got.generation, got.attempt, got.reason))
+        actions.append(Fence(got.node_id, got.generation, got.attempt, got.reason, req.method))
         actions.append(Reply(req.request_id, {"ok": True, "node": got.node_id, "generation": hex_id(got.generation),
                                               "attempt": got.attempt,
                                               "note": "fence ordered: see 'diskhb status' for its outcome"}))
@@ -1243,6 +1259,7 @@ class NodeCore:
             "mmp_acquiring": [n for n, h in sorted(self.held.items()) if h.state == "acquiring"],
             "quorum": self._quorum_view(),
             "fencing": None if self.fencing is None else self.fencing.status(self._last_step_ms),
+            "fence_receipts": [] if self.fencing is None else list(self.fencing.receipts),  # fencing FD12
             "mailbox": {r: dict(m) for r, m in sorted(self.mailbox.items())},
             "self_fence": None if self.self_fence is None or self.self_fence.fenced is None else
             {"reason": self.self_fence.fenced.reason, "detail": self.self_fence.fenced.detail,

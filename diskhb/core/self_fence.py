@@ -33,13 +33,17 @@ trigger that holds fences the node, for good (SF6). The triggers:
       can still land (ledger LG3), also READ_ONLY: the promise peers act on (fencing FD8).
   SF6 FINAL: a self-fenced incarnation never writes guarded storage again and acquires
       nothing; only a restart (a new generation, after a new slot claim) rejoins.
+  SF7 I/O-FENCED: our own reservation key was removed from a guarded LUN, and no reconnect of
+      ours explains it (diskhb.fencing.scsi_pr's audit): a fencer preempted this incarnation.
+      The LUN refuses our writes already; the rest of guarded storage must follow at once, so
+      it is a trigger like the pill (SF5's actions), acted on at the audit that finds it.
 """
 
 from __future__ import annotations
 
 from diskhb.core.record import record
 
-REASONS = ("pill", "quorum-lost", "lease", "stuck-write")  # diskhb_self_fence_total{reason}
+REASONS = ("pill", "quorum-lost", "lease", "stuck-write", "io-fenced")  # diskhb_self_fence_total{reason}
 
 
 @record
@@ -65,6 +69,10 @@ class SelfFence:
     def pill(self, now_ms: int, detail: str) -> SelfFenced | None:
         """SF1: a fence message for this incarnation was read."""
         return self._fence(now_ms, "pill", detail)
+
+    def io_fenced(self, now_ms: int, detail: str) -> SelfFenced | None:
+        """SF7: a fencer removed our reservation key."""
+        return self._fence(now_ms, "io-fenced", detail)
 
     def check(self, now_ms: int, *, quorate: bool, connected: bool = False, guarding: bool, landed_ms: int | None,
               oldest_beat_write_ms: int | None, mmp_lapsed_ms: int | None) -> SelfFenced | None:

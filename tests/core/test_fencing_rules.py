@@ -236,7 +236,7 @@ def test_status_rows():
     [row] = f.status(1_000)
     assert row == {"node": 2, "generation": "0x12", "since_ms": 1_000, "fencer": 3, "attempts": 1,
                    "in_flight": False, "fenced": False, "last": "attempt 1 failed (pill): no ack",
-                   "manual": False, "pending": ""}
+                   "manual": False, "pending": "", "method": "", "receipt": ""}
     assert isinstance(FenceOrder(2, 0x12, 1, "x"), FenceOrder)
 
 
@@ -357,3 +357,64 @@ def test_fd11_needs_a_delivered_pill():
     f.outcome(10, 2, 0x22, 1, False, "pill", "cannot write the mailbox")  # failed, not pending
     f.evaluate(9_000, q(1, 3), peers(n1=A, n2=(D, 0x22, ACTIVE)), {2: 5_000})
     assert not f.fenced(2, 0x22)
+
+
+# -- FD12: the receipt of an I/O fence --------------------------------------------------------------
+
+WINDOW = 10_000
+
+
+def io_fenced(window=WINDOW):
+    """Node 3 fenced node 2 (generation 0x12, DEAD since 0) by scsi-pr at 500 ms."""
+    f = Fencing(3, (1, 2, 3), receipt_window_ms=window)
+    f.evaluate(0, q(1, 3), peers(n1=A, n2=D))
+    out = f.outcome(500, 2, 0x12, 1, True, "scsi-pr", "key gone", evidence="lun0: keys [k1]")
+    assert kinds(([], out)) == ["FenceOutcome"] and f.may_take_over(2, 0x12) == "fenced"  # no wait for the window
+    return f
+
+
+def receipts(out):
+    return [(e.node_id, e.issued) for e in out[1] if type(e).__name__ == "FenceReceipt"]
+
+
+def test_fd12_a_victim_frozen_for_the_window_gets_a_receipt_once():
+    f = io_fenced()
+    assert receipts(f.evaluate(500 + WINDOW - 1, q(1, 3), peers(n1=A, n2=(D, 0x12, ACTIVE, 0)))) == []
+    out = f.evaluate(500 + WINDOW, q(1, 3), peers(n1=A, n2=(D, 0x12, ACTIVE, 0)))
+    assert receipts(out) == [(2, True)]
+    [r] = [e for e in out[1] if type(e).__name__ == "FenceReceipt"]
+    assert r.method == "scsi-pr" and r.evidence.startswith("lun0: keys [k1]; its heartbeat stayed frozen")
+    assert f.receipts[-1]["issued"] is True and f.status(0)[0]["receipt"].startswith("issued")
+    assert receipts(f.evaluate(600 + WINDOW, q(1, 3), peers(n1=A, n2=(D, 0x12, ACTIVE, 0)))) == []
+
+
+def test_fd12_a_victim_that_beats_after_the_fence_voids_the_receipt_but_stays_fenced():
+    f = io_fenced()
+    out = f.evaluate(2_000, q(1, 3), peers(n1=A, n2=(A, 0x12, ACTIVE, 1_900)))
+    assert receipts(out) == [(2, False)] and "advanced 1400 ms after the fence" in f.status(0)[0]["receipt"]
+    assert f.fenced(2, 0x12) and kinds(out) == ["FenceReceipt"]  # FD5: fenced for good, no VictimBack
+
+
+def test_fd12_a_restart_after_the_fence_issues_the_receipt():
+    f = io_fenced()
+    out = f.evaluate(2_000, q(1, 3), peers(n1=A, n2=(A, 0x99, ACTIVE, 1_900)))
+    assert receipts(out) == [(2, True)] and "restarted as generation 0x99" in f.receipts[-1]["evidence"]
+    assert 2 not in f.victims
+
+
+@pytest.mark.parametrize("method", ["pill", "self", "deadline", "agent"])
+def test_fd12_only_an_io_fence_gets_a_receipt(method):
+    f = Fencing(3, (1, 2, 3), receipt_window_ms=WINDOW)
+    f.evaluate(0, q(1, 3), peers(n1=A, n2=D))
+    f.outcome(500, 2, 0x12, 1, True, method, "done")
+    assert receipts(f.evaluate(600 + WINDOW, q(1, 3), peers(n1=A, n2=(D, 0x12, ACTIVE, 0)))) == []
+
+
+def test_fd12_receipts_kept_are_bounded():
+    from diskhb.core.fencing import RECEIPTS_KEPT
+    f = Fencing(3, (1, 2, 3), receipt_window_ms=1)
+    for gen in range(0x100, 0x100 + RECEIPTS_KEPT + 5):
+        f.evaluate(gen * 10, q(1, 3), peers(n1=A, n2=(D, gen, ACTIVE, 0)))
+        f.outcome(gen * 10, 2, gen, f.victims[2].attempts, True, "scsi-pr", "gone")
+        f.evaluate(gen * 10 + 5, q(1, 3), peers(n1=A, n2=(D, gen, ACTIVE, 0)))
+    assert len(f.receipts) == RECEIPTS_KEPT

@@ -433,6 +433,28 @@ def test_n14_sf1_a_pill_stops_every_guard_and_the_beats_say_so():
     assert d.exit().code == 3, "a self-fenced node never stops as if clean"
 
 
+def test_n14_sf7_our_key_preempted_fences_us_like_a_pill():
+    d = Driver(quorum=Q3, self_fence=True, mountpoint="/mnt/db")
+    d.started()
+    quorate(d, 1000)
+    assert d.acquire()["ok"] is True
+    n = len(d.actions)
+    d.step(d.now + 10, [core.IoFenced("our key 0x1 is gone from iscsi://127.0.0.1:3260/iqn.x/1")])
+    assert d.core.phase is core.Phase.SELF_FENCED
+    assert [a.reason for a in d.actions[n:] if isinstance(a, core.SelfFence)] == ["io-fenced"]
+    assert [a.resource for a in d.actions[n:] if isinstance(a, core.RunLoss)] == ["db"]
+    assert d.core.snapshot()["self_fence"]["reason"] == "io-fenced"
+
+
+def test_n11_an_operators_method_rides_on_the_fence_action():
+    d = Driver(quorum=Q3, self_fence=True)
+    d.started()
+    quorate(d, 1000)
+    d.step(d.now + 10, [core.FenceRequest(9, 2, method="scsi-pr")])
+    [fence] = [a for a in d.actions if isinstance(a, core.Fence)]
+    assert fence.method == "scsi-pr"
+
+
 def test_n14_read_only_waits_until_no_mmp_write_of_ours_can_land():
     d = Driver(quorum=Q3, self_fence=True)
     d.started()

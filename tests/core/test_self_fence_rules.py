@@ -85,7 +85,8 @@ def test_reasons_are_the_metric_labels():
     seen = {check(rules(), 100, quorate=False, guarding=True).reason,
             check(rules(), LEASE, quorate=False).reason,
             check(rules(), 5000, lapsed=1).reason,
-            sf.pill(0, "x").reason}
+            sf.pill(0, "x").reason,
+            rules().io_fenced(0, "our key is gone from lun0").reason}  # SF7
     assert seen == set(REASONS)
 
 
