@@ -7,6 +7,8 @@
     sched = "rr"                  # the loop thread's realtime policy: rr | fifo | off [default rr]
     rt_priority = 10              # its priority, 1..99 [default 10]
     oom_score_adj = -900          # -1000..1000 [default -900]
+    fence = ["scsi-pr", "pill", "agent"]  # fencing methods in order, the next only when one failed
+                                  # [default ["pill"] with a disk region and a [quorum]]
     [cluster]                     # optional: when given, must agree with every disk region
     name = "c1"
     interval_ms = 200
@@ -31,6 +33,19 @@
     timeout_ms = 10000            # per run; then SIGTERM, SIGKILL to its process group [default 10000]
     concurrency = 4               # runs at once [default 4]
     events = ["node-dead"]        # only these events [default: all]
+    [scsi-pr]                     # optional: SCSI-3 persistent reservations on the shared LUNs
+    luns = ["iscsi://192.0.2.5:3260/iqn.2024-01.org.example:lun0/1", "/dev/sg3"]
+                                  # every LUN of the guarded storage (fence_scsi's `devices` rule)
+    initiator = "iqn.2024-01.org.example:node1"  # iSCSI initiator name [default: derived from cluster and node]
+    timeout_ms = 10000            # one fence: preempt and read back on every LUN [default 10000]
+    command_timeout_ms = 3000     # one SCSI command [default 3000]
+    audit_interval_ms = 5000      # read every LUN's keys this often [default 5000]
+    [fence-agent]                 # optional: a Pacemaker-style fence agent, the last resort
+    agent = "fence_ipmilan"       # in /usr/sbin, or an absolute path
+    action = "off"                # off | reboot [default off]
+    timeout_ms = 60000            # per run (off, then status) [default 60000]
+    params = { ip = "192.0.2.9", username = "admin", password_script = "/etc/diskhb/pw" }
+    plugs = { node2 = "2" }       # node name -> the agent's plug [default: the node name]
 """
 
 from __future__ import annotations
@@ -67,6 +82,7 @@ class NodeConfig:
     sched: str = "rr"  # the loop thread's policy: "rr" | "fifo" | "off"
     rt_priority: int = RT_PRIORITY_DEFAULT
     oom_score_adj: int = OOM_SCORE_ADJ_DEFAULT
+    fence: tuple[str, ...] = ()  # fencing methods in order (FENCE_METHODS); () with no fencing
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +132,33 @@ class HooksConfig:
     events: tuple[str, ...] | None = None  # None: every event
 
 
+FENCE_METHODS = ("scsi-pr", "pill", "agent")
+PR_TIMEOUT_MS_DEFAULT = 10_000
+PR_COMMAND_TIMEOUT_MS_DEFAULT = 3_000
+PR_AUDIT_INTERVAL_MS_DEFAULT = 5_000
+PR_LUNS_MAX = 64  # fence_scsi fences device by device; a few dozen LUNs at most in one cluster
+AGENT_TIMEOUT_MS_DEFAULT = 60_000  # an IPMI off-then-status takes seconds; a hung BMC must not hold a fence forever
+AGENT_PARAMS_MAX = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ScsiPrConfig:
+    luns: tuple[str, ...]
+    initiator: str | None = None
+    timeout_ms: int = PR_TIMEOUT_MS_DEFAULT
+    command_timeout_ms: int = PR_COMMAND_TIMEOUT_MS_DEFAULT
+    audit_interval_ms: int = PR_AUDIT_INTERVAL_MS_DEFAULT
+
+
+@dataclass(frozen=True, slots=True)
+class FenceAgentConfig:
+    agent: str
+    action: str = "off"
+    timeout_ms: int = AGENT_TIMEOUT_MS_DEFAULT
+    params: tuple[tuple[str, str], ...] = ()
+    plugs: tuple[tuple[str, str], ...] = ()  # node name -> plug
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     path: str
@@ -128,17 +171,22 @@ class Config:
     quorum: QuorumSpec | None = None  # [quorum], validated (Q1-Q7); None: none (this node never claims quorum)
     watchdog: WatchdogConfig | None = None  # [watchdog]; None: none (the tick feeds nothing)
     hooks: HooksConfig | None = None  # [hooks]; None: no notification hooks
+    scsi_pr: ScsiPrConfig | None = None  # [scsi-pr]; None: no persistent reservations
+    fence_agent: FenceAgentConfig | None = None  # [fence-agent]
 
     @property
     def disk_regions(self) -> tuple[RegionConfig, ...]:
         return tuple(r for r in self.regions if r.type == "disk")
 
 
-_SECTIONS = {"node", "cluster", "metrics", "log", "region", "resource", "quorum", "watchdog", "hooks"}
+_SECTIONS = {"node", "cluster", "metrics", "log", "region", "resource", "quorum", "watchdog", "hooks", "scsi-pr",
+             "fence-agent"}
+_SCSI_PR_KEYS = {"luns", "initiator", "timeout_ms", "command_timeout_ms", "audit_interval_ms"}
+_AGENT_KEYS = {"agent", "action", "timeout_ms", "params", "plugs"}
 _HOOKS_KEYS = {"dir", "commands", "timeout_ms", "concurrency", "events"}
 _WATCHDOG_KEYS = {"device", "timeout_s"}
 _QUORUM_KEYS = {"nodes", "votes", "expected_votes", "wait_for_all", "initdead_ms", "two_node", "weight"}
-_NODE_KEYS = {"name", "id", "run_dir", "mlock", "sched", "rt_priority", "oom_score_adj"}
+_NODE_KEYS = {"name", "id", "run_dir", "mlock", "sched", "rt_priority", "oom_score_adj", "fence"}
 _CLUSTER_KEYS = {"name", "interval_ms", "dead_ms"}
 _METRICS_KEYS = {"listen"}
 _LOG_KEYS = {"level"}
@@ -220,6 +268,7 @@ def parse_config(raw: dict, path: str = "<config>") -> Config:
     oom = _get(where, node_t, "oom_score_adj", int, "node.", default=OOM_SCORE_ADJ_DEFAULT)
     if not -1000 <= oom <= 1000:
         raise where.fail("node.oom_score_adj", f"{oom} out of range", "use -1000..1000")
+    fence = _get(where, node_t, "fence", list, "node.")
     node = NodeConfig(name=name, id=node_id, run_dir=run_dir, mlock=mlock, sched=sched, rt_priority=rt_priority,
                       oom_score_adj=oom)
 
@@ -269,8 +318,104 @@ def parse_config(raw: dict, path: str = "<config>") -> Config:
     quorum = _parse_quorum(where, raw["quorum"], node_id) if "quorum" in raw else None
     watchdog = _parse_watchdog(where, raw["watchdog"]) if "watchdog" in raw else None
     hooks = _parse_hooks(where, raw["hooks"]) if "hooks" in raw else None
+    scsi_pr = _parse_scsi_pr(where, raw["scsi-pr"]) if "scsi-pr" in raw else None
+    agent = _parse_fence_agent(where, raw["fence-agent"]) if "fence-agent" in raw else None
+    node = NodeConfig(**{**{f: getattr(node, f) for f in NodeConfig.__slots__},
+                         "fence": _fence_order(where, fence, regions, quorum, scsi_pr, agent)})
     return Config(path=path, node=node, cluster=cluster, metrics_listen=listen, log_level=level,
-                  regions=tuple(regions), resources=resources, quorum=quorum, watchdog=watchdog, hooks=hooks)
+                  regions=tuple(regions), resources=resources, quorum=quorum, watchdog=watchdog, hooks=hooks,
+                  scsi_pr=scsi_pr, fence_agent=agent)
+
+
+def _fence_order(where: _Where, fence: list | None, regions: list[RegionConfig], quorum, scsi_pr, agent
+                 ) -> tuple[str, ...]:
+    """[node] fence: the methods in order (diskhb.fencing.runner FR1), each with what it needs."""
+    disks = any(r.type == "disk" for r in regions)
+    if fence is None:  # the default: the pill, which needs nothing more than the regions
+        return ("pill",) if disks and quorum is not None else ()
+    if not fence:
+        raise where.fail("node.fence", "is empty", "list methods, e.g. fence = [\"pill\"], or remove the key")
+    for f in fence:
+        if f not in FENCE_METHODS:
+            close = difflib.get_close_matches(str(f), FENCE_METHODS, n=1)
+            raise where.fail("node.fence", f"unknown method {f!r}",
+                             f"did you mean {close[0]!r}?" if close else f"use {', '.join(FENCE_METHODS)}")
+    if len(set(fence)) != len(fence):
+        raise where.fail("node.fence", f"lists a method twice: {fence}")
+    if quorum is None:
+        raise where.fail("node.fence", "fencing needs a [quorum] (only a quorate partition fences)",
+                         "add [quorum], or remove node.fence")
+    needs = {"scsi-pr": (scsi_pr, "[scsi-pr] with luns"), "agent": (agent, "[fence-agent] with agent"),
+             "pill": (disks or None, "a disk region (the pill is written into the victim's mailbox there)")}
+    for f in fence:
+        have, what = needs[f]
+        if have is None:
+            raise where.fail("node.fence", f"method {f!r} needs {what}", f"add it, or remove {f!r} from node.fence")
+    return tuple(fence)
+
+
+def _parse_scsi_pr(where: _Where, table: Any) -> ScsiPrConfig:
+    """[scsi-pr]: the LUNs' form is checked here (diskhb.fencing.scsi_pr.parse_lun); whether they
+    answer is the daemon's business at start (one line per LUN, never a refusal to start)."""
+    from diskhb.fencing.scsi_pr import LunSpecError, parse_lun  # noqa: PLC0415 (the fencing package imports config)
+
+    if not isinstance(table, dict):
+        raise where.fail("scsi-pr", "must be a table")
+    where.unknown_keys(table, _SCSI_PR_KEYS, "scsi-pr.")
+    luns = _get(where, table, "luns", list, "scsi-pr.", required=True)
+    if not luns:
+        raise where.fail("scsi-pr.luns", "is empty", "list every LUN of the guarded storage")
+    if len(luns) > PR_LUNS_MAX:
+        raise where.fail("scsi-pr.luns", f"{len(luns)} LUNs", f"at most {PR_LUNS_MAX}")
+    for lun in luns:
+        if not isinstance(lun, str):
+            raise where.fail("scsi-pr.luns", f"{lun!r} is not a string")
+        try:
+            parse_lun(lun)
+        except LunSpecError as e:
+            raise where.fail("scsi-pr.luns", str(e)) from None
+    if len(set(luns)) != len(luns):
+        raise where.fail("scsi-pr.luns", "lists a LUN twice")
+    initiator = _get(where, table, "initiator", str, "scsi-pr.")
+    timeout_ms = _get(where, table, "timeout_ms", int, "scsi-pr.", default=PR_TIMEOUT_MS_DEFAULT)
+    command_ms = _get(where, table, "command_timeout_ms", int, "scsi-pr.", default=PR_COMMAND_TIMEOUT_MS_DEFAULT)
+    audit_ms = _get(where, table, "audit_interval_ms", int, "scsi-pr.", default=PR_AUDIT_INTERVAL_MS_DEFAULT)
+    if not 100 <= command_ms <= 60_000:
+        raise where.fail("scsi-pr.command_timeout_ms", f"{command_ms} is not in 100..60000")
+    if not command_ms <= timeout_ms <= 120_000:
+        raise where.fail("scsi-pr.timeout_ms", f"{timeout_ms} is not in command_timeout_ms ({command_ms})..120000")
+    if not 500 <= audit_ms <= 3_600_000:
+        raise where.fail("scsi-pr.audit_interval_ms", f"{audit_ms} is not in 500..3600000")
+    return ScsiPrConfig(tuple(luns), initiator, timeout_ms, command_ms, audit_ms)
+
+
+def _parse_fence_agent(where: _Where, table: Any) -> FenceAgentConfig:
+    """[fence-agent]: form only; the agent's presence is checked at start (diskhb.fencing.agent)."""
+    if not isinstance(table, dict):
+        raise where.fail("fence-agent", "must be a table")
+    where.unknown_keys(table, _AGENT_KEYS, "fence-agent.")
+    agent = _get(where, table, "agent", str, "fence-agent.", required=True)
+    if not agent or "\n" in agent:
+        raise where.fail("fence-agent.agent", f"{agent!r} is not an agent name or path", 'e.g. agent = "fence_ipmilan"')
+    action = _get(where, table, "action", str, "fence-agent.", default="off")
+    if action not in ("off", "reboot"):
+        raise where.fail("fence-agent.action", f"{action!r}", "use off or reboot")
+    timeout_ms = _get(where, table, "timeout_ms", int, "fence-agent.", default=AGENT_TIMEOUT_MS_DEFAULT)
+    if not 1_000 <= timeout_ms <= 600_000:
+        raise where.fail("fence-agent.timeout_ms", f"{timeout_ms} is not in 1000..600000")
+    pairs = {}
+    for key in ("params", "plugs"):
+        t = _get(where, table, key, dict, "fence-agent.", default={})
+        if len(t) > AGENT_PARAMS_MAX:
+            raise where.fail(f"fence-agent.{key}", f"{len(t)} entries", f"at most {AGENT_PARAMS_MAX}")
+        for k, v in t.items():
+            if isinstance(v, bool) or not isinstance(v, (str, int)):
+                raise where.fail(f"fence-agent.{key}.{k}", f"must be a string, got {v!r}")
+            if "\n" in str(v) or "\n" in k:
+                raise where.fail(f"fence-agent.{key}.{k}", "contains a newline (it would add a line to the agent's"
+                                 " stdin)")
+        pairs[key] = tuple((str(k), str(v)) for k, v in t.items())
+    return FenceAgentConfig(agent, action, timeout_ms, pairs["params"], pairs["plugs"])
 
 
 def _parse_hooks(where: _Where, table: Any) -> HooksConfig:

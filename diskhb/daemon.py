@@ -47,7 +47,8 @@ from diskhb.mmp import guard as gd
 from diskhb.mmp.actuators import Enforcers, LossWorker
 from diskhb.mmp.executor import MmpExecutor
 from diskhb.mmp.loss import LOST
-from diskhb.pill import PillWorker, set_read_only
+from diskhb.fencing.runner import FenceRunner
+from diskhb.pill import set_read_only
 from diskhb.preflight import Timing
 from diskhb.regions.base import Region
 from diskhb.regions.disk import format as fmt
@@ -143,7 +144,7 @@ class Daemon:
         self.inbox: queue.Queue = queue.Queue(maxsize=INBOX_MAX)
         self.executor: MmpExecutor | None = None
         self.loss: LossWorker | None = None
-        self.pills: PillWorker | None = None
+        self.fencer: FenceRunner | None = None  # None: no fencing method configured
         self.enforcers: Enforcers | None = None
         self.http = None
         self.control: control.Server | None = None
@@ -261,8 +262,15 @@ class Daemon:
         by_name = {rc.name: rc for rc in cfg.resources}
         self.executor = MmpExecutor(devices, notify=self.wake, clock_ms=self.clock_ms)
         self.loss = LossWorker(by_name, self.wake)
-        self.pills = PillWorker([(r.name, r.path) for r in self.disks], cfg.node.id, self.wake)
+        self.fencer = self._fence_runner()
         self.enforcers = Enforcers(by_name)
+
+    def _fence_runner(self) -> FenceRunner | None:
+        """[node] fence: the methods, in order (diskhb.fencing.runner)."""
+        from diskhb.fencing.methods import build_methods
+
+        methods = build_methods(self.cfg, self.timing, self.generation, [(r.name, r.path) for r in self.disks])
+        return FenceRunner(methods, self.wake) if methods else None
 
     def _start_hooks(self) -> None:
         """Before the watchdog: a hook that cannot run refuses the start (diskhb.hooks.runner).
@@ -423,7 +431,8 @@ class Daemon:
             obs.extend(got)
         obs.extend(core.MmpIoDone(r) for r in self.executor.poll())
         obs.extend(self.loss.done())
-        obs.extend(self.pills.done())
+        if self.fencer is not None:
+            obs.extend(self.fencer.done())
         while True:
             try:
                 req, answer = self.inbox.get_nowait()
@@ -488,10 +497,15 @@ class Daemon:
                 log.info("stopping: %s (exit %d)", a.reason, a.code)
                 self.supervisor.exiting(a.code, a.reason)
             elif isinstance(a, core.Fence):
-                log.warning("fencing node %d (generation %#x), attempt %d: writing the disk pill (%s)", a.node_id,
-                            a.generation, a.attempt, a.reason)
                 self.reporter.fence_started(a.node_id, a.generation)
-                done = self.pills.fence(a.node_id, a.generation, a.attempt)
+                if self.fencer is None:
+                    self._later.append(core.FenceDone(a.node_id, a.generation, a.attempt, False, "none",
+                                                      "no fencing method configured ([node] fence)"))
+                    continue
+                log.warning("fencing node %d (generation %#x), attempt %d: %s (%s)", a.node_id, a.generation,
+                            a.attempt, a.method or " then ".join(self.fencer.order), a.reason)
+                nv = self.core.liveness.node(a.node_id)
+                done = self.fencer.fence(a, nv.name if nv is not None and nv.name else str(a.node_id))
                 if done is not None:
                     self._later.append(done)
             elif isinstance(a, core.SelfFence):

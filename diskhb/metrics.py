@@ -70,7 +70,7 @@ WATCHDOG_MARGIN = Gauge("diskhb_watchdog_margin_seconds", "Watchdog timeout minu
 WATCHDOG_TIMEOUT = Gauge("diskhb_watchdog_timeout_seconds", "The watchdog device's timeout ([watchdog] timeout_s)")
 WATCHDOG_ERRORS = Counter("diskhb_watchdog_keepalive_errors_total", "Keepalives the watchdog device refused")
 FENCE_ATTEMPTS = Counter("diskhb_fence_attempts_total", "Fencing attempts this node made as a victim's fencer, by method"
-                         " and result (fenced: verified; pending: done, the victim has not shown it yet; failed)",
+                         " and result (fenced: verified; pending: done, the victim has not shown it yet; failed; timeout)",
                          ["method", "result"])
 SELF_FENCE = Counter("diskhb_self_fence_total", "Times this daemon fenced itself, by reason (pill, quorum-lost,"
                      " lease, stuck-write)", ["reason"])
@@ -81,8 +81,11 @@ MMP_HELD = Gauge("diskhb_mmp_held", "1 while this daemon holds the MMP resource"
 
 # Methods (diskhb.core.fencing, diskhb.pill) and results of FENCE_ATTEMPTS: created at 0 when
 # fencing is on, so that a first failure is an increase() an alert sees, not a new series.
-FENCE_METHODS = ("pill", "self", "deadline", "none")
-FENCE_RESULTS = ("fenced", "pending", "failed")
+FENCE_METHODS = ("scsi-pr", "pill", "agent", "self", "deadline", "none")
+FENCE_RESULTS = ("fenced", "pending", "failed", "timeout")
+# The methods the fence runner counts itself, one increment per method run (diskhb.fencing.runner
+# FR4); the reporter counts the core's own outcomes ("self", "deadline", "none": no method ran).
+RUNNER_METHODS = ("scsi-pr", "pill", "agent")
 SD_NOTIFY_ERRORS = Counter("diskhb_sd_notify_errors_total", "Notifications to systemd (READY, WATCHDOG, STATUS,"
                            " ...) that could not be sent (its queue full, its socket gone); the daemon goes on")
 

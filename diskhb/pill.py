@@ -1,6 +1,6 @@
-"""The disk pill, the daemon's fencing method: a fence message in the victim's mailbox on every
-disk region, written off the tick; and setting guarded block devices read-only (BLKROSET) when
-this node fences itself. Both run on bounded threads and report back through done().
+"""The disk pill, one of the daemon's fencing methods (diskhb.fencing.method): a fence message in
+the victim's mailbox on every disk region; and setting guarded block devices read-only (BLKROSET)
+when this node fences itself.
 
 Rules of this file:
 - The sender never waits for the victim (SBD's `message` blocks 10 s): an order's outcome is the
@@ -9,7 +9,8 @@ Rules of this file:
   each region's one-line reason.
 - The pill is meant for the victim's incarnation named in the order (its target generation): a
   restarted victim reads it as not its own and ignores it.
-- Every write is bounded (diskhb.mailbox.IO_TIMEOUT_MS per region); at most THREADS_MAX at once.
+- Every write is bounded (diskhb.mailbox.IO_TIMEOUT_MS per region); it runs on the fence
+  runner's thread (diskhb.fencing.runner), never on the tick.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import logging
 import os
 import stat
 import struct
-import threading
 
-from diskhb.core.node import FenceDone
 from diskhb.errors import OperatorError
+from diskhb.fencing.method import MethodResult, Victim
 from diskhb.mailbox import write_message
 from diskhb.mmp.sentinel import MountTable, norm_path
 from diskhb.regions.disk import format as fmt
@@ -30,61 +30,35 @@ from diskhb.regions.disk import format as fmt
 log = logging.getLogger("diskhb.fence")
 
 METHOD = "pill"
-THREADS_MAX = 8
 BLKROSET = 0x125D  # linux/fs.h _IO(0x12, 93)
 
 
-class PillWorker:
-    def __init__(self, regions: list[tuple[str, str]], sender_id: int, notify: threading.Event):
+class PillMethod:
+    name = METHOD
+
+    def __init__(self, regions: list[tuple[str, str]], sender_id: int):
         self.regions = regions  # (region name, path) of every disk region
         self.sender_id = sender_id
-        self.notify = notify
-        self._lock = threading.Lock()
-        self._done: list = []
-        self._running = 0
 
-    def fence(self, node_id: int, generation: int, attempt: int) -> FenceDone | None:
-        """Start writing the pill; None when started (done() reports), else the outcome now."""
+    def fence(self, victim: Victim, deadline: float) -> MethodResult:
         if not self.regions:
-            return FenceDone(node_id, generation, attempt, False, METHOD, "no disk region to carry a pill")
-        with self._lock:
-            if self._running >= THREADS_MAX:
-                return FenceDone(node_id, generation, attempt, False, METHOD,
-                                 f"{THREADS_MAX} pills are being written already")
-            self._running += 1
-
-        def go() -> None:
-            try:
-                done = self._write(node_id, generation, attempt)
-            except Exception as e:  # noqa: BLE001 - reported as a failed attempt, never silent
-                done = FenceDone(node_id, generation, attempt, False, METHOD, f"internal error: {e!r}")
-            with self._lock:
-                self._running -= 1
-                self._done.append(done)
-            self.notify.set()
-
-        threading.Thread(target=go, name=f"pill:{node_id}", daemon=True).start()
-        return None
-
-    def _write(self, node_id: int, generation: int, attempt: int) -> FenceDone:
+            return MethodResult(False, False, "no disk region to carry a pill")
         written, errors = [], []
-        for name, path in self.regions:
+        for name, path in self.regions:  # each write bounded by the mailbox's own timeout
             try:
-                seq, _ = write_message(path, node_id, fmt.MSG_FENCE, self.sender_id, generation)
+                seq, _ = write_message(path, victim.node_id, fmt.MSG_FENCE, self.sender_id, victim.generation)
                 written.append(f"{name} (seq {seq})")
             except OperatorError as e:
                 errors.append(f"{name}: {e}")
         if not written:
-            return FenceDone(node_id, generation, attempt, False, METHOD, "; ".join(errors))
-        detail = f"pill written on {', '.join(written)}; waiting for node {node_id} to fence itself"
+            return MethodResult(False, False, "; ".join(errors))
+        detail = f"pill written on {', '.join(written)}; waiting for node {victim.node_id} to fence itself"
         if errors:
             detail += f" (not on {'; '.join(errors)})"
-        return FenceDone(node_id, generation, attempt, False, METHOD, detail, pending=True)
+        return MethodResult(False, True, detail)
 
-    def done(self) -> list:
-        with self._lock:
-            out, self._done = self._done, []
-        return out
+    def close(self) -> None:
+        pass
 
 
 def set_read_only(mountpoints: tuple[str, ...]) -> list[str]:

@@ -50,7 +50,8 @@ from diskhb.core.types import BadSample, BeatBatch, Beat, SlotFlag
 from diskhb.mailbox import IO_TIMEOUT_MS as PILL_IO_TIMEOUT_MS
 from diskhb.mmp import format as mf
 from diskhb.mmp import guard as gd
-from diskhb.pill import METHOD as PILL, THREADS_MAX as PILLS_MAX
+from diskhb.fencing.runner import ORDERS_MAX as PILLS_MAX
+from diskhb.pill import METHOD as PILL
 from diskhb.watchdog import check_timeout
 from netpath.replay import ReplayGuard
 
