@@ -193,8 +193,10 @@ def scan_cmd(as_json):
               help="This node's daemon config [default: the only daemon in --run-dir].")
 @click.option("--run-dir", default=DEFAULT_RUN_DIR, show_default=True,
               help="Where running daemons keep their control sockets.")
-@click.option("--method", type=click.Choice(["pill"]), default="pill", show_default=True,
-              help="How: the disk pill (the node fences itself on sight; its READ_ONLY beat verifies it).")
+@click.option("--method", type=click.Choice(["scsi-pr", "pill", "agent"]), default=None,
+              help="Only this method (it must be in [node] fence): scsi-pr (preempt its key on every LUN),"
+                   " pill (the node fences itself on sight), agent (the fence agent's off) [default: the"
+                   " configured order].")
 @click.option("--force", is_flag=True, help="Fence even though this node is not quorate.")
 def fence_cmd(node, config_path, run_dir, method, force):
     """Fence NODE through this node's daemon; returns at once (see 'diskhb status' for the outcome)."""
@@ -202,14 +204,43 @@ def fence_cmd(node, config_path, run_dir, method, force):
 
     sock = _daemon_socket(config_path, run_dir)
     try:
-        out = request(sock, FenceNode(node, force), 10.0)
+        out = request(sock, FenceNode(node, force, method or ""), 10.0)
     except ControlError as e:
         raise OperatorError(f"no answer from the daemon ({e})") from None
     if not out.get("ok"):
         click.echo(f"diskhb: error: {out.get('error') or out}", err=True)
         sys.exit(out.get("exit") if out.get("exit") in (1, 2) else 1)
     click.echo(f"node {out['node']} (generation {out['generation']}): fence ordered (attempt {out['attempt']},"
-               f" {method}); see 'diskhb status' for its outcome")
+               f" {method or 'the configured methods'}); see 'diskhb status' for its outcome")
+
+
+UNFENCE_WAIT_S = 60.0  # the daemon bounds each LUN by [scsi-pr] timeout_ms; this bounds the wait for all
+
+
+@cli.command("unfence")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="This node's daemon config [default: the only daemon in --run-dir].")
+@click.option("--run-dir", default=DEFAULT_RUN_DIR, show_default=True,
+              help="Where running daemons keep their control sockets.")
+def unfence_cmd(config_path, run_dir):
+    """Register this node's reservation key again on the LUNs where it is missing ([scsi-pr]).
+
+    The daemon never does that by itself once registered: a key removed by a fencer means this
+    node was fenced (it fenced itself too; restart it to rejoin), and a key lost with an iSCSI
+    reconnect waits for this command. Refused unless the daemon runs, is quorate and has not
+    fenced itself."""
+    from diskhb.control import ControlError, Unfence, request
+
+    sock = _daemon_socket(config_path, run_dir)
+    try:
+        out = request(sock, Unfence(), UNFENCE_WAIT_S)
+    except ControlError as e:
+        raise OperatorError(f"no answer from the daemon ({e})") from None
+    if not out.get("ok"):
+        click.echo(f"diskhb: error: {out.get('error') or out}", err=True)
+        sys.exit(out.get("exit") if out.get("exit") in (1, 2) else 1)
+    for line in out.get("luns", []):
+        click.echo(line)
 
 
 def _daemon_socket(config_path: str | None, run_dir: str) -> str:

@@ -136,7 +136,6 @@ FENCE_METHODS = ("scsi-pr", "pill", "agent")
 PR_TIMEOUT_MS_DEFAULT = 10_000
 PR_COMMAND_TIMEOUT_MS_DEFAULT = 3_000
 PR_AUDIT_INTERVAL_MS_DEFAULT = 5_000
-PR_LUNS_MAX = 64  # fence_scsi fences device by device; a few dozen LUNs at most in one cluster
 AGENT_TIMEOUT_MS_DEFAULT = 60_000  # an IPMI off-then-status takes seconds; a hung BMC must not hold a fence forever
 AGENT_PARAMS_MAX = 64
 
@@ -357,7 +356,7 @@ def _fence_order(where: _Where, fence: list | None, regions: list[RegionConfig],
 def _parse_scsi_pr(where: _Where, table: Any) -> ScsiPrConfig:
     """[scsi-pr]: the LUNs' form is checked here (diskhb.fencing.scsi_pr.parse_lun); whether they
     answer is the daemon's business at start (one line per LUN, never a refusal to start)."""
-    from diskhb.fencing.scsi_pr import LunSpecError, parse_lun  # noqa: PLC0415 (the fencing package imports config)
+    from diskhb.fencing.scsi_pr import LUNS_MAX, ScsiPrConfigError, parse_spec
 
     if not isinstance(table, dict):
         raise where.fail("scsi-pr", "must be a table")
@@ -365,14 +364,14 @@ def _parse_scsi_pr(where: _Where, table: Any) -> ScsiPrConfig:
     luns = _get(where, table, "luns", list, "scsi-pr.", required=True)
     if not luns:
         raise where.fail("scsi-pr.luns", "is empty", "list every LUN of the guarded storage")
-    if len(luns) > PR_LUNS_MAX:
-        raise where.fail("scsi-pr.luns", f"{len(luns)} LUNs", f"at most {PR_LUNS_MAX}")
+    if len(luns) > LUNS_MAX:
+        raise where.fail("scsi-pr.luns", f"{len(luns)} LUNs", f"at most {LUNS_MAX}")
     for lun in luns:
         if not isinstance(lun, str):
             raise where.fail("scsi-pr.luns", f"{lun!r} is not a string")
         try:
-            parse_lun(lun)
-        except LunSpecError as e:
+            parse_spec(lun)
+        except ScsiPrConfigError as e:
             raise where.fail("scsi-pr.luns", str(e)) from None
     if len(set(luns)) != len(luns):
         raise where.fail("scsi-pr.luns", "lists a LUN twice")

@@ -7,8 +7,12 @@ Protocol: one request line, one JSON answer line, then the daemon closes the con
                                     of a CLI process on this node: {"state", "generation"})
     mmp-acquire NAME WAIT_MS 0|1    acquire NAME and keep holding it (1: bind a new name)
     mmp-release NAME                write CLEAN and stop holding it
-    fence ID 0|1                    fence node ID (fencing FD10; 1: even without quorum), answered
-                                    at once: {"ok": true, "attempt", ...}; status shows the outcome
+    fence ID 0|1 [METHOD]           fence node ID (fencing FD10; 1: even without quorum; METHOD:
+                                    only that one), answered at once: {"ok": true, "attempt", ...};
+                                    status shows the outcome
+    unfence                         register this node's PR key again on every LUN where it is
+                                    missing (diskhb.fencing.keeper PK4); answered when done:
+                                    {"ok": true, "luns": [...]} or {"ok": false, "error"}
 Answers to mmp-*: {"ok": true, ...} or {"ok": false, "exit": 1|2, "error": "one line"}.
 Every generation in an answer is a hex string ("0x5fa3...", diskhb.core.types.hex_id): operators
 read this socket with jq and monitoring through /status, which would round a 64-bit number.
@@ -83,9 +87,16 @@ class Release:
 class FenceNode:
     node_id: int
     force: bool
+    method: str = ""  # "": the configured order
 
 
-Request = Status | Peer | Acquire | Release | FenceNode
+@dataclass(frozen=True, slots=True)
+class Unfence:
+    pass
+
+
+FENCE_METHOD_NAMES = ("scsi-pr", "pill", "agent")  # diskhb.config.FENCE_METHODS (no import: config imports much)
+Request = Status | Peer | Acquire | Release | FenceNode | Unfence
 
 
 def encode(req: Request) -> str:
@@ -98,7 +109,9 @@ def encode(req: Request) -> str:
     if isinstance(req, Release):
         return f"mmp-release {req.resource}"
     if isinstance(req, FenceNode):
-        return f"fence {req.node_id} {int(req.force)}"
+        return f"fence {req.node_id} {int(req.force)}" + (f" {req.method}" if req.method else "")
+    if isinstance(req, Unfence):
+        return "unfence"
     raise TypeError(req)
 
 
@@ -113,9 +126,11 @@ def parse(line: str) -> Request:
         return Acquire(words[1], min(int(words[2]), WAIT_MS_MAX), words[3] == "1")
     if len(words) == 2 and words[0] == "mmp-release" and len(words[1].encode()) <= RESOURCE_NAME_BYTES_MAX:
         return Release(words[1])
-    if len(words) == 3 and words[0] == "fence" and words[1].isdigit() and len(words[1]) <= 6 \
-            and words[2] in ("0", "1"):
-        return FenceNode(int(words[1]), words[2] == "1")
+    if len(words) in (3, 4) and words[0] == "fence" and words[1].isdigit() and len(words[1]) <= 6 \
+            and words[2] in ("0", "1") and (len(words) == 3 or words[3] in FENCE_METHOD_NAMES):
+        return FenceNode(int(words[1]), words[2] == "1", words[3] if len(words) == 4 else "")
+    if words == ["unfence"]:
+        return Unfence()
     raise BadRequest(f"bad request {line[:64]!r}")
 
 

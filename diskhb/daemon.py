@@ -145,6 +145,8 @@ class Daemon:
         self.executor: MmpExecutor | None = None
         self.loss: LossWorker | None = None
         self.fencer: FenceRunner | None = None  # None: no fencing method configured
+        self.pr_method = None  # [scsi-pr]: diskhb.fencing.scsi_pr.ScsiPrMethod, shared by fencer and keeper
+        self.keeper = None  # [scsi-pr]: diskhb.fencing.keeper.PrKeeper
         self.enforcers: Enforcers | None = None
         self.http = None
         self.control: control.Server | None = None
@@ -266,10 +268,19 @@ class Daemon:
         self.enforcers = Enforcers(by_name)
 
     def _fence_runner(self) -> FenceRunner | None:
-        """[node] fence: the methods, in order (diskhb.fencing.runner)."""
-        from diskhb.fencing.methods import build_methods
+        """[node] fence: the methods, in order (diskhb.fencing.runner); [scsi-pr]: this node's
+        registration and audit (diskhb.fencing.keeper), whether or not it fences others by it."""
+        from diskhb.fencing.keeper import PrKeeper
+        from diskhb.fencing.methods import build_methods, scsi_pr_method
 
-        methods = build_methods(self.cfg, self.timing, self.generation, [(r.name, r.path) for r in self.disks])
+        pc = self.cfg.scsi_pr
+        if pc is not None:
+            self.pr_method = scsi_pr_method(self.cfg, self.timing.cluster, self.generation)
+            self.keeper = PrKeeper(self.pr_method, audit_interval_ms=pc.audit_interval_ms, timeout_ms=pc.timeout_ms,
+                                   notify=self.wake)
+            log.info("scsi-pr: key 0x%016x on %s; registered once this node is quorate", self.pr_method.own_key,
+                     ", ".join(self.pr_method.luns))
+        methods = build_methods(self.cfg, [(r.name, r.path) for r in self.disks], self.pr_method)
         return FenceRunner(methods, self.wake) if methods else None
 
     def _start_hooks(self) -> None:
@@ -433,6 +444,10 @@ class Daemon:
         obs.extend(self.loss.done())
         if self.fencer is not None:
             obs.extend(self.fencer.done())
+        if self.keeper is not None:
+            q = self.core.quorum.last if self.core.quorum is not None else None
+            obs.extend(self.keeper.tick(now, running=self.core.phase is core.Phase.RUNNING,
+                                        quorate=q is not None and q.quorate, known=self._generations))
         while True:
             try:
                 req, answer = self.inbox.get_nowait()
@@ -447,13 +462,29 @@ class Daemon:
                 if isinstance(req, control.Acquire):
                     obs.append(core.AcquireRequest(rid, req.resource, req.wait_ms, req.create))
                 elif isinstance(req, control.FenceNode):
-                    obs.append(core.FenceRequest(rid, req.node_id, req.force))
+                    obs.append(core.FenceRequest(rid, req.node_id, req.force, req.method))
+                elif isinstance(req, control.Unfence):
+                    self._answers.pop(rid)
+                    self._unfence(answer)
                 else:
                     obs.append(core.ReleaseRequest(rid, req.resource))
         if self.stop_requested and not self._stop_sent:
             self._stop_sent = True
             obs.append(core.StopRequest())
         return obs
+
+    def _generations(self) -> dict[int, int]:
+        """The incarnation liveness knows of each node (the PR audit's stale-key check)."""
+        return {nid: p.generation for nid, p in self.core.liveness.peers().items() if p.generation}
+
+    def _unfence(self, answer: control.Answer) -> None:
+        """`diskhb unfence` (diskhb.fencing.keeper PK4); answered from the keeper's thread."""
+        if self.keeper is None:
+            answer.set({"ok": False, "exit": 2, "error": "this node has no [scsi-pr]: there is no key to register"})
+            return
+        q = self.core.quorum.last if self.core.quorum is not None else None
+        self.keeper.unfence(running=self.core.phase is core.Phase.RUNNING, quorate=q is not None and q.quorate,
+                            answer=answer.set)
 
     def _answer_queries(self) -> None:
         queries, self._queries = self._queries, []
@@ -464,6 +495,8 @@ class Daemon:
                     snap = self.core.snapshot()
                     snap["node"]["pid"] = os.getpid()
                     snap["watchdog"] = None if self.watchdog is None else self.watchdog.status()
+                    snap["scsi_pr"] = None if self.keeper is None else self.keeper.status()
+                    snap["fence_methods"] = [] if self.fencer is None else list(self.fencer.order)
                 answer.set(snap)
             else:
                 info = self.core.peer_info(req.node_id)
@@ -608,6 +641,12 @@ class Daemon:
         if self.control is not None:
             self.control.close()
             self.control = None
+        if self.fencer is not None:  # the methods: an iSCSI session logs out (bounded, best effort)
+            self.fencer.close()
+            self.fencer = None
+        if self.pr_method is not None:  # closing twice is harmless (scsi_pr: close() forgets the transports)
+            self.pr_method.close()
+            self.pr_method = None
         for region in self.regions:
             try:
                 region.close()

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 
 from diskhb import metrics as m
-from diskhb.core.fencing import FenceOutcome, FencePending, VictimBack, VictimNamed
+from diskhb.core.fencing import FenceOutcome, FencePending, FenceReceipt, VictimBack, VictimNamed
 from diskhb.core.liveness import NodeRestarted, NodeStateChanged, RegionNodeChanged
 from diskhb.core.node import BeatDue, Hearing, MailboxMessage, MmpEvent, Note, Stalled
 from diskhb.core.quorum import DigestMismatch, QuorumChanged
@@ -121,6 +121,14 @@ class Reporter:
         elif isinstance(ev, FencePending):
             log.warning("fencing node %d (generation %#x), attempt %d by %s: %s", ev.node_id, ev.generation,
                         ev.attempt, ev.method, ev.detail)
+        elif isinstance(ev, FenceReceipt):  # fencing FD12
+            if ev.issued:
+                m.FENCE_RECEIPTS.inc()
+                log.warning("fencing receipt for node %d (generation %#x), %s: %s", ev.node_id, ev.generation,
+                            ev.method, ev.evidence)
+            else:
+                log.error("no fencing receipt for node %d (generation %#x), %s: %s", ev.node_id, ev.generation,
+                          ev.method, ev.evidence)
         elif isinstance(ev, SelfFenced):
             m.SELF_FENCE.labels(ev.reason).inc()
             log.critical("SELF-FENCED (%s): %s; every guarded resource is being stopped, nothing more is written"

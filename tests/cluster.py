@@ -73,17 +73,18 @@ class Cluster:
         self.logs: dict[int, str] = {}
         self.ports: dict[int, int] = {}
 
-    def config(self, node_id: int, name: str | None = None, extra: str = "") -> str:
+    def config(self, node_id: int, name: str | None = None, extra: str = "", node_extra: str = "") -> str:
+        """node_extra: more [node] keys (lines); extra: more tables."""
         path = os.path.join(self.workdir, f"node{node_id}.toml")
         port = self.ports.setdefault(node_id, free_port())
         regions = "".join(f'[[region]]\ntype = "disk"\npath = "{r}"\n' for r in (self.region, *self.extra_regions))
         with open(path, "w") as f:
             f.write(f'[node]\nname = "{name or f"node{node_id}"}"\nid = {node_id}\nrun_dir = "{self.run_dir}"\n'
-                    f'[metrics]\nlisten = "127.0.0.1:{port}"\n{extra}{regions}')
+                    f'{node_extra}[metrics]\nlisten = "127.0.0.1:{port}"\n{extra}{regions}')
         return path
 
-    def start(self, node_id: int, name: str | None = None, extra: str = "") -> subprocess.Popen:
-        cfg = self.config(node_id, name, extra)
+    def start(self, node_id: int, name: str | None = None, extra: str = "", node_extra: str = "") -> subprocess.Popen:
+        cfg = self.config(node_id, name, extra, node_extra)
         log = os.path.join(self.workdir, f"node{node_id}.{len(self.logs)}.log")
         self.logs[node_id] = log
         with open(log, "w") as out:

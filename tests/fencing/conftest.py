@@ -60,8 +60,7 @@ class Lun:
                 pass
 
 
-@pytest.fixture
-def lun(tgtd):
+def _fresh_lun(tgtd):
     iqn = f"{IQN_BASE}:lun{next(_serial)}"
     lu = Lun(tgtd, iqn, tgtd.add_target(iqn, size_bytes=4 << 20))
     try:
@@ -69,3 +68,14 @@ def lun(tgtd):
     finally:
         lu.close()
         tgtd.remove_target(iqn)
+
+
+@pytest.fixture
+def lun(tgtd):
+    yield from _fresh_lun(tgtd)
+
+
+@pytest.fixture
+def lun2(tgtd):
+    """A second target of the same tgtd, for the multi-LUN tests (its own LU and PR state)."""
+    yield from _fresh_lun(tgtd)
