@@ -30,7 +30,7 @@ def build_methods(cfg: Config, disks: list[tuple[str, str]], pr_method) -> list[
         elif name == "scsi-pr":
             out.append((pr_method, cfg.scsi_pr.timeout_ms))
         elif name == "agent":
-            out.append((agent_method(cfg), 2 * cfg.fence_agent.timeout_ms))  # off, then status
+            out.append((agent_method(cfg), agent_timeout_ms(cfg)))
         else:
             raise AssertionError(f"unknown fencing method {name!r} (config validates them)")
     return out
@@ -58,4 +58,16 @@ def scsi_pr_method(cfg: Config, cluster: str, generation: int):
 
 
 def agent_method(cfg: Config):
-    raise NotImplementedError
+    """[fence-agent] -> an AgentMethod whose agent was found runnable now (one line if not)."""
+    from diskhb.fencing.agent import AgentMethod
+
+    ac = cfg.fence_agent
+    method = AgentMethod(ac.agent, dict(ac.params), dict(ac.plugs), ac.timeout_ms, ac.action,
+                         where=f"{cfg.path}: [fence-agent]")
+    method.validate()
+    return method
+
+
+def agent_timeout_ms(cfg: Config) -> int:
+    """off then status (agent A4), and on after them for a reboot (A5): each run bounded by timeout_ms."""
+    return (3 if cfg.fence_agent.action == "reboot" else 2) * cfg.fence_agent.timeout_ms

@@ -162,12 +162,24 @@ class Outcome:
 
 
 class _Output:
-    def __init__(self):
+    """What a run wrote on one pipe, bounded: its first `limit` bytes, or with tail=True its last
+    (where a program says why it failed: diskhb.fencing.agent keeps an agent's stderr so)."""
+
+    def __init__(self, limit: int = OUTPUT_BYTES_MAX, tail: bool = False):
+        self.limit = limit
+        self.tail = tail
         self.kept = bytearray()
         self.dropped = 0
 
     def add(self, chunk: bytes) -> None:
-        room = OUTPUT_BYTES_MAX - len(self.kept)
+        if self.tail:
+            self.kept += chunk[-self.limit:]
+            over = len(self.kept) - self.limit
+            if over > 0:
+                del self.kept[:over]
+            self.dropped += max(0, len(chunk) - self.limit) + max(0, over)
+            return
+        room = self.limit - len(self.kept)
         self.kept += chunk[:room]
         self.dropped += max(0, len(chunk) - room)
 
@@ -187,7 +199,7 @@ def run_once(path: str, data: bytes, env: dict[str, str], timeout_s: float,
     _unprotect(p.pid)
     out = _Output()
     try:
-        exited = _communicate(p, data, out, t0 + timeout_s, stop_at)
+        exited = _communicate(p, data, {p.stdout.fileno(): out}, t0 + timeout_s, stop_at)
     except BaseException:
         _stop_group(p, p.pid)  # a bug of ours leaves no hook running
         raise
@@ -210,11 +222,13 @@ def run_once(path: str, data: bytes, env: dict[str, str], timeout_s: float,
     return Outcome("failed", detail, took, bytes(out.kept), out.dropped, cleanup)
 
 
-def _communicate(p: subprocess.Popen, data: bytes, out: _Output, deadline: float,
+def _communicate(p: subprocess.Popen, data: bytes, outs: dict[int, _Output], deadline: float,
                  stop_at: Callable[[], float | None]) -> bool:
-    """Feed stdin, collect output until the hook exits (True) or the deadline (False)."""
-    rfd, wfd = p.stdout.fileno(), p.stdin.fileno()
-    os.set_blocking(rfd, False)
+    """Feed stdin, collect output (each pipe's fd into its _Output) until the process exits (True)
+    or the deadline (False)."""
+    wfd = p.stdin.fileno()
+    for fd in outs:
+        os.set_blocking(fd, False)
     os.set_blocking(wfd, False)
     pending = memoryview(data)
     try:
@@ -222,7 +236,8 @@ def _communicate(p: subprocess.Popen, data: bytes, out: _Output, deadline: float
     except (AttributeError, OSError):
         pidfd = None
     with selectors.DefaultSelector() as sel:
-        sel.register(rfd, selectors.EVENT_READ)
+        for fd in outs:
+            sel.register(fd, selectors.EVENT_READ)
         sel.register(wfd, selectors.EVENT_WRITE)
         if pidfd is not None:
             sel.register(pidfd, selectors.EVENT_READ)
@@ -236,12 +251,12 @@ def _communicate(p: subprocess.Popen, data: bytes, out: _Output, deadline: float
                 if left <= 0:
                     return False
                 for key, _ in sel.select(min(left, POLL_S)):
-                    if key.fd == rfd:
-                        chunk = _read(rfd)
+                    if key.fd in outs:
+                        chunk = _read(key.fd)
                         if chunk:
-                            out.add(chunk)
+                            outs[key.fd].add(chunk)
                         elif chunk is not None:  # EOF: only the exit is left to wait for
-                            sel.unregister(rfd)
+                            sel.unregister(key.fd)
                     elif key.fd == wfd:
                         try:
                             pending = pending[os.write(wfd, pending):]
@@ -251,12 +266,13 @@ def _communicate(p: subprocess.Popen, data: bytes, out: _Output, deadline: float
                             sel.unregister(wfd)
                             p.stdin.close()
             drained = 0
-            while drained < DRAIN_BYTES_MAX:  # what is already in the pipe; nothing is waited for
-                chunk = _read(rfd)
-                if not chunk:
-                    break
-                drained += len(chunk)
-                out.add(chunk)
+            for fd, out in outs.items():
+                while drained < DRAIN_BYTES_MAX:  # what is already in the pipe; nothing is waited for
+                    chunk = _read(fd)
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+                    out.add(chunk)
             return True
         finally:
             if pidfd is not None:

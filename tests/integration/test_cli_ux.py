@@ -194,7 +194,7 @@ def test_run_check_failures_are_one_line_each(tmp_path):
     cfg.write_text('[node]\nname = "a"\nid = 1\nbogus = 1\n[[region]]\ntype = "disk"\npath = "/x"\n')
     r = diskhb("run", "--config", str(cfg), "--check")
     assert r.returncode == 1 and r.stdout.splitlines() == [f"FAIL  config {cfg}: {cfg}: 'node.bogus': unknown key;"
-                                                            " allowed: id, mlock, name, oom_score_adj, rt_priority,"
+                                                            " allowed: fence, id, mlock, name, oom_score_adj, rt_priority,"
                                                             " run_dir, sched"]
     region = _formatted(tmp_path)
     r = diskhb("run", "--config", _config(tmp_path, region, '[cluster]\ninterval_ms = 200\n'), "--check")
