@@ -238,7 +238,7 @@ class Daemon:
             target = self._target_for(rc, targets)
             if target is not None:
                 resources[rc.name] = core.ResourceSpec(rc.name, target, rc.timing, True, rc.mountpoint,
-                                                       "remount-ro" in rc.on_loss)
+                                                       "remount-ro" in rc.on_loss, rc.on_pr_luns)
         try:
             ensure_run_dir(cfg.node.run_dir)
         except OperatorError as e:

@@ -57,6 +57,11 @@ the attempts' outcomes and the caller's monotonic now_ms. The rules:
       The receipt is evidence for the log, status and metrics; it gates nothing: storage is
       taken over at the verified fence (FD5), which is why the takeover needs no wait for the
       victim's watchdog.
+  FD13 WHAT AN I/O FENCE COVERS: a victim fenced by an I/O method (IO_METHODS) is cut off the
+      configured LUNs only, and may run on: its storage elsewhere (a resource not marked
+      on_pr_luns) is not taken over on that verdict; it waits for what covers everything (the
+      victim's own SELF_FENCED promise, FD8; its self-fence deadline, FD11; or the MMP guard's
+      classic watch). A pill, an agent's verified off, a self-fence cover every resource.
   FD10 MANUAL: an operator's order (`diskhb fence NODE`) fences a configured peer other than us,
       alive or not, as we see its incarnation now; refused without quorum unless forced. This
       node is its fencer; it is tried once (no automatic retry: the operator sees the outcome in
@@ -316,16 +321,20 @@ class Fencing:
         v = self.victims.get(node_id)
         return v is not None and v.fenced and v.generation == generation
 
-    def may_take_over(self, node_id: int, generation: int) -> str | None:
+    def may_take_over(self, node_id: int, generation: int, *, io_covered: bool = False) -> str | None:
         """Why this incarnation's storage may be taken over now without waiting for it ("read-only":
-        FD3, "fenced": FD5), or None. Only a quorate node takes storage over (FD1)."""
+        FD3, "fenced": FD5), or None. Only a quorate node takes storage over (FD1). io_covered:
+        the storage lies on the LUNs an I/O fence cuts it off (FD13)."""
         if not self.quorate:
             return None
         if self.released.get(node_id) == generation:
             return "read-only"
         if self.self_fenced.get(node_id) == generation:  # FD8
             return "self-fenced"
-        return "fenced" if self.fenced(node_id, generation) else None
+        if not self.fenced(node_id, generation):
+            return None
+        v = self.victims[node_id]
+        return "fenced" if io_covered or v.method not in IO_METHODS else None  # FD13
 
     def status(self, now_ms: int) -> list[dict]:
         return [{"node": nid, "generation": hex_id(v.generation), "since_ms": now_ms - v.since_ms,

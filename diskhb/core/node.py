@@ -138,6 +138,7 @@ class ResourceSpec:
     declared: bool = True  # from a [[resource]] table: bound to a free block without --create
     mountpoint: str | None = None  # for the lease enforcer
     remount_ro: bool = False
+    on_pr_luns: bool = False  # fencing FD13: its storage lies on the [scsi-pr] LUNs (an I/O fence covers it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -947,12 +948,14 @@ class NodeCore:
 
     # -- MMP guards --------------------------------------------------------------------------------
 
-    def peer_info(self, node_id: int) -> PeerInfo:
-        """What liveness knows of a node, for the fast paths (diskhb.mmp.fast_path)."""
+    def peer_info(self, node_id: int, on_pr_luns: bool = False) -> PeerInfo:
+        """What liveness knows of a node, for the fast paths (diskhb.mmp.fast_path); on_pr_luns:
+        for a resource an I/O fence covers (fencing FD13)."""
         nv = self.liveness.node(node_id)
         if nv is None:
             return PeerInfo(NodeState.UNKNOWN)
-        released = self.fencing is not None and self.fencing.may_take_over(node_id, nv.generation) is not None
+        released = self.fencing is not None and \
+            self.fencing.may_take_over(node_id, nv.generation, io_covered=on_pr_luns) is not None
         return PeerInfo(nv.state, generation=nv.generation, fenced=released,  # FP0
                         disk_lost=bool(nv.flags & SlotFlag.DISK_LOST))  # FP1
 
@@ -1035,7 +1038,8 @@ class NodeCore:
             scope = self.spec.lock_scope
             lock_key = lambda loc: gd.lock_key(scope, loc)  # noqa: E731
         guard = gd.Guard(me, spec.target, timing=spec.timing, ledger=self.ledger, rand=self.rand, now_ms=now_ms,
-                         wait_ms=wait_ms, create=create, peer_info=self.peer_info,
+                         wait_ms=wait_ms, create=create,
+                         peer_info=lambda nid, io=spec.on_pr_luns: self.peer_info(nid, io),  # FD13
                          lock_key=lock_key, next_id=self._next_id,
                          stale_own=self.lost_blocks.pop(spec.name, frozenset()))  # N17
         self.held[spec.name] = _Held(guard, spec, acquire_reply=reply_id, wake_ms=now_ms)  # due at once

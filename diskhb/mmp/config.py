@@ -28,7 +28,7 @@ from diskhb.mmp.loss import KINDS
 RESOURCES_MAX = 256
 TIMEOUT_MS_MAX = 3_600_000
 _KEYS = {"name", "region", "interval_ms", "on_loss", "loss_command", "mountpoint", "kill_grace_ms",
-         "remount_timeout_ms", "loss_command_timeout_ms"}
+         "remount_timeout_ms", "loss_command_timeout_ms", "on_pr_luns"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,7 @@ class ResourceConfig:
     kill_grace_ms: int
     remount_timeout_ms: int = timing.REMOUNT_TIMEOUT_MS_DEFAULT
     loss_command_timeout_ms: int = timing.LOSS_COMMAND_TIMEOUT_MS_DEFAULT
+    on_pr_luns: bool = False  # its storage lies on the [scsi-pr] LUNs: a scsi-pr fence cuts its holder off
 
     @property
     def loss_budget_ms(self) -> int:
@@ -113,7 +114,10 @@ def parse_resources(tables: list, where) -> list[ResourceConfig]:
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= TIMEOUT_MS_MAX:
                 raise where.fail(f"{prefix}{key}", f"{v!r} out of range", f"use 1..{TIMEOUT_MS_MAX}")
             timeouts[key] = v
-        rc = ResourceConfig(name, region, interval, tuple(on_loss), cmd, mnt, grace, **timeouts)
+        on_pr_luns = t.get("on_pr_luns", False)
+        if not isinstance(on_pr_luns, bool):
+            raise where.fail(f"{prefix}on_pr_luns", f"{on_pr_luns!r} is not true or false")
+        rc = ResourceConfig(name, region, interval, tuple(on_loss), cmd, mnt, grace, **timeouts, on_pr_luns=on_pr_luns)
         try:
             timing.check_mmp_timing(interval, rc.loss_budget_ms)
         except timing.TimingError as e:

@@ -369,7 +369,9 @@ def io_fenced(window=WINDOW):
     f = Fencing(3, (1, 2, 3), receipt_window_ms=window)
     f.evaluate(0, q(1, 3), peers(n1=A, n2=D))
     out = f.outcome(500, 2, 0x12, 1, True, "scsi-pr", "key gone", evidence="lun0: keys [k1]")
-    assert kinds(([], out)) == ["FenceOutcome"] and f.may_take_over(2, 0x12) == "fenced"  # no wait for the window
+    assert kinds(([], out)) == ["FenceOutcome"]
+    assert f.may_take_over(2, 0x12, io_covered=True) == "fenced"  # no wait for the window
+    assert f.may_take_over(2, 0x12) is None  # FD13: storage off the LUNs is not covered
     return f
 
 
@@ -418,3 +420,14 @@ def test_fd12_receipts_kept_are_bounded():
         f.outcome(gen * 10, 2, gen, f.victims[2].attempts, True, "scsi-pr", "gone")
         f.evaluate(gen * 10 + 5, q(1, 3), peers(n1=A, n2=(D, gen, ACTIVE, 0)))
     assert len(f.receipts) == RECEIPTS_KEPT
+
+
+@pytest.mark.parametrize("method, covered, expect", [
+    ("scsi-pr", True, "fenced"), ("scsi-pr", False, None),
+    ("pill", False, "fenced"), ("agent", False, "fenced"), ("deadline", False, "fenced"),
+])
+def test_fd13_an_io_fence_covers_only_the_storage_on_its_luns(method, covered, expect):
+    f = Fencing(3, (1, 2, 3))
+    f.evaluate(0, q(1, 3), peers(n1=A, n2=D))
+    f.outcome(500, 2, 0x12, 1, True, method, "done")
+    assert f.may_take_over(2, 0x12, io_covered=covered) == expect

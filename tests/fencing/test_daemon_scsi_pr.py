@@ -151,3 +151,39 @@ def test_a_fence_method_without_its_section_is_one_line(cluster):
     path = cluster.config(1, extra="[quorum]\nnodes = [1, 2, 3]\n", node_extra='fence = ["scsi-pr"]\n')
     r = diskhb("run", "--check", "--config", path)
     assert r.returncode == 1 and "method 'scsi-pr' needs [scsi-pr]" in r.stdout, r.stdout
+
+
+def test_only_a_resource_on_the_luns_is_taken_over_at_the_scsi_pr_fence(cluster, lun):
+    """Fencing FD13: the victim may run on after an I/O fence; storage off the LUNs waits for the
+    MMP guard's classic watch."""
+    import time
+
+    from diskhb.control import request, socket_path
+
+    def ask(c, n, line):
+        return request(socket_path(c.run_dir, CLUSTER, n), line, 30)
+
+    c = cluster
+    interval_ms = 2000  # a classic watch takes 2 x 2 + 1 = 5 s
+    res = (f'[[resource]]\nname = "onlun"\ninterval_ms = {interval_ms}\non_loss = ["none"]\non_pr_luns = true\n'
+           f'[[resource]]\nname = "local"\ninterval_ms = {interval_ms}\non_loss = ["none"]\n')
+    for i in (1, 2, 3):
+        c.start(i, extra="[quorum]\nnodes = [1, 2, 3]\n" + scsi_pr_conf(lun.url, i) + res,
+                node_extra='fence = ["scsi-pr"]\n')
+    for i in (1, 2, 3):
+        wait_until(lambda i=i: ((c.view(i) or {}).get("scsi_pr") or {}).get("registered"), 20, f"node {i} registered")
+    assert ask(c, 2, "mmp-acquire onlun 0 1")["ok"] and ask(c, 2, "mmp-acquire local 0 1")["ok"]
+    c.kill(2)
+    wait_until(lambda: any(v["node"] == 2 and v["fenced"] for v in (c.view(1) or {}).get("fencing") or [])
+               or any(v["node"] == 2 and v["fenced"] for v in (c.view(3) or {}).get("fencing") or []), 15,
+               "node 2 fenced")
+    wait_until(lambda: any(v["node"] == 2 and v["fenced"] for v in (c.view(3) or {}).get("fencing") or []), 15,
+               "node 3, the fencer, fenced node 2")
+    t0 = time.monotonic()
+    out = ask(c, 3, "mmp-acquire onlun 0 0")
+    fast = time.monotonic() - t0
+    assert out["ok"] and "stopped writing" in out["note"] and fast < 2, (out, fast)
+    t0 = time.monotonic()
+    out = ask(c, 3, "mmp-acquire local 0 0")
+    slow = time.monotonic() - t0
+    assert out["ok"] and slow >= (2 * interval_ms + 1000) / 1000 - 0.5, (out, slow)
