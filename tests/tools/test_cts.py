@@ -104,8 +104,9 @@ def test_log_lines_are_read_as_the_daemon_writes_them(tmp_path):
         "2026-11-30 22:34:05,000 diskhb[4] ERROR node n3 (id 3): alive -> dead on lan (age 1.00 s): silent"
         " [generation 0x33]",
         "2026-11-30 22:34:05,001 diskhb[4] ERROR node 3 (generation 0x33) must be fenced: dead on every region",
-        "2026-11-30 22:34:05,002 diskhb[4] WARNING fencing node 3 (generation 0x33), attempt 1: writing the disk"
-        " pill (dead)",
+        "2026-11-30 22:34:05,002 diskhb[4] WARNING fencing node 3 (generation 0x33), attempt 1: pill (dead)",
+        "2026-11-30 22:34:05,012 diskhb[4] WARNING fencing node 3 (generation 0x33), attempt 1 by pill: pending in"
+        " 10 ms: pill written on disk (seq 1); waiting for node 3 to fence itself",
         "2026-11-30 22:34:07,100 diskhb[4] WARNING fencing node 3 (generation 0x33), attempt 1 by deadline: fenced:"
         " its self-fence deadline passed",
         "2026-11-30 22:34:07,200 diskhb[4] INFO MMP resource 'r1' acquired: epoch 2 on /x block 0 (taken over from"

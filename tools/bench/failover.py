@@ -2,6 +2,7 @@
 
     python -m tools.bench.failover [--reps 5] [--io-timeout-ms 500]
     python -m tools.bench.failover --reps 3 --with-anchors [--sanlock-reps 3] [--sanlock-io-timeouts 2,10]
+    python -m tools.bench.failover --reps 5 --scsi-pr [--fast]
 
 Three daemons on one region file (interval 200 ms, dead 2000 ms, the cluster's watchdog 1 s in
 the superblock), each with [quorum] nodes = [1, 2, 3] and its own FUSE watchdog (tools.fusewatchdog,
@@ -21,6 +22,13 @@ sbd's poison pill (`message b test` -> the victim's watcher takes it; how long t
 --reps times, and sanlock's dead host -> its resource lease taken by a peer, --sanlock-reps times
 per io timeout (2 s by default, ~76 s each; sanlock's default 10 s with --sanlock-io-timeouts 2,10).
 A competitor that cannot run here prints the failed command and its error on one line.
+--scsi-pr runs the same sigkill and freeze cases with SCSI-3 PR fencing (issue 11): a private tgtd
+(tools.tgt) on 127.0.0.1 exports one LUN, every node has [scsi-pr] on it and `fence = ["scsi-pr",
+"pill"]`, and "db" is marked on_pr_luns (fencing FD13: taken over at the verified preempt, no
+wait for the victim's watchdog); besides stop -> survivor holds it measures the fence latency
+from the fencer's decision ("must be fenced") to the verified preempt and to the receipt (FD12:
+one watchdog window later), from the fencer's log. The pill cases run first in the same run.
+--fast uses the fast profile (interval 50 / dead 400 ms) for every case.
 """
 
 from __future__ import annotations
@@ -40,11 +48,14 @@ from tools.bench import anchors
 from tools.bench.detection import DISKHB, ROOT, _free_port, _wait
 
 INTERVAL_MS, DEAD_MS, WATCHDOG_S = 200, 2000, 1
+FAST_INTERVAL_MS, FAST_DEAD_MS = 50, 400
 RESOURCE = '[[resource]]\nname = "db"\ninterval_ms = 1000\non_loss = ["none"]\n'
+PROFILE = {"interval_ms": INTERVAL_MS, "dead_ms": DEAD_MS}  # --fast changes it
 
 
 class Trio:
-    def __init__(self, io_timeout_ms: int):
+    def __init__(self, io_timeout_ms: int, pr_url: str | None = None):
+        self.pr_url = pr_url
         from tools.fusewatchdog import FuseWatchdog
 
         self.work = tempfile.mkdtemp(prefix="diskhb-failover-", dir="/var/tmp")
@@ -61,16 +72,23 @@ class Trio:
 
     def _start(self, io_timeout_ms: int, FuseWatchdog) -> None:
         subprocess.run(DISKHB + ["format", self.region, "--cluster", "bench", "--slots", "4", "--interval-ms",
-                                 str(INTERVAL_MS), "--dead-ms", str(DEAD_MS), "--io-timeout-ms", str(io_timeout_ms),
+                                 str(PROFILE["interval_ms"]), "--dead-ms", str(PROFILE["dead_ms"]), "--io-timeout-ms",
+                                 str(io_timeout_ms),
                                  "--watchdog-timeout-s", str(WATCHDOG_S)],
                        check=True, cwd=ROOT, capture_output=True, timeout=60)
         for i in (1, 2, 3):
             self.dogs[i] = FuseWatchdog(os.path.join(self.work, f"wd{i}")).start()
             cfg = self.cfgs[i] = os.path.join(self.work, f"n{i}.toml")
+            fence, pr, res = "", "", RESOURCE
+            if self.pr_url:
+                fence = 'fence = ["scsi-pr", "pill"]\n'
+                pr = (f'[scsi-pr]\nluns = ["{self.pr_url}"]\ninitiator = "iqn.2024-01.org.diskhb.bench:n{i}"\n'
+                      "command_timeout_ms = 1000\ntimeout_ms = 3000\n")
+                res = RESOURCE + "on_pr_luns = true\n"
             with open(cfg, "w") as f:
-                f.write(f'[node]\nname = "n{i}"\nid = {i}\nrun_dir = "{self.run_dir}"\n'
+                f.write(f'[node]\nname = "n{i}"\nid = {i}\nrun_dir = "{self.run_dir}"\n{fence}'
                         f'[metrics]\nlisten = "127.0.0.1:{_free_port()}"\n[quorum]\nnodes = [1, 2, 3]\n'
-                        f'[watchdog]\ndevice = "{self.dogs[i].path}"\ntimeout_s = {WATCHDOG_S}\n{RESOURCE}'
+                        f'[watchdog]\ndevice = "{self.dogs[i].path}"\ntimeout_s = {WATCHDOG_S}\n{res}{pr}'
                         f'[[region]]\ntype = "disk"\npath = "{self.region}"\n')
             with open(os.path.join(self.work, f"n{i}.log"), "w") as out:
                 self.procs[i] = subprocess.Popen(DISKHB + ["run", "--config", cfg], stdout=out,
@@ -78,6 +96,9 @@ class Trio:
             self.dogs[i].set_reset_pid(self.procs[i].pid)
         for i in (1, 2, 3):
             _wait(lambda i=i: ((self.view(i) or {}).get("quorum") or {}).get("votes") == 3, 20, f"node {i} quorate")
+            if self.pr_url:
+                _wait(lambda i=i: ((self.view(i) or {}).get("scsi_pr") or {}).get("registered"), 20,
+                      f"node {i} registered")
 
     def ask(self, node_id: int, line: str, timeout_s: float = 60) -> dict:
         return request(os.path.join(self.run_dir, f"diskhb-bench-{node_id}.sock"), line, timeout_s)
@@ -107,9 +128,9 @@ class Trio:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def _takeover(io_timeout_ms: int, sig: int) -> tuple[float, float]:
+def _takeover(io_timeout_ms: int, sig: int, pr_url: str | None = None) -> tuple[float, float]:
     """(stop -> node 3 holds "db", stop -> node 3 counts node 2 fenced), seconds."""
-    t = Trio(io_timeout_ms)
+    t = Trio(io_timeout_ms, pr_url)
     try:
         assert t.ask(2, "mmp-acquire db 0 1")["ok"]
         t0 = time.monotonic()
@@ -145,11 +166,66 @@ def _pill(io_timeout_ms: int) -> tuple[float, float, float]:
         seen = time.monotonic() - t0
         _wait(lambda: t.fenced(1, 2), 10, "node 1 counts it fenced")
         verified = time.monotonic() - t0
-        written = _log_time(next(line for line in open(os.path.join(t.work, "n1.log")) if "writing the disk pill" in line))
+        written = _log_time(next(line for line in open(os.path.join(t.work, "n1.log"))
+                                 if "fencing node 2" in line and "attempt 1: pill" in line))
         fenced = _log_time(next(line for line in open(os.path.join(t.work, "n2.log")) if "SELF-FENCED (pill)" in line))
         return seen, verified, fenced - written
     finally:
         t.close()
+
+
+def _pr_latency(io_timeout_ms: int, pr_url: str) -> tuple[float, float, float]:
+    """SIGKILL of node 2 with scsi-pr: (stop -> node 3 holds "db", decision -> preempt verified,
+    decision -> receipt), seconds; the two latencies from node 3's log lines."""
+    t = Trio(io_timeout_ms, pr_url)
+    try:
+        assert t.ask(2, "mmp-acquire db 0 1")["ok"]
+        t0 = time.monotonic()
+        t.procs[2].send_signal(signal.SIGKILL)
+        out = t.ask(3, "mmp-acquire db 30000 0", 90)
+        held = time.monotonic() - t0
+        assert out.get("ok"), out
+        _wait(lambda: (t.view(3) or {}).get("fence_receipts"), 30, "node 3 issues the receipt")
+        lines = open(os.path.join(t.work, "n3.log")).read().splitlines()
+        decided = _log_time(next(x for x in lines if "node 2 (generation" in x and "must be fenced" in x))
+        verified = _log_time(next(x for x in lines if "fencing node 2" in x and "by scsi-pr: fenced" in x))
+        receipt = _log_time(next(x for x in lines if "fencing receipt for node 2" in x))
+        return held, verified - decided, receipt - decided
+    finally:
+        t.close()
+
+
+def _scsi_pr(args) -> None:
+    from tools.tgt import Tgt, missing
+
+    why = missing()
+    if why:
+        print(f"scsi-pr: cannot run here: {why}", flush=True)
+        return
+    with Tgt() as tgt:
+        for n, (name, sig) in enumerate((("sigkill", signal.SIGKILL), ("freeze", signal.SIGSTOP))):
+            held = []
+            for k in range(args.reps):
+                iqn = f"iqn.2024-01.org.diskhb.bench:{name}{k}"
+                url = tgt.add_target(iqn, size_bytes=4 << 20)
+                try:
+                    held.append(_takeover(args.io_timeout_ms, sig, url)[0])
+                finally:
+                    tgt.remove_target(iqn)
+            print(_line(f"scsi-pr {name}: stop -> survivor holds", held), flush=True)
+        held, verified, receipts = [], [], []
+        for k in range(args.reps):
+            iqn = f"iqn.2024-01.org.diskhb.bench:latency{k}"
+            url = tgt.add_target(iqn, size_bytes=4 << 20)
+            try:
+                h, v, r = _pr_latency(args.io_timeout_ms, url)
+            finally:
+                tgt.remove_target(iqn)
+            held.append(h)
+            verified.append(v)
+            receipts.append(r)
+        print(_line("scsi-pr: decision -> preempt verified (keys read back)", verified), flush=True)
+        print(_line("scsi-pr: decision -> receipt (one watchdog window frozen)", receipts), flush=True)
 
 
 def _line(name: str, xs: list[float]) -> str:
@@ -160,14 +236,31 @@ def _line(name: str, xs: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--io-timeout-ms", type=int, default=500)
+    ap.add_argument("--io-timeout-ms", type=int, default=None, help="[default 500; 100 with --fast]")
     ap.add_argument("--with-anchors", action="store_true", help="also run sbd and sanlock (tools.bench.anchors)")
     ap.add_argument("--sanlock-reps", type=int, default=3, help="with --with-anchors: takeovers per io timeout")
     ap.add_argument("--sanlock-io-timeouts", type=anchors.io_timeout_list, default=[2],
                     help="with --with-anchors: comma list of sanlock io timeouts (s), e.g. 2,10")
+    ap.add_argument("--scsi-pr", action="store_true", help="also the sigkill and freeze cases with scsi-pr fencing"
+                    " (a private tgtd on 127.0.0.1), and its fence latency")
+    ap.add_argument("--fast", action="store_true", help="the fast profile: interval 50 / dead 400 ms")
+    ap.add_argument("--no-pill", action="store_true", help="skip the pill cases (with --scsi-pr)")
     args = ap.parse_args()
-    print(f"{os.cpu_count()} cores, {os.uname().release}; interval {INTERVAL_MS} / dead {DEAD_MS} ms, io timeout"
-          f" {args.io_timeout_ms} ms, cluster watchdog {WATCHDOG_S} s", flush=True)
+    if args.fast:
+        PROFILE.update(interval_ms=FAST_INTERVAL_MS, dead_ms=FAST_DEAD_MS)
+    if args.io_timeout_ms is None:
+        args.io_timeout_ms = 100 if args.fast else 500  # below the dead time (the region's format rule)
+    print(f"{os.cpu_count()} cores, {os.uname().release}; interval {PROFILE['interval_ms']} / dead"
+          f" {PROFILE['dead_ms']} ms, io timeout {args.io_timeout_ms} ms, cluster watchdog {WATCHDOG_S} s", flush=True)
+    if not args.no_pill:
+        _pill_cases(args)
+    if args.scsi_pr:
+        _scsi_pr(args)
+    if args.with_anchors:
+        anchors.run(args.reps, args.sanlock_reps, args.sanlock_io_timeouts)
+
+
+def _pill_cases(args) -> None:
     for name, sig in (("sigkill", signal.SIGKILL), ("freeze", signal.SIGSTOP)):
         held, fenced = [], []
         for _ in range(args.reps):
@@ -186,8 +279,6 @@ def main() -> None:
           flush=True)
     print(_line("pill: diskhb fence -> victim self-fenced (CLI start included)", seen), flush=True)
     print(_line("pill: diskhb fence -> fencer counts it fenced (READ_ONLY beat)", verified), flush=True)
-    if args.with_anchors:
-        anchors.run(args.reps, args.sanlock_reps, args.sanlock_io_timeouts)
 
 
 if __name__ == "__main__":

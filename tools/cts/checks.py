@@ -63,7 +63,7 @@ _PATTERNS = (
     ("death", re.compile(r"node \S+ \(id (\d+)\): \w+ -> dead on .*\[generation (0x[0-9a-f]+)\]$")),
     ("victim", re.compile(r"node (\d+) \(generation (0x[0-9a-f]+)\) must be fenced: (.*)")),
     ("fenced", re.compile(r"fencing node (\d+) \(generation (0x[0-9a-f]+)\), attempt \d+ by (\S+): fenced")),
-    ("pill", re.compile(r"fencing node (\d+) \(generation (0x[0-9a-f]+)\), attempt \d+: writing the disk pill")),
+    ("pill", re.compile(r"fencing node (\d+) \(generation (0x[0-9a-f]+)\), attempt \d+ by pill: pending")),
     ("self-fenced", re.compile(r"SELF-FENCED \((\S+)\)")),
     ("read-only", re.compile(r"READ_ONLY published")),
     ("takeover", re.compile(r"MMP resource '(\S+)' acquired: .*taken over from \S+ \(node (\d+), generation"
