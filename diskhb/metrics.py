@@ -79,8 +79,8 @@ FENCE_DURATION = Histogram("diskhb_fence_duration_seconds", "From a victim named
                            buckets=FENCE_BUCKETS_S)
 FENCE_RECEIPTS = Counter("diskhb_fence_receipts_total", "Fencing receipts issued: an I/O fence (scsi-pr) whose victim"
                          " stayed frozen for one watchdog window after its key was read back gone from every LUN")
-PR_REGISTERED = Gauge("diskhb_pr_registered", "1 while this node's reservation key is registered on every [scsi-pr]"
-                      " LUN (as of the last registration; 0 once an audit found it removed)")
+PR_REGISTERED = Gauge("diskhb_pr_registered", "1 while this node's reservation key is registered on the [scsi-pr] LUN"
+                      " (as of the last registration or audit that reached it)", ["lun"])
 PR_AUDITS = Counter("diskhb_pr_audits_total", "Audits of the [scsi-pr] LUNs' keys and reservations completed")
 PR_AUDIT_FINDINGS = Counter("diskhb_pr_audit_findings_total", "Findings of the persistent-reservation audit, each"
                             " counted when it appears, by kind (fenced: our key was removed; registration-lost:"

@@ -132,7 +132,8 @@ class PrKeeper:
         if kind in ("register", "unfence"):
             self.last_register = result
             self.register_tried = True
-            m.PR_REGISTERED.set(1 if result.ok else 0)
+            for r in result.luns:
+                m.PR_REGISTERED.labels(r.lun).set(1 if r.ok else 0)
             if result.ok:
                 if not self.registered or kind == "unfence":
                     log.info("scsi-pr: %s (%s)", result.detail, "; ".join(r.detail for r in result.luns))
@@ -155,9 +156,12 @@ class PrKeeper:
             if kind_ != sp.GENERATION_MOVED:
                 log.info("scsi-pr audit: cleared: %s: %s", kind_, detail)
         self._shown = {k for k in now if k[0] != sp.GENERATION_MOVED}  # each move is news
+        for lun in report.luns:
+            if lun.reachable and not lun.error:  # an unreachable LUN says nothing new of our key
+                lost = any(f.kind in (sp.FENCED, sp.REGISTRATION_LOST, sp.NOT_REGISTERED) for f in lun.findings)
+                m.PR_REGISTERED.labels(lun.lun).set(0 if lost else 1)
         if report.fenced and not self.fenced:  # PK2
             self.fenced = "; ".join(f.detail for f in report.findings if f.kind == sp.FENCED)
-            m.PR_REGISTERED.set(0)
             return [IoFenced(f"our reservation key was removed: {self.fenced}")]
         return []
 

@@ -56,7 +56,7 @@ def test_each_daemon_registers_its_incarnation_once_quorate_and_the_audit_is_cle
                                     if f["kind"] != "generation-moved"] == []
     assert audit["luns"][0]["reservation"]["type"] == "WE-RO"
     assert c.view(1)["fence_methods"] == ["scsi-pr", "pill"]
-    assert metric_value(metrics(c, 1), "diskhb_pr_registered") == 1.0
+    assert metric_value(metrics(c, 1), "diskhb_pr_registered", lun=lun.url) == 1.0
 
 
 def test_a_dead_node_is_fenced_by_preempting_its_key_then_a_receipt_follows(cluster, lun):

@@ -137,7 +137,7 @@ def test_the_alert_rules_pass_their_unit_tests():
 def test_every_alert_has_a_firing_and_a_not_firing_unit_test():
     with open(RULES) as f:
         alerts = re.findall(r"^\s*- alert:\s*(\w+)", f.read(), re.M)
-    assert len(alerts) == 7
+    assert len(alerts) == 9
     with open(RULE_TESTS) as f:
         cases = re.split(r"^\s*- eval_time:", f.read(), flags=re.M)[1:]
     fires, quiet = set(), set()
