@@ -175,7 +175,22 @@ def render_table(view: dict) -> str:
             lines.append(f"  fencing: node {v['node']} ({v['generation']}) {state} for {v['since_ms'] / 1000:.1f} s,"
                          f" fencer {who}, {v['attempts']} attempt{'s' if v['attempts'] != 1 else ''}"
                          + (f": {v['last']}" if v["last"] else "")
-                         + (" (in flight)" if v.get("in_flight") and not v.get("pending") else ""))
+                         + (" (in flight)" if v.get("in_flight") and not v.get("pending") else "")
+                         + (f"; receipt {v['receipt']}" if v.get("receipt") else ""))
+        if view.get("fence_methods"):
+            lines.append(f"  fence methods: {' then '.join(view['fence_methods'])}")
+        pr = view.get("scsi_pr")
+        if pr:
+            state = (f"FENCED ({pr['fenced']})" if pr["fenced"] else "registered" if pr["registered"] else
+                     "NOT REGISTERED" + (f": {pr['register']['detail']}" if pr.get("register") else
+                                         " (waits for quorum)"))
+            lines.append(f"  scsi-pr: key {pr['own_key']} {state} on {len(pr['luns'])} LUN(s)")
+            for lun in ((pr.get("audit") or {}).get("luns") or []):
+                found = [f"{f['kind']}: {f['detail']}" for f in lun["findings"] if f["kind"] != "generation-moved"]
+                what = lun["error"] if lun.get("error") else (
+                    f"{len(lun['keys'])} key(s), PR generation {lun['generation']}, reserved "
+                    f"{(lun.get('reservation') or {}).get('text', 'by nobody')}")
+                lines.append(f"  scsi-pr audit {lun['lun']}: {what}" + (f"; {'; '.join(found)}" if found else ""))
     cols = ["ID", "NAME", "STATE", "SEQ", "GENERATION", "AGE_S", "FLAGS"]
     if view["source"] == "daemon":
         cols.append("REGIONS")

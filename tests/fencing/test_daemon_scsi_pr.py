@@ -57,6 +57,9 @@ def test_each_daemon_registers_its_incarnation_once_quorate_and_the_audit_is_cle
     assert audit["luns"][0]["reservation"]["type"] == "WE-RO"
     assert c.view(1)["fence_methods"] == ["scsi-pr", "pill"]
     assert metric_value(metrics(c, 1), "diskhb_pr_registered", lun=lun.url) == 1.0
+    table = diskhb("status", "--config", c.config(1)).stdout
+    assert f"scsi-pr: key 0x{keys[1]:016x} registered on 1 LUN(s)" in table, table
+    assert "fence methods: scsi-pr then pill" in table and f"scsi-pr audit {lun.url}: 3 key(s)" in table, table
 
 
 def test_a_dead_node_is_fenced_by_preempting_its_key_then_a_receipt_follows(cluster, lun):

@@ -19,6 +19,7 @@ from diskhb.fencing.scsi.transport import ScsiResult, TransportError, TransportT
 from tools.tgt import _free_port
 
 CLUSTER = "prm"
+IQN_BASE = "iqn.2024-01.org.diskhb.test"  # the fixtures' initiators are IQN_BASE:node<N> (tests/fencing/conftest.py)
 NODES = {1, 2, 3}
 GEN1, GEN2, GEN2_NEW, GEN3 = 0x0101_0101_aaaa_0001, 0x0202_0202_bbbb_0002, 0x0202_0202_bbbb_0003, 0x0303_cccc_0003
 K1, K2, K2_NEW, K3 = (pr_key.key_for(CLUSTER, n, g) for n, g in ((1, GEN1), (2, GEN2), (2, GEN2_NEW), (3, GEN3)))
@@ -37,9 +38,10 @@ def methods():
     made = []
 
     def make(urls, node_id=1, generation=GEN1, initiator=None, **kw):
-        from conftest import node_name
+        # never `from conftest import`: tests/ and tests/fencing/ both have one, and pytest imports
+        # both as "conftest" (the full suite then finds the other one's names missing)
         m = S.ScsiPrMethod(CLUSTER, node_id, generation, NODES, urls,
-                           initiator_name=initiator or node_name(node_id), timeout_ms=T, **kw)
+                           initiator_name=initiator or f"{IQN_BASE}:node{node_id}", timeout_ms=T, **kw)
         made.append(m)
         return m
 
@@ -577,3 +579,25 @@ def _preempt_args():
 
 
 C_PREEMPT = _preempt_args()
+
+
+def test_registration_preempts_our_own_earlier_incarnations(lun, methods):
+    old = methods([lun.url], node_id=2, generation=GEN2)
+    assert old.register(soon()).ok
+    new = methods([lun.url], node_id=2, generation=GEN2_NEW, initiator=f"{IQN_BASE}:node2b")  # a restart: a new nexus
+    r = new.register(soon())
+    assert r.ok, r.detail
+    assert pr.read_keys(lun.node("observer"), T).keys == (K2_NEW,)  # the dead incarnation's key is gone
+    assert not writes(own(old))  # and its nexus cannot write
+
+
+def test_a_retry_registers_only_where_this_incarnation_never_did(lun, lun2, methods):
+    m = methods([lun.url, lun2.url])
+    assert m.register(soon()).ok
+    fencer = methods([lun.url, lun2.url], node_id=3, generation=GEN3)
+    assert fencer.register(soon()).ok
+    assert fencer.fence(Victim(1, "node1", GEN1), soon()).ok  # we were fenced meanwhile
+    r = m.register(soon(), missing_only=True)
+    assert r.ok and [x.detail for x in r.luns] == [f"{u}: registered earlier" for u in (lun.url, lun2.url)]
+    for lu in (lun, lun2):
+        assert K1 not in pr.read_keys(lu.node("observer"), T).keys  # never registered again silently

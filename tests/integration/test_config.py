@@ -203,3 +203,70 @@ def test_hooks_mistakes_are_one_line(tmp_path, change, match):
     with pytest.raises(OperatorError, match=match) as e:
         load_config(write(tmp_path, HOOKS.replace(*change)))
     assert "\n" not in str(e.value)
+
+
+# -- fencing methods: [node] fence, [scsi-pr], [fence-agent] (issue 11) ------------------------------------
+
+FENCING = GOOD.replace('id = 1\n', 'id = 1\nfence = ["scsi-pr", "pill", "agent"]\n') + """
+[quorum]
+nodes = [1, 2, 3]
+[scsi-pr]
+luns = ["iscsi://192.0.2.5:3260/iqn.2024-01.org.example:lun0/1", "/dev/sg3"]
+initiator = "iqn.2024-01.org.example:node1"
+[fence-agent]
+agent = "fence_ipmilan"
+params = { ip = "192.0.2.9", username = "admin" }
+plugs = { node2 = "2" }
+"""
+
+
+def test_fencing_methods_parse():
+    cfg = parse_config(__import__("tomllib").loads(FENCING), "c.toml")
+    assert cfg.node.fence == ("scsi-pr", "pill", "agent")
+    assert cfg.scsi_pr.luns[1] == "/dev/sg3" and cfg.scsi_pr.timeout_ms == 10_000
+    assert cfg.scsi_pr.audit_interval_ms == 5_000 and cfg.scsi_pr.command_timeout_ms == 3_000
+    assert cfg.fence_agent.agent == "fence_ipmilan" and cfg.fence_agent.action == "off"
+    assert dict(cfg.fence_agent.params) == {"ip": "192.0.2.9", "username": "admin"}
+    assert dict(cfg.fence_agent.plugs) == {"node2": "2"}
+
+
+def test_the_default_order_is_the_pill_with_a_quorum_and_a_disk():
+    with_quorum = parse_config(__import__("tomllib").loads(GOOD + "[quorum]\nnodes = [1, 2]\n"), "c.toml")
+    assert with_quorum.node.fence == ("pill",)
+    assert parse_config(__import__("tomllib").loads(GOOD), "c.toml").node.fence == ()
+
+
+@pytest.mark.parametrize("old, new, match", [
+    ('fence = ["scsi-pr", "pill", "agent"]', 'fence = ["scsi-pr", "pil"]', "unknown method 'pil'; did you mean 'pill'"),
+    ('fence = ["scsi-pr", "pill", "agent"]', 'fence = ["pill", "pill"]', "lists a method twice"),
+    ('fence = ["scsi-pr", "pill", "agent"]', 'fence = []', "'node.fence': is empty"),
+    ("[quorum]\nnodes = [1, 2, 3]\n", "", "fencing needs a \\[quorum\\]"),
+    ('[scsi-pr]\nluns = ["iscsi://192.0.2.5:3260/iqn.2024-01.org.example:lun0/1", "/dev/sg3"]\n'
+     'initiator = "iqn.2024-01.org.example:node1"\n', "", "method 'scsi-pr' needs \\[scsi-pr\\]"),
+    ('luns = ["iscsi://192.0.2.5:3260/iqn.2024-01.org.example:lun0/1", "/dev/sg3"]',
+     'luns = ["/dev/sg3", "/dev/sg3"]', "lists a LUN twice"),
+    ('luns = ["iscsi://192.0.2.5:3260/iqn.2024-01.org.example:lun0/1", "/dev/sg3"]',
+     'luns = ["nfs://x/y"]', "only iscsi:// URLs and device paths"),
+    ('initiator = "iqn.2024-01.org.example:node1"', 'initiator = "iqn.x"\ntimeout_ms = 50',
+     "'scsi-pr.timeout_ms': 50 is not in command_timeout_ms"),
+    ('agent = "fence_ipmilan"', 'agent = "fence_ipmilan"\naction = "on"', "'fence-agent.action': 'on'"),
+    ('username = "admin"', 'username = "admin\\naction=on"', "contains a newline"),
+    ('[fence-agent]\nagent = "fence_ipmilan"\nparams = { ip = "192.0.2.9", username = "admin" }\n'
+     'plugs = { node2 = "2" }\n', "", "method 'agent' needs \\[fence-agent\\]"),
+])
+def test_fencing_mistakes_are_one_line(old, new, match):
+    import tomllib
+
+    assert old in FENCING
+    with pytest.raises(OperatorError, match=match) as e:
+        parse_config(tomllib.loads(FENCING.replace(old, new)), "c.toml")
+    assert "\n" not in str(e.value) and str(e.value).startswith("c.toml: ")
+
+
+def test_a_resource_on_the_pr_luns_is_marked():
+    import tomllib
+
+    cfg = parse_config(tomllib.loads(FENCING + '[[resource]]\nname = "ost0"\non_pr_luns = true\n'), "c.toml")
+    assert cfg.resources[0].on_pr_luns is True
+    with pytest.raises(OperatorError, match="'resource\\[1\\].on_pr_luns': 'yes' is not true or false"):
+        parse_config(tomllib.loads(FENCING + '[[resource]]\nname = "ost0"\non_pr_luns = "yes"\n'), "c.toml")
