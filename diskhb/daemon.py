@@ -243,13 +243,17 @@ class Daemon:
             ensure_run_dir(cfg.node.run_dir)
         except OperatorError as e:
             log.warning("control socket disabled: %s", e)
+        self.fencer = self._fence_runner()
+        attempt_ms = core.ATTEMPT_TIMEOUT_MS_DEFAULT if self.fencer is None else \
+            max(core.ATTEMPT_TIMEOUT_MS_DEFAULT, self.fencer.bound_ms)
         spec = core.NodeSpec(
             node_id=cfg.node.id, name=cfg.node.name, generation=self.generation, cluster=t.cluster,
             interval_ms=t.interval_ms, dead_ms=t.dead_ms, io_timeout_ms=t.io_timeout_ms,
             regions=tuple(core.RegionSpec(r.name, r.kind, r.owns_slot, r.path) for r in self.regions),
             resources=resources, default_target=next(iter(targets.values()), None),
             default_timing=timing.MmpTiming(timing.MMP_INTERVAL_MS_DEFAULT, 0),
-            lock_scope=lock_scope(cfg.node.run_dir), quorum=cfg.quorum, self_fence=True, watchdog_ms=t.watchdog_ms)
+            lock_scope=lock_scope(cfg.node.run_dir), quorum=cfg.quorum, self_fence=True, watchdog_ms=t.watchdog_ms,
+            fence_attempt_timeout_ms=attempt_ms)
         self.core = core.NodeCore(spec, now_ms=self.clock_ms(), rand=secrets.randbelow)
         self.reporter = Reporter(len(self.regions), self.clock_ms)
         # Series at 0 from the start: a first loss or failed fence is then an increase() alerts see.
@@ -264,7 +268,6 @@ class Daemon:
         by_name = {rc.name: rc for rc in cfg.resources}
         self.executor = MmpExecutor(devices, notify=self.wake, clock_ms=self.clock_ms)
         self.loss = LossWorker(by_name, self.wake)
-        self.fencer = self._fence_runner()
         self.enforcers = Enforcers(by_name)
 
     def _fence_runner(self) -> FenceRunner | None:

@@ -96,7 +96,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from diskhb.core import timing
-from diskhb.core.fencing import Fencing
+from diskhb.core.fencing import ATTEMPT_TIMEOUT_MS_DEFAULT, Fencing
 from diskhb.core.liveness import Liveness
 from diskhb.core.quorum import TIEBREAK_RESOURCE, QuorumSpec, QuorumState
 from diskhb.core.record import record
@@ -158,6 +158,7 @@ class NodeSpec:
     quorum: QuorumSpec | None = None  # None: no [quorum] configured (never quorate, Q-rules not run)
     self_fence: bool = False  # N14: run the self-fence triggers (the daemon; not yet the simulator)
     watchdog_ms: int = 0  # the cluster's watchdog timeout (superblock): FD11's deadlines need it (0: none)
+    fence_attempt_timeout_ms: int = ATTEMPT_TIMEOUT_MS_DEFAULT  # fencing FD6: at least the fence runner's bound
 
 
 # -- observations (in) -------------------------------------------------------------------------------
@@ -464,7 +465,8 @@ class NodeCore:
         self.exit_code: int | None = None
         self.liveness = Liveness(self_id=spec.node_id, interval_ms=spec.interval_ms, dead_ms=spec.dead_ms)
         self.quorum = QuorumState(spec.quorum, started_ms=now_ms) if spec.quorum is not None else None  # N10
-        self.fencing = Fencing(spec.node_id, tuple(spec.quorum.votes), receipt_window_ms=spec.watchdog_ms or spec.dead_ms) \
+        self.fencing = Fencing(spec.node_id, tuple(spec.quorum.votes), attempt_timeout_ms=spec.fence_attempt_timeout_ms,
+                               receipt_window_ms=spec.watchdog_ms or spec.dead_ms) \
             if spec.quorum is not None else None  # N11; fencing FD12's window: one watchdog timeout
         self._digest = spec.quorum.digest() if spec.quorum is not None else 0  # Q3: what our beats advertise
         self.peer_digests: dict[int, int] = {}  # Q3: node -> the digest its newest beat advertised

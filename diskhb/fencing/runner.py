@@ -36,6 +36,7 @@ from diskhb.fencing.method import Method, MethodResult, Victim
 log = logging.getLogger("diskhb.fence")
 
 ORDERS_MAX = 8  # chains running at once (one per victim in practice: the core keeps one attempt in flight each)
+METHOD_SLACK_MS = 2_500  # method M1's "small constant" past a deadline (an agent's SIGTERM grace and reap)
 METHOD_TIMEOUT_MS_DEFAULT = 30_000
 NEXT_AFTER_PENDING_MAX = 64  # FR2: incarnations remembered (bounded like everything else)
 
@@ -51,6 +52,12 @@ class FenceRunner:
         self._done: list[FenceDone] = []
         self._running = 0
         self._resume: dict[tuple[int, int], int] = {}  # FR2: (node, generation) -> the next method's index
+
+    @property
+    def bound_ms(self) -> int:
+        """FR3: the longest a chain can run; the core waits at least this long for an outcome
+        (fencing FD6) before it counts an attempt failed and orders another."""
+        return sum(ms + METHOD_SLACK_MS for _, ms in self.methods)
 
     @property
     def order(self) -> tuple[str, ...]:

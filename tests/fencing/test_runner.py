@@ -155,3 +155,10 @@ def test_close_closes_every_method():
     a, b = Scripted("pill", OK), Scripted("agent", OK)
     FenceRunner([(a, 1), (b, 1)], threading.Event()).close()
     assert a.closed and b.closed
+
+
+def test_fr3_the_chains_bound_is_what_the_core_waits_for():
+    from diskhb.fencing.runner import METHOD_SLACK_MS
+
+    r = FenceRunner([(Scripted("scsi-pr", OK), 10_000), (Scripted("agent", OK), 120_000)], threading.Event())
+    assert r.bound_ms == 130_000 + 2 * METHOD_SLACK_MS
