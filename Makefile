@@ -53,6 +53,8 @@ bench: deps $(STAMP)
 	for mix in disk net both; do $(VPY) -m tools.bench.detection --only detection --mix $$mix --interval-ms 100 --dead-ms 1000; done
 	$(VPY) -m tools.bench.netpeers
 	$(VPY) -m tools.bench.mmp
+	$(VPY) -m tools.bench.failover --reps 5 --scsi-pr
+	$(VPY) -m tools.bench.failover --reps 5 --scsi-pr --no-pill --fast
 
 # The simulator's bench run (about an hour on 2 cores): 100,000 schedules, 0 violations expected;
 # then each fix of schedules A-E reverted in a scratch copy, against the CI budget of 2,000 seeds.

@@ -84,7 +84,8 @@ class Cluster:
         return path
 
     def start(self, node_id: int, name: str | None = None, extra: str = "", node_extra: str = "") -> subprocess.Popen:
-        cfg = self.config(node_id, name, extra, node_extra)
+        # node_extra only when given: subclasses of other tests write configs of their own
+        cfg = self.config(node_id, name, extra, node_extra) if node_extra else self.config(node_id, name, extra)
         log = os.path.join(self.workdir, f"node{node_id}.{len(self.logs)}.log")
         self.logs[node_id] = log
         with open(log, "w") as out:
