@@ -20,7 +20,8 @@ BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man/man1
 COMPDIR ?= $(PREFIX)/share/bash-completion/completions
 
-.PHONY: demo test deps venv bench bench-sim bench-cts stress clean install man install-agents uninstall-agents
+.PHONY: demo test deps venv bench bench-sim bench-cts bench-cts-pr stress clean install man install-agents \
+	uninstall-agents
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -65,6 +66,11 @@ bench-sim: $(STAMP)
 # The cluster test system's bench run (about an hour): 210 seeded fault schedules on real daemons.
 bench-cts: deps $(STAMP)
 	$(VPY) -m tools.cts --schedules 210 --seed 1000
+
+# The same with SCSI-PR fencing (a private tgtd on the test net 10.77.13.0/24; a third resource
+# written through iSCSI, PR-FENCED-WRITE): 210 schedules, about an hour.
+bench-cts-pr: deps $(STAMP)
+	$(VPY) -m tools.cts --schedules 210 --seed 3000 --scsi-pr --net 13
 
 stress: deps $(STAMP)
 	$(VPY) -m tools.bench.stress --duration-s 600

@@ -1,14 +1,16 @@
-"""A private tgtd (Debian `tgt`, the user-space iSCSI target) for tests: file-backed LUNs on 127.0.0.1.
+"""A private tgtd (Debian `tgt`, the user-space iSCSI target) for tests: file-backed LUNs on 127.0.0.1
+(or on an address of a private test net: portal_host).
 
-    with Tgt() as tgt:                                   # or start()/stop()
+    with Tgt() as tgt:                                   # or start()/stop(); Tgt(portal_host="10.77.40.254")
         url = tgt.add_target("iqn.2024-01.diskhb.test:lun0", size_bytes=8 << 20,
                              initiators=["iqn.2024-01.diskhb.test:node1", ...])   # None: any initiator
-        ...                                              # iscsi://127.0.0.1:PORT/IQN/1
+        ...                                              # iscsi://127.0.0.1:PORT/IQN/1 (or portal_host)
 
 Rules of this file:
-- isolation: its own portal (127.0.0.1 and a free port, never 3260) and its own management
-  socket (TGT_IPC_SOCKET in its work dir, read by tgtd and tgtadm alike), so a system tgtd, or a
-  second harness, is never touched;
+- isolation: its own portal (127.0.0.1, or an address of a private test net of tools.netns --
+  10.77.0.0/16, set up by the caller before start() --, and a free port, never 3260; never any
+  other address) and its own management socket (TGT_IPC_SOCKET in its work dir, read by tgtd
+  and tgtadm alike), so a system tgtd, or a second harness, is never touched;
 - always torn down: stop() kills tgtd by its PID (it ignores SIGTERM: its handler is empty) and
   removes the work dir with the backing files; it runs from __exit__ and is twice-safe; tgtd
   also dies with the thread that started it (PR_SET_PDEATHSIG), so a killed test run leaves none;
@@ -19,6 +21,7 @@ Rules of this file:
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
 import shutil
 import signal
@@ -55,15 +58,30 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _free_port() -> int:
+TEST_NETS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.77.0.0/16"))  # loopback, tools.netns
+
+
+def check_portal_host(host: str) -> str:
+    """The portal's address: an IPv4 literal on loopback or in the test nets of tools.netns, else TgtError."""
+    try:
+        addr = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise TgtError(f"portal host {host!r} is not an IPv4 address") from None
+    if not any(addr in net for net in TEST_NETS):
+        raise TgtError(f"portal host {host} is neither loopback nor in a test net ({', '.join(map(str, TEST_NETS))})")
+    return host
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 class Tgt:
-    def __init__(self, workdir_parent: str | None = None):
+    def __init__(self, workdir_parent: str | None = None, portal_host: str = "127.0.0.1"):
         self.workdir_parent = workdir_parent
+        self.portal_host = check_portal_host(portal_host)
         self.workdir: str | None = None
         self.proc: subprocess.Popen | None = None
         self.port = 0
@@ -97,10 +115,10 @@ class Tgt:
         self.workdir = tempfile.mkdtemp(prefix="diskhb-tgt-", dir=self.workdir_parent)
         try:
             for _ in range(PORT_TRIES):
-                self.port = _free_port()
+                self.port = _free_port(self.portal_host)
                 if self._spawn():
                     return self
-            raise TgtError(f"tgtd did not come up on 127.0.0.1 in {PORT_TRIES} tries: {self.log_tail()}")
+            raise TgtError(f"tgtd did not come up on {self.portal_host} in {PORT_TRIES} tries: {self.log_tail()}")
         except BaseException:
             self.stop()
             raise
@@ -108,7 +126,7 @@ class Tgt:
     def _spawn(self) -> bool:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                ["tgtd", "-f", "--iscsi", f"portal=127.0.0.1:{self.port}"], env=self._env, stdin=subprocess.DEVNULL,
+                ["tgtd", "-f", "--iscsi", f"portal={self.portal}"], env=self._env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, cwd=self.workdir)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -117,9 +135,9 @@ class Tgt:
                 return False  # e.g. the port was taken: try another
             portals = self._portals()
             if portals is not None:
-                if f"127.0.0.1:{self.port}" in portals and self._listening():
+                if self.portal in portals and self._listening():
                     return True
-                if f"127.0.0.1:{self.port}" not in portals:
+                if self.portal not in portals:
                     # the port was taken: tgtd stays up on its default wildcard portal (:3260) instead
                     self._kill()
                     return False
@@ -137,9 +155,13 @@ class Tgt:
             return None
         return [line.split()[1].rsplit(",", 1)[0] for line in r.stdout.splitlines() if line.startswith("Portal: ")]
 
+    @property
+    def portal(self) -> str:
+        return f"{self.portal_host}:{self.port}"
+
     def _listening(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+            with socket.create_connection((self.portal_host, self.port), timeout=0.2):
                 return True
         except OSError:
             return False
@@ -222,7 +244,7 @@ class Tgt:
                 pass
 
     def url(self, iqn: str, lun: int = 1) -> str:
-        return f"iscsi://127.0.0.1:{self.port}/{iqn}/{lun}"
+        return f"iscsi://{self.portal}/{iqn}/{lun}"
 
     def backing_file(self, iqn: str) -> str:
         return os.path.join(self.workdir, f"lun{self._tids[iqn]}.img")

@@ -1,7 +1,8 @@
 """The cluster test system (tools.cts): its schedules replay, each of its rules fails on evidence
 made up to break it and passes on evidence that does not, and a short run of real schedules holds
 every rule -- while a cluster broken on purpose (no loss action, watchdogs that reset nobody)
-is caught writing twice."""
+is caught writing twice. With --scsi-pr (a private tgtd's LUN, a third resource written through
+iSCSI) a short run holds every rule too, PR-FENCED-WRITE included."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def test_a_seed_is_its_schedule():
     assert "seed 7" in sch.make(7, 3).text() and "heal" in sch.make(7, 3).text()
 
 
-def w(resource, node, gen, epoch, t):
-    return checks.Write(resource, node, gen, epoch, t)
+def w(resource, node, gen, epoch, t, done=0.0):
+    return checks.Write(resource, node, gen, epoch, t, done)
 
 
 def test_one_writer_and_epochs():
@@ -65,6 +66,67 @@ def test_fenced_writes_from_the_verification_the_promise_and_the_takeover():
     assert "took r1 over" in checks.fenced_writes(writes, history(events=[took_r1]))[0]
     other_gen = checks.LogEvent(5.0, 1, "fenced", 2, 0x99, "deadline")  # an older incarnation of node 2
     assert checks.fenced_writes(writes, history(events=[other_gen])) == []
+
+
+def test_a_scsi_pr_fence_stops_the_lun_writes_only():
+    """FD13: a victim fenced by scsi-pr may run on; its landed LUN writes (iSCSI lines: a done
+    time) sent after the verified fence are PR-FENCED-WRITE, its other resources' writes are not
+    FENCED-WRITE on that verdict (their takeover still is)."""
+    fenced = checks.LogEvent(5.0, 3, "fenced", 2, G2, "scsi-pr")
+    before = [w("lun", 2, G2, 1, 4.90, 4.91), w("lun", 2, G2, 1, 4.99, 5.4)]  # sent before: may land late
+    assert checks.pr_fenced_writes(before, history(events=[fenced])) == []
+    landed = before + [w("lun", 2, G2, 1, 5.05, 5.06)]
+    [v] = checks.pr_fenced_writes(landed, history(events=[fenced]))
+    assert v.startswith("PR-FENCED-WRITE: node 2 (generation 0x22) landed 1 write(s) on lun") and "by scsi-pr" in v
+    assert checks.pr_fenced_writes(landed, history(events=[checks.LogEvent(5.0, 3, "fenced", 2, 0x99, "scsi-pr")])) \
+        == []  # another incarnation
+    assert checks.pr_fenced_writes([w("r1", 2, G2, 1, 5.1)], history(events=[fenced])) == []  # not through iSCSI
+    assert checks.fenced_writes(landed + [w("r1", 2, G2, 1, 5.1)], history(events=[fenced])) == []
+    took_r1 = checks.LogEvent(5.0, 3, "takeover", 2, G2, "r1")
+    assert "took r1 over" in checks.fenced_writes([w("r1", 2, G2, 1, 5.1)], history(events=[fenced, took_r1]))[0]
+    deadline = checks.LogEvent(5.0, 3, "fenced", 2, G2, "deadline")  # covers every resource, the LUN's too
+    assert checks.fenced_writes(landed, history(events=[deadline]))[0].startswith("FENCED-WRITE: node 2 (generation"
+                                                                                   " 0x22) wrote lun 1 time(s)")
+    assert checks.judge(landed, history(events=[fenced]))[0].startswith("PR-FENCED-WRITE")
+
+
+def test_iscsi_writes_are_ordered_as_sent_and_read_with_their_refusals(tmp_path):
+    # node 2's last write came back GOOD after node 3's first (a slow answer): sent before it, it
+    # landed before it (each write lands between its sending and its line)
+    late_line = [w("lun", 2, G2, 1, 1.0, 1.01), w("lun", 3, G3, 2, 2.0, 2.01), w("lun", 2, G2, 1, 1.5, 2.5)]
+    assert checks.one_writer(late_line) == []
+    sent_after = late_line + [w("lun", 2, G2, 1, 2.6, 2.61)]
+    assert [v.split(":")[0] for v in checks.one_writer(sent_after)] == ["ONE-WRITER"]
+    audit = tmp_path / "audit.log"
+    audit.write_text("r1 1 0x11 1 1000000000\nlun 1 0x11 1 1100000000 1200000000\nlun 1 0x11 1 13000")
+    assert checks.read_audit(str(audit)) == [w("r1", 1, 0x11, 1, 1.0), w("lun", 1, 0x11, 1, 1.1, 1.2)]  # torn: none
+    refused = tmp_path / "refused.log"
+    refused.write_text("lun 2 0x22 3 5000000000 REFUSED iscsi://x: WRITE(10): RESERVATION CONFLICT\n"
+                       "lun 2 0x22 3 5100000000 UNKNOWN iscsi://x: WRITE(10): no answer\n")
+    assert checks.read_refused(str(refused)) == [("lun", 2, 0x22, 5.0, "REFUSED"), ("lun", 2, 0x22, 5.1, "UNKNOWN")]
+    assert checks.read_refused(str(tmp_path / "none.log")) == []
+
+
+def test_the_lun_blocks_show_a_write_that_landed_late_or_unanswered(tmp_path):
+    ns = 10 ** 9
+    def block(node, gen, t_ns):
+        return f"lun {node} {gen:#x} 1 {t_ns}\n".encode().ljust(checks.BLOCK, b"\0")
+    t_a, t_b = 5 * ns, 5 * ns + checks.LUN_SLOTS * checks.LUN_SLOT_NS  # the same LBA, 400 ms apart
+    assert checks.lun_lba(t_a) == checks.lun_lba(t_b) != checks.lun_lba(t_a + checks.LUN_SLOT_NS)
+    img = tmp_path / "lun.img"
+    img.write_bytes(b"".join(block(2, G2, t_a) if k == checks.lun_lba(t_a) else bytes(checks.BLOCK)
+                             for k in range(checks.LUN_SLOTS)) + bytes(4096))
+    [found] = checks.read_lun(str(img), "lun")
+    assert (found.node, found.generation, found.t) == (2, G2, 5.0)
+    b_landed = [w("lun", 3, G3, 2, t_b / ns, t_b / ns + 0.01)]  # node 3 wrote that block after node 2's write
+    [v] = checks.lun_last_writes(b_landed, [found])  # ... yet node 2's is there: it landed after it
+    assert v.startswith(f"LUN-LAST-WRITE: lun: LBA {checks.lun_lba(t_a)} holds node 2's")
+    assert checks.lun_last_writes([w("lun", 2, G2, 1, t_b / ns, t_b / ns + 0.01)], [found]) == []  # its own
+    assert checks.lun_last_writes([w("lun", 3, G3, 2, 4.0, 4.01)], [found]) == []  # an older one
+    # found on the LUN but never answered (its consumer killed): sent after a scsi-pr fence, it counts
+    fenced = checks.LogEvent(4.9, 3, "fenced", 2, G2, "scsi-pr")
+    assert checks.pr_fenced_writes([], history(events=[fenced]), [found])[0].startswith("PR-FENCED-WRITE: node 2")
+    assert "LUN-LAST-WRITE" in " ".join(checks.judge(b_landed, history(), [found]))
 
 
 def test_a_death_or_a_victim_needs_silence_where_the_observer_looks():
@@ -170,4 +232,50 @@ def test_a_cluster_broken_on_purpose_is_caught(tmp_path):
     assert os.path.exists(tmp_path / "cts" / "seed6" / "audit.log")  # kept for the post-mortem
 
 
+@pytest.mark.root
+@pytest.mark.slow
+def test_a_short_sample_with_scsi_pr_holds_every_rule(tmp_path):
+    """--scsi-pr: node 1, the first holder, isolated (it fences itself); then frozen, and nodes 2
+    and 1 reset (fenced by scsi-pr: the LUN resource taken over at once, FD13)."""
+    _needs_pr()
+    r = _cts("--schedules", "2", "--seed", str(PR_SAMPLE_SEED), "--scsi-pr", "--workdir", str(tmp_path / "cts"),
+             "--net", "41", timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "resources r1, r2, lun (scsi-pr)" in r.stdout and "2 schedule(s), 0 with violations" in r.stdout, r.stdout
+    assert "fences verified (scsi-pr)" in r.stdout and "writes landed on the LUN" in r.stdout, r.stdout
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_the_lun_fence_holds_where_the_loss_action_and_the_watchdog_do_not(tmp_path):
+    """The cluster broken on purpose (nothing stops a consumer, watchdogs reset nobody), node 1's
+    daemon frozen for 3 s while it holds everything: r1 and r2 are caught written twice, while on
+    the LUN its consumer's writes are refused once a peer preempted its key, and none lands
+    after that fence."""
+    _needs_pr()
+    r = _cts("--schedules", "1", "--seed", "1", "--scsi-pr", "--break", "no-loss-action,no-watchdog-reset",
+             "--workdir", str(tmp_path / "cts"), "--net", "42", timeout=300)
+    assert r.returncode == 1, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "freeze    node 1 for 3 s" in r.stdout and "ONE-WRITER: r1" in r.stdout, r.stdout
+    assert "LUN writes refused (reservation conflict)" in r.stdout and "fences verified (scsi-pr)" in r.stdout, r.stdout
+    for rule in ("PR-FENCED-WRITE", "LUN-LAST-WRITE", "ONE-WRITER: lun", "EPOCHS: lun", "wrote lun", "TAKEN-OVER: lun"):
+        assert rule not in r.stdout, r.stdout
+
+
+def _needs_pr():
+    _needs()
+    from tools import tgt
+
+    why = tgt.missing()
+    if why:
+        pytest.skip(why)
+    from diskhb.fencing.scsi.iscsi import load_libiscsi
+    from diskhb.fencing.scsi.transport import TransportUnavailable
+    try:
+        load_libiscsi()
+    except TransportUnavailable as e:
+        pytest.skip(str(e))
+
+
 SAMPLE_SEED = 14  # seed 14: reset node 1 (the holder); seed 15: link cut on node 2, then node 1 killed
+PR_SAMPLE_SEED = 10  # seed 10: node 1 isolated for 3 s; seed 11: node 1 frozen, nodes 2 and 1 reset, node 3 restarted

@@ -76,7 +76,15 @@ def test_a_taken_port_is_detected_and_another_one_used(monkeypatch):
         taken.listen(1)
         ports = [taken.getsockname()[1]]
         real = harness._free_port
-        monkeypatch.setattr(harness, "_free_port", lambda: ports.pop() if ports else real())
+        monkeypatch.setattr(harness, "_free_port", lambda host="127.0.0.1": ports.pop() if ports else real(host))
         with harness.Tgt() as t:
             assert t.port != taken.getsockname()[1]
             assert t._portals() == [f"127.0.0.1:{t.port}"]
+
+
+def test_the_portal_is_on_loopback_or_a_test_net_only():
+    assert harness.check_portal_host("127.0.0.1") == "127.0.0.1"
+    assert harness.check_portal_host("10.77.41.254") == "10.77.41.254"
+    for bad in ("192.168.1.5", "0.0.0.0", "10.78.0.1", "localhost", "::1"):
+        with pytest.raises(harness.TgtError):
+            harness.Tgt(portal_host=bad)

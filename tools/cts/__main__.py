@@ -1,12 +1,15 @@
-"""python -m tools.cts [--schedules N] [--seed S] [--keep] [--workdir DIR] [--break WHAT,...]
+"""python -m tools.cts [--schedules N] [--seed S] [--keep] [--workdir DIR] [--break WHAT,...] [--scsi-pr]
 
 The cluster test system: three real daemons in their own namespaces (tools.cts.cluster), each
 with a consumer per guarded resource writing an audit line per write while it holds it, driven
 through seeded fault schedules (tools.cts.schedule); after each, the rules of tools.cts.checks.
 Schedule k of a run has seed S + k, printed with its faults: `--schedules 1 --seed S+k` replays
 it (the same faults at the same moments; the daemons' own timing is real, so not every outcome
-is bit-for-bit the same). Exit 0: every schedule held every rule; 1: a violation (the schedule's
-logs and audit are kept, and named); 2: the cluster could not be set up.
+is bit-for-bit the same). With --scsi-pr the nodes also fence by SCSI-3 persistent reservations
+on a LUN of a private tgtd (tools.tgt, reached over the test net: cluster.py), guarding a third
+resource whose consumer writes through iSCSI (consumer.py C1-C3; checks.py PR-FENCED-WRITE,
+LUN-LAST-WRITE). Exit 0: every schedule held every rule; 1: a violation (the schedule's logs and
+audit are kept, and named); 2: the cluster could not be set up.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import time
 from diskhb.core.types import parse_hex_id
 from tools.cts import checks
 from tools.cts import schedule as sch
-from tools.cts.cluster import BREAKAGES, CONSUMER_DELAY_S, DEAD_MS, INTERVAL_MS, NODES, RESOURCES, CtsCluster
+from tools.cts.cluster import BREAKAGES, CONSUMER_DELAY_S, DEAD_MS, INTERVAL_MS, LUN_RESOURCE, NODES, RESOURCES, \
+    CtsCluster
 
 READY_TIMEOUT_S = 40.0
 SETTLE_TIMEOUT_S = 25.0
@@ -42,7 +46,7 @@ def _wait_ready(c: CtsCluster) -> None:
         views = {i: c.status(i) for i in NODES}
         quorate = all(v and (v.get("quorum") or {}).get("quorate") for v in views.values())
         writes = {w.resource for w in checks.read_audit(c.audit)}
-        if quorate and writes >= set(RESOURCES) and time.monotonic() - start > CONSUMER_DELAY_S:
+        if quorate and writes >= set(c.resources) and time.monotonic() - start > CONSUMER_DELAY_S:
             return
         time.sleep(POLL_S)
     raise SetupFailed(f"the cluster did not come up within {READY_TIMEOUT_S:g} s (logs in {c.sched_dir})")
@@ -90,7 +94,7 @@ def _settled(c: CtsCluster, healed_t: float, rule: str = "TAKEN-OVER") -> list[s
     if not running:
         return []
     writes = checks.read_audit(c.audit)
-    for r in RESOURCES:
+    for r in c.resources:
         holders = [i for i, v in views.items() if v and any(m["resource"] == r and m["state"] == "held"
                                                             for m in v.get("mmp") or [])]
         if len(holders) != 1:
@@ -140,6 +144,7 @@ def run_one(c: CtsCluster, s: sch.Schedule, sched_dir: str, stats: collections.C
         for i, d in c.dogs.items():  # before end(): its kills leave armed watchdogs that fire
             stats["watchdog resets"] += d.state().get("fired", 0) - fired0[i]
         c.end()
+    lun = checks.read_lun(c.tgt.backing_file(c.lun_iqn), LUN_RESOURCE) if c.scsi_pr else []
     offset = time.time() - time.monotonic()
     events = [ev for i in NODES for path in c.logs(i) for ev in checks.parse_log(path, i, offset)]
     writes = checks.read_audit(c.audit)
@@ -149,8 +154,13 @@ def run_one(c: CtsCluster, s: sch.Schedule, sched_dir: str, stats: collections.C
                "fenced": f"fences verified ({ev.detail})", "self-fenced": f"self-fences ({ev.detail})",
                "beating": "incarnations", "read-only": "READ_ONLY published", "takeover": "takeovers (log)"}[ev.kind]] += 1
     stats["writes"] += len(writes)
+    if c.scsi_pr:
+        stats["writes landed on the LUN"] += sum(1 for w in writes if w.done)
+        for *_, outcome in checks.read_refused(c.refused):
+            stats[{"REFUSED": "LUN writes refused (reservation conflict)", "FAILED": "LUN writes failed",
+                   "UNKNOWN": "LUN writes unanswered", "JOIN": "LUN joins refused"}.get(outcome, outcome)] += 1
     stats["holder changes"] += _changes(writes)
-    return missing + checks.judge(writes, h)
+    return missing + checks.judge(writes, h, lun)
 
 
 def _changes(writes: list[checks.Write]) -> int:
@@ -171,6 +181,9 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep every schedule's logs and audit, not only failed ones")
     ap.add_argument("--workdir", default=None, help="where to work [default: a new directory in /var/tmp]")
     ap.add_argument("--net", type=int, default=9, help="the test network's number (10.77.NET.0/24)")
+    ap.add_argument("--scsi-pr", action="store_true",
+                    help="fence by SCSI-PR too, on a private tgtd's LUN guarding a third resource, written through"
+                         " iSCSI")
     ap.add_argument("--break", dest="broken", default="", metavar="WHAT,...",
                     help=f"break the cluster on purpose, to see the checks fail: {', '.join(sorted(BREAKAGES))}")
     a = ap.parse_args()
@@ -182,10 +195,11 @@ def main() -> int:
     stats: collections.Counter = collections.Counter()
     failed: list[int] = []
     t_start = time.monotonic()
-    print(f"cts: {len(NODES)} nodes, interval {INTERVAL_MS} / dead {DEAD_MS} ms, resources {', '.join(RESOURCES)};"
+    resources = RESOURCES + (("lun (scsi-pr)",) if a.scsi_pr else ())
+    print(f"cts: {len(NODES)} nodes, interval {INTERVAL_MS} / dead {DEAD_MS} ms, resources {', '.join(resources)};"
           f" {a.schedules} schedule(s) from seed {a.seed}; work in {work}", flush=True)
     try:
-        c = CtsCluster(work, a.net, broken=frozenset(filter(None, a.broken.split(","))))
+        c = CtsCluster(work, a.net, broken=frozenset(filter(None, a.broken.split(","))), scsi_pr=a.scsi_pr)
     except Exception as e:  # noqa: BLE001 - one line for the operator
         print(f"cts: cannot set the cluster up: {e}", file=sys.stderr)
         return 2
@@ -206,7 +220,7 @@ def main() -> int:
                 for line in bad:
                     print(f"  {line}", flush=True)
                 print(f"  logs and audit kept in {sched_dir}; replay: python -m tools.cts --schedules 1 --seed"
-                      f" {s.seed}", flush=True)
+                      f" {s.seed}{' --scsi-pr' if a.scsi_pr else ''}", flush=True)
             else:
                 faults = ", ".join(f"{f.kind} n{f.node}" for f in s.faults)
                 print(f"seed {s.seed}: ok ({time.monotonic() - t:.1f} s; {faults})", flush=True)

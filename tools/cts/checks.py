@@ -4,12 +4,26 @@ shown failing on made-up evidence (tests/tools/test_cts.py).
 
   ONE-WRITER    the audit file (appended with O_APPEND: its order is the order the writes landed)
                 shows, per resource, one holder (node, generation, epoch) at a time: once another
-                holder's write landed, no write of an earlier holder lands again.
+                holder's write landed, no write of an earlier holder lands again. A resource
+                written through iSCSI (--scsi-pr: lines with a sixth field, appended once the LUN
+                said GOOD) is taken in the order its writes were sent: each landed between its
+                sending and its line, and a correct cluster's holders never overlap there.
   EPOCHS        each new holder of a resource writes under a higher epoch than the one before.
   FENCED-WRITE  no write by a node incarnation issued after a peer counted it fenced (verified:
                 its READ_ONLY promise, or its self-fence deadline passed), after it published
                 READ_ONLY itself, or (to that resource) after a peer took a resource over from it:
-                from those moments on its storage may be someone else's.
+                from those moments on its storage may be someone else's. A fence by an I/O method
+                (scsi-pr) cuts the victim off the LUNs only (fencing FD13): that is PR-FENCED-WRITE's.
+  PR-FENCED-WRITE no write through iSCSI (a line with a sixth field: it landed on the LUN) by a
+                node incarnation sent after a peer verified it fenced by scsi-pr (its key read back
+                gone from the LUN, "attempt A by scsi-pr: fenced"): the target must refuse it
+                (RESERVATION CONFLICT), every nexus of that key having been preempted. Writes found
+                in the LUN's blocks at the schedule's end count too: one whose answer never came
+                back (its consumer killed, no answer) landed all the same.
+  LUN-LAST-WRITE each of the LUN's blocks, read at the schedule's end, holds no write older than a
+                landed write of another holder to that block (LBA: by the time it was sent,
+                lun_lba): no holder's write landed after its successor's, such as a write still
+                queued in a cut cable's TCP stream when its consumer was killed.
   FALSE-DEATH   a node incarnation is declared dead by an observer only if, in the dead time
                 before, it was not beating where the observer would see it: running and not
                 frozen, with its disk working (its slot moves on the shared disk) or its cable
@@ -32,6 +46,9 @@ import datetime
 import re
 from dataclasses import dataclass, field
 
+LUN_SLOTS, LUN_SLOT_NS, BLOCK = 8, 50_000_000, 512  # a write sent at t goes to LBA lun_lba(t): every holder
+# writes every block within LUN_SLOTS x 50 ms, so a late landing overwrites a newer holder's block
+IO_METHODS = ("scsi-pr",)  # fencing FD13: these cut a victim off the LUNs only
 STEP_S = 0.01  # the resolution of the connectivity checks
 EARLY_SLACK_S = 0.3  # the observer's read of a landing may be this late (FaultDisk, the loop)
 LATE_SLACK_S = 0.05  # log lines are dated when queued; the timeline to MONITOR_S
@@ -46,6 +63,7 @@ class Write:
     generation: int
     epoch: int
     t: float  # monotonic seconds, read right before the write
+    done: float = 0.0  # through iSCSI: when GOOD came back (the write landed between t and this); 0: not
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +94,43 @@ def read_audit(path: str) -> list[Write]:
     with open(path) as f:
         for line in f:
             parts = line.split()
-            if len(parts) == 5:  # a node reset mid-line leaves at most a torn last line
-                out.append(Write(parts[0], int(parts[1]), int(parts[2], 16), int(parts[3]), int(parts[4]) / 1e9))
+            if len(parts) in (5, 6) and line.endswith("\n"):  # a node reset mid-line leaves at most a torn last line
+                done = int(parts[5]) / 1e9 if len(parts) == 6 else 0.0
+                out.append(Write(parts[0], int(parts[1]), int(parts[2], 16), int(parts[3]), int(parts[4]) / 1e9, done))
+    return out
+
+
+def lun_lba(issued_ns: int) -> int:
+    return (issued_ns // LUN_SLOT_NS) % LUN_SLOTS
+
+
+def read_lun(path: str, resource: str) -> list[Write]:
+    """The writes found in the LUN's blocks (each holds its audit line's first five fields and a
+    newline); done is inf: they landed, their answer may never have come back."""
+    out = []
+    with open(path, "rb") as f:
+        data = f.read(LUN_SLOTS * BLOCK)
+    for k in range(LUN_SLOTS):
+        text = data[k * BLOCK:(k + 1) * BLOCK].split(b"\0", 1)[0].decode(errors="replace")
+        parts = text.split()
+        if len(parts) == 5 and text.endswith("\n") and parts[0] == resource:
+            out.append(Write(parts[0], int(parts[1]), int(parts[2], 16), int(parts[3]), int(parts[4]) / 1e9,
+                             float("inf")))
+    return out
+
+
+def read_refused(path: str) -> list[tuple[str, int, int, float, str]]:
+    """The iSCSI writes that did not land (tools.cts.consumer C3): (resource, node, generation,
+    sent at, outcome) with outcome REFUSED, FAILED, UNKNOWN or JOIN."""
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split(maxsplit=6)
+                if len(parts) >= 6 and line.endswith("\n"):
+                    out.append((parts[0], int(parts[1]), int(parts[2], 16), int(parts[4]) / 1e9, parts[5]))
+    except FileNotFoundError:
+        pass
     return out
 
 
@@ -178,7 +231,9 @@ def one_writer(writes: list[Write]) -> list[str]:
     per: dict[str, tuple] = {}
     done: dict[str, set] = {}
     bad: set[str] = set()
-    for k, w in enumerate(writes, 1):
+    # per resource, its own order: the file's, or (through iSCSI) the order the writes were sent
+    order = sorted(enumerate(writes, 1), key=lambda kw: (kw[1].resource, kw[1].t if kw[1].done else kw[0]))
+    for k, w in order:
         holder = (w.node, w.generation, w.epoch)
         cur = per.get(w.resource)
         if holder == cur or w.resource in bad:
@@ -205,7 +260,7 @@ def fenced_writes(writes: list[Write], h: History) -> list[str]:
     out = []
     first: dict[tuple[int, int, str | None], tuple[LogEvent, str]] = {}
     for ev in sorted(h.events, key=lambda e: e.t):
-        if ev.kind == "fenced":
+        if ev.kind == "fenced" and ev.detail not in IO_METHODS:
             first.setdefault((ev.subject, ev.generation, None), (ev, f"node {ev.node} counted it fenced ({ev.detail})"))
         elif ev.kind == "read-only" and (gen := h.current(ev.node, ev.t)) is not None:
             first.setdefault((ev.node, gen, None), (ev, "it published READ_ONLY"))
@@ -217,6 +272,39 @@ def fenced_writes(writes: list[Write], h: History) -> list[str]:
         if late:
             out.append(f"FENCED-WRITE: node {node} (generation {gen:#x}) wrote {late[0].resource} {len(late)} time(s),"
                        f" the first {late[0].t - ev.t:.3f} s after {why}")
+    return out
+
+
+def pr_fenced_writes(writes: list[Write], h: History, lun: list[Write] = ()) -> list[str]:
+    """PR-FENCED-WRITE: from the first verified scsi-pr fence of the incarnation; lun: the writes
+    found in the LUN's blocks (read_lun)."""
+    out = []
+    writes = list({(w.resource, w.node, w.generation, w.t): w for w in list(lun) + list(writes)}.values())
+    first: dict[tuple[int, int], LogEvent] = {}
+    for ev in sorted(h.events, key=lambda e: e.t):
+        if ev.kind == "fenced" and ev.detail in IO_METHODS:
+            first.setdefault((ev.subject, ev.generation), ev)
+    for (node, gen), ev in first.items():
+        late = [w for w in writes if w.done and w.node == node and w.generation == gen and w.t > ev.t + FENCED_SLACK_S]
+        if late:
+            out.append(f"PR-FENCED-WRITE: node {node} (generation {gen:#x}) landed {len(late)} write(s) on"
+                       f" {late[0].resource}, the first sent {late[0].t - ev.t:.3f} s after node {ev.node} verified it"
+                       f" fenced by {ev.detail}")
+    return out
+
+
+def lun_last_writes(writes: list[Write], lun: list[Write]) -> list[str]:
+    """LUN-LAST-WRITE: lun are the blocks read at the end (read_lun), writes the audit."""
+    out = []
+    for b in lun:
+        lba = lun_lba(round(b.t * 1e9))
+        newer = [w for w in writes if w.done and w.resource == b.resource and w.t > b.t and
+                 (w.node, w.generation) != (b.node, b.generation) and lun_lba(round(w.t * 1e9)) == lba]
+        if newer:
+            w = newer[0]
+            out.append(f"LUN-LAST-WRITE: {b.resource}: LBA {lba} holds node {b.node}'s (generation {b.generation:#x})"
+                       f" write sent {w.t - b.t:.3f} s before node {w.node}'s (generation {w.generation:#x}) landed"
+                       f" write there: it landed after it")
     return out
 
 
@@ -253,5 +341,6 @@ def fence_quorate(h: History) -> list[str]:
     return out
 
 
-def judge(writes: list[Write], h: History) -> list[str]:
-    return one_writer(writes) + fenced_writes(writes, h) + false_deaths(h) + fence_quorate(h)
+def judge(writes: list[Write], h: History, lun: list[Write] = ()) -> list[str]:
+    return one_writer(writes) + fenced_writes(writes, h) + pr_fenced_writes(writes, h, lun) + \
+        lun_last_writes(writes, lun) + false_deaths(h) + fence_quorate(h)

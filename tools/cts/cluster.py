@@ -6,6 +6,9 @@ what the driver did to them, on one clock (CLOCK_MONOTONIC, seconds).
             disk region: the shared backing file through node i's own FaultDisk mount
             net region:  UDP to the two others over veth links (tools.netns)
             watchdog:    node i's own FUSE watchdog; its reset kills node i's PID 1, and so the node
+            LUN (--scsi-pr): a private tgtd on the host, listening on the test net's host address
+                         (tools.netns host_link: 10.77.NET.254 on a veth to the bridge), so each
+                         node reaches it through its own cable; a fresh target per schedule
 
 The namespaces, FUSE mounts and watchdogs live as long as the CtsCluster and serve every
 schedule; each schedule starts from a fresh region (a copy of one formatted template), a fresh
@@ -30,6 +33,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DISKHB = [sys.executable, "-m", "diskhb.cli"]
 NODES = (1, 2, 3)
 RESOURCES = ("r1", "r2")
+LUN_RESOURCE = "lun"  # --scsi-pr: the third resource, on_pr_luns, its consumer writing through iSCSI
+PR_IQN = "iqn.2026-12.org.diskhb.cts"  # targets PR_IQN:lunK; initiators PR_IQN:n<i> (daemon), :n<i>:consumer
+LUN_BYTES = 4 << 20
+PR_AUDIT_MS, PR_TIMEOUT_MS, PR_COMMAND_MS = 1000, 10_000, 8000  # commands outlive a cut cable's TCP backoff
 CLUSTER = "cts"
 INTERVAL_MS, DEAD_MS, IO_TIMEOUT_MS, WATCHDOG_S = 100, 1000, 250, 1
 MMP_INTERVAL_MS = 600
@@ -85,7 +92,7 @@ class Timeline:
 
 
 class CtsCluster:
-    def __init__(self, work: str, net_no: int = 9, *, broken: frozenset[str] = frozenset()):
+    def __init__(self, work: str, net_no: int = 9, *, broken: frozenset[str] = frozenset(), scsi_pr: bool = False):
         from tools.faultdisk import FaultDisk
         from tools.fusewatchdog import FuseWatchdog
 
@@ -93,11 +100,17 @@ class CtsCluster:
         if unknown:
             raise ValueError(f"unknown breakage {', '.join(sorted(unknown))}: known are {', '.join(sorted(BREAKAGES))}")
         self.broken = broken
+        self.scsi_pr = scsi_pr
+        self.resources = RESOURCES + ((LUN_RESOURCE,) if scsi_pr else ())
+        self.tgt = None  # tools.tgt.Tgt with --scsi-pr
+        self.lun_iqn: str | None = None
+        self.lun_url = ""
+        self._luns = 0
         self.work = work
         self.run_dir = os.path.join(work, "run")
         self.template = os.path.join(work, "template.img")
         self.backing = os.path.join(work, "region.img")
-        self.net = netns.TestNet(len(NODES), net=net_no)
+        self.net = netns.TestNet(len(NODES), net=net_no, host_link=scsi_pr)
         self.disks: dict = {}
         self.dogs: dict = {}
         self.inits: dict[int, subprocess.Popen] = {}  # unshare's process per node (its child is PID 1)
@@ -110,13 +123,19 @@ class CtsCluster:
         try:
             self._run(DISKHB + ["format", self.template, "--cluster", CLUSTER, "--slots", "4",
                                 "--interval-ms", str(INTERVAL_MS), "--dead-ms", str(DEAD_MS),
-                                "--io-timeout-ms", str(IO_TIMEOUT_MS), "--mmp-resources", str(len(RESOURCES) + 2),
+                                "--io-timeout-ms", str(IO_TIMEOUT_MS), "--mmp-resources", str(len(self.resources) + 2),
                                 "--watchdog-timeout-s", str(WATCHDOG_S)])
             shutil.copyfile(self.template, self.backing)
             self.key = os.path.join(work, "authkey")
             self._run(DISKHB + ["keygen", self.key])
             self.net.up()
             self.net.static_neighbours()
+            if scsi_pr:
+                from diskhb.fencing.scsi.iscsi import load_libiscsi
+                from tools import tgt
+
+                load_libiscsi()  # TransportUnavailable, one line, when libiscsi is missing
+                self.tgt = tgt.Tgt(portal_host=self.net.host_addr()).start()
             for i in NODES:  # mounted before any node starts: each node's mount namespace copies them
                 self.disks[i] = FaultDisk(self.backing, os.path.join(work, f"disk{i}")).start()
                 self.dogs[i] = FuseWatchdog(os.path.join(work, f"wd{i}")).start()
@@ -138,6 +157,15 @@ class CtsCluster:
         os.makedirs(sched_dir, exist_ok=True)
         self.audit = os.path.join(sched_dir, "audit.log")
         open(self.audit, "w").close()
+        self.refused = os.path.join(sched_dir, "lun-refused.log")
+        if self.tgt is not None:  # a fresh LU: no registration or reservation of an earlier schedule
+            if self.lun_iqn is not None:
+                self.tgt.remove_target(self.lun_iqn)
+                self.lun_iqn = None
+            self._luns += 1
+            iqn = f"{PR_IQN}:lun{self._luns}"
+            self.lun_url = self.tgt.add_target(iqn, size_bytes=LUN_BYTES)
+            self.lun_iqn = iqn
         with open(self.template, "rb") as src, open(self.backing, "r+b") as dst:  # in place: FUSE holds it open
             dst.write(src.read())
             dst.flush()
@@ -194,13 +222,23 @@ class CtsCluster:
         else:
             resources = "".join(f'[[resource]]\nname = "{r}"\ninterval_ms = {MMP_INTERVAL_MS}\non_loss = ["kill"]\n'
                                 f'kill_grace_ms = 200\nmountpoint = "{self.mountpoint(i, r)}"\n' for r in RESOURCES)
+        pr = ""
+        if self.scsi_pr:
+            action = 'on_loss = ["none"]\n' if "no-loss-action" in self.broken else \
+                f'on_loss = ["kill"]\nkill_grace_ms = 200\nmountpoint = "{self.mountpoint(i, LUN_RESOURCE)}"\n'
+            resources += (f'[[resource]]\nname = "{LUN_RESOURCE}"\ninterval_ms = {MMP_INTERVAL_MS}\non_pr_luns = true\n'
+                          f'{action}')
+            pr = (f'[scsi-pr]\nluns = ["{self.lun_url}"]\ninitiator = "{PR_IQN}:n{i}"\n'
+                  f'audit_interval_ms = {PR_AUDIT_MS}\ntimeout_ms = {PR_TIMEOUT_MS}\n'
+                  f'command_timeout_ms = {PR_COMMAND_MS}\n')
         with open(path, "w") as f:
-            f.write(f'[node]\nname = "n{i}"\nid = {i}\nrun_dir = "{self.run_dir}"\n[metrics]\nlisten = ""\n'
+            f.write(f'[node]\nname = "n{i}"\nid = {i}\nrun_dir = "{self.run_dir}"\n'
+                    + ('fence = ["scsi-pr", "pill"]\n' if self.scsi_pr else "") + '[metrics]\nlisten = ""\n'
                     f'[quorum]\nnodes = [{", ".join(map(str, NODES))}]\n'
                     f'[watchdog]\ndevice = "{self.dogs[i].path}"\ntimeout_s = {WATCHDOG_S}\n{resources}'
                     f'[[region]]\ntype = "disk"\nname = "disk"\npath = "{self.disks[i].path}"\n'
                     f'[[region]]\ntype = "net"\nname = "lan"\nbind = "{self.net.addr(i)}"\npeers = [{peers}]\n'
-                    f'key = "{self.key}"\n')
+                    f'key = "{self.key}"\n{pr}')
         return path
 
     def mountpoint(self, i: int, r: str) -> str:
@@ -221,8 +259,11 @@ class CtsCluster:
             "unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--", sys.executable, "-m", "tools.cts.node",
             "--node-id", str(i), "--node-dir", os.path.join(self.sched_dir, f"n{i}"), "--config", self.config(i),
             "--socket", self.socket(i), "--audit", self.audit, "--root", ROOT,
-            "--log-prefix", os.path.join(self.sched_dir, f"n{i}.{k}"), "--resources", ",".join(RESOURCES),
+            "--log-prefix", os.path.join(self.sched_dir, f"n{i}.{k}"), "--resources", ",".join(self.resources),
             "--consumer-delay-s", str(consumer_delay_s)]
+        if self.scsi_pr:
+            cmd += ["--iscsi-resource", LUN_RESOURCE, "--iscsi", self.lun_url, "--initiator", f"{PR_IQN}:n{i}:consumer",
+                    "--cluster", CLUSTER, "--refused", self.refused]
         with open(os.path.join(self.sched_dir, f"n{i}.{k}.init.out"), "w") as out:
             p = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                  env={**os.environ, "PYTHONPATH": ROOT})
@@ -320,11 +361,15 @@ class CtsCluster:
                 self.end()
         finally:
             try:
-                for fd in self.disks.values():
-                    fd.release()
-                for fd in self.disks.values():
-                    fd.close()
-                for dog in self.dogs.values():
-                    dog.close()
+                try:
+                    if self.tgt is not None:  # before the net: its portal's address goes with it
+                        self.tgt.stop()
+                finally:
+                    for fd in self.disks.values():
+                        fd.release()
+                    for fd in self.disks.values():
+                        fd.close()
+                    for dog in self.dogs.values():
+                        dog.close()
             finally:
                 self.net.down()

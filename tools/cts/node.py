@@ -5,7 +5,8 @@ tools.cts.node ...`, so the node has its own network, PID and mount namespaces. 
   - mounts one tmpfs per resource (the resource's mountpoint; gone with the namespace);
   - starts the daemon, and one consumer per resource in that resource's mountpoint (after
     --consumer-delay-s), restarting a consumer that ended (killed by a loss action, say) after
-    RESPAWN_S;
+    RESPAWN_S; the consumer of --iscsi-resource writes through iSCSI to the LUN --iscsi (as
+    --initiator, joining the node's registration: tools.cts.consumer);
   - reaps every process of the node (PID 1's duty);
   - SIGUSR1: a clean restart of the daemon (consumers stopped first, as Pacemaker stops a group
     before its guard); SIGTERM: the same stop, then exit.
@@ -47,9 +48,11 @@ class Node:
         log.close()
 
     def start_consumer(self, r: str) -> None:
+        iscsi = ["--iscsi", self.a.iscsi, "--initiator", self.a.initiator, "--cluster", self.a.cluster,
+                 "--refused", self.a.refused] if r == self.a.iscsi_resource else []
         self.consumers[r] = subprocess.Popen(
             [sys.executable, "-m", "tools.cts.consumer", "--socket", self.a.socket, "--resource", r,
-             "--node", str(self.a.node_id), "--audit", self.a.audit], cwd=self.mountpoint(r),
+             "--node", str(self.a.node_id), "--audit", self.a.audit, *iscsi], cwd=self.mountpoint(r),
             env={**os.environ, "PYTHONPATH": self.a.root}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop_consumers(self) -> None:
@@ -122,6 +125,11 @@ def main() -> int:
     ap.add_argument("--resources", type=lambda s: s.split(","), required=True)
     ap.add_argument("--consumer-delay-s", type=float, default=0.0,
                     help="start the consumers this long after the daemon (another node gets the resources first)")
+    ap.add_argument("--iscsi-resource", default=None, help="the resource whose consumer writes through iSCSI")
+    ap.add_argument("--iscsi", default=None, help="its LUN's iscsi:// URL")
+    ap.add_argument("--initiator", default=None, help="its consumer's iSCSI initiator name")
+    ap.add_argument("--cluster", default=None, help="the cluster's name (the consumer derives the node's key)")
+    ap.add_argument("--refused", default=None, help="where its consumer records the writes that did not land")
     return Node(ap.parse_args()).run()
 
 
