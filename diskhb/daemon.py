@@ -253,7 +253,7 @@ class Daemon:
             resources=resources, default_target=next(iter(targets.values()), None),
             default_timing=timing.MmpTiming(timing.MMP_INTERVAL_MS_DEFAULT, 0),
             lock_scope=lock_scope(cfg.node.run_dir), quorum=cfg.quorum, self_fence=True, watchdog_ms=t.watchdog_ms,
-            fence_attempt_timeout_ms=attempt_ms)
+            fence_attempt_timeout_ms=attempt_ms, io_fence="scsi-pr" in cfg.node.fence)
         self.core = core.NodeCore(spec, now_ms=self.clock_ms(), rand=secrets.randbelow)
         self.reporter = Reporter(len(self.regions), self.clock_ms)
         # Series at 0 from the start: a first loss or failed fence is then an increase() alerts see.

@@ -62,6 +62,13 @@ the attempts' outcomes and the caller's monotonic now_ms. The rules:
       on_pr_luns) is not taken over on that verdict; it waits for what covers everything (the
       victim's own SELF_FENCED promise, FD8; its self-fence deadline, FD11; or the MMP guard's
       classic watch). A pill, an agent's verified off, a self-fence cover every resource.
+      The other way round, when the cluster fences by scsi-pr (io_fence), a resource on the LUNs
+      is taken over at once only on a verified I/O fence or at the victim's self-fence deadline
+      (FD11: its watchdog reset it by then, and with it every write its host still had queued):
+      a READ_ONLY or SELF_FENCED promise (FD3, FD8) covers what the daemon wrote and what it
+      stopped, not a WRITE an application's killed process left in a TCP stream (iSCSI) on a
+      cable that may come back; for that resource the promise counts for nothing and the MMP
+      guard watches the classic way (bounded by the timing model and the watchdog).
   FD10 MANUAL: an operator's order (`diskhb fence NODE`) fences a configured peer other than us,
       alive or not, as we see its incarnation now; refused without quorum unless forced. This
       node is its fencer; it is tried once (no automatic retry: the operator sees the outcome in
@@ -164,7 +171,8 @@ class _Victim:
 
 class Fencing:
     def __init__(self, self_id: int, nodes: tuple[int, ...], *,
-                 attempt_timeout_ms: int = ATTEMPT_TIMEOUT_MS_DEFAULT, receipt_window_ms: int = 0):
+                 attempt_timeout_ms: int = ATTEMPT_TIMEOUT_MS_DEFAULT, receipt_window_ms: int = 0,
+                 io_fence: bool = False):
         if self_id not in nodes:
             raise ValueError(f"fencing: this node ({self_id}) is not in the node list")
         if attempt_timeout_ms <= 0:
@@ -173,6 +181,7 @@ class Fencing:
         self.nodes = tuple(sorted(nodes))
         self.attempt_timeout_ms = attempt_timeout_ms
         self.receipt_window_ms = receipt_window_ms  # FD12 (0: no receipts)
+        self.io_fence = io_fence  # FD13: the cluster fences by scsi-pr
         self.receipts: list[dict] = []  # FD12: the newest RECEIPTS_KEPT, for status
         self.victims: dict[int, _Victim] = {}  # node id -> its current incarnation's record
         self.released: dict[int, int] = {}  # FD3: peer -> the generation whose READ_ONLY promise stands
@@ -327,13 +336,16 @@ class Fencing:
         the storage lies on the LUNs an I/O fence cuts it off (FD13)."""
         if not self.quorate:
             return None
-        if self.released.get(node_id) == generation:
+        promise_counts = not (io_covered and self.io_fence)  # FD13
+        if promise_counts and self.released.get(node_id) == generation:
             return "read-only"
-        if self.self_fenced.get(node_id) == generation:  # FD8
+        if promise_counts and self.self_fenced.get(node_id) == generation:  # FD8
             return "self-fenced"
         if not self.fenced(node_id, generation):
             return None
         v = self.victims[node_id]
+        if io_covered and self.io_fence:  # FD13: only what stops queued writes too
+            return "fenced" if v.method in IO_METHODS or v.method == "deadline" else None
         return "fenced" if io_covered or v.method not in IO_METHODS else None  # FD13
 
     def status(self, now_ms: int) -> list[dict]:

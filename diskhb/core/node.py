@@ -159,6 +159,7 @@ class NodeSpec:
     self_fence: bool = False  # N14: run the self-fence triggers (the daemon; not yet the simulator)
     watchdog_ms: int = 0  # the cluster's watchdog timeout (superblock): FD11's deadlines need it (0: none)
     fence_attempt_timeout_ms: int = ATTEMPT_TIMEOUT_MS_DEFAULT  # fencing FD6: at least the fence runner's bound
+    io_fence: bool = False  # fencing FD13: the cluster fences by scsi-pr ([node] fence has it)
 
 
 # -- observations (in) -------------------------------------------------------------------------------
@@ -466,7 +467,7 @@ class NodeCore:
         self.liveness = Liveness(self_id=spec.node_id, interval_ms=spec.interval_ms, dead_ms=spec.dead_ms)
         self.quorum = QuorumState(spec.quorum, started_ms=now_ms) if spec.quorum is not None else None  # N10
         self.fencing = Fencing(spec.node_id, tuple(spec.quorum.votes), attempt_timeout_ms=spec.fence_attempt_timeout_ms,
-                               receipt_window_ms=spec.watchdog_ms or spec.dead_ms) \
+                               receipt_window_ms=spec.watchdog_ms or spec.dead_ms, io_fence=spec.io_fence) \
             if spec.quorum is not None else None  # N11; fencing FD12's window: one watchdog timeout
         self._digest = spec.quorum.digest() if spec.quorum is not None else 0  # Q3: what our beats advertise
         self.peer_digests: dict[int, int] = {}  # Q3: node -> the digest its newest beat advertised

@@ -431,3 +431,30 @@ def test_fd13_an_io_fence_covers_only_the_storage_on_its_luns(method, covered, e
     f.evaluate(0, q(1, 3), peers(n1=A, n2=D))
     f.outcome(500, 2, 0x12, 1, True, method, "done")
     assert f.may_take_over(2, 0x12, io_covered=covered) == expect
+
+
+SELF_RO = ACTIVE | int(SlotFlag.SELF_FENCED | SlotFlag.READ_ONLY)
+
+
+@pytest.mark.parametrize("io_fence, covered, expect", [
+    (False, True, "read-only"), (False, False, "read-only"), (True, False, "read-only"), (True, True, None),
+])
+def test_fd13_with_scsi_pr_a_promise_does_not_cover_storage_on_the_luns(io_fence, covered, expect):
+    f = Fencing(3, (1, 2, 3), io_fence=io_fence)
+    f.evaluate(0, q(1, 3), peers(n1=A, n2=(A, 0x12, SELF_RO)))  # FD8, and alive READ_ONLY (FD3) too
+    assert f.may_take_over(2, 0x12, io_covered=covered) == expect
+    f.evaluate(10, q(1, 3), peers(n1=A, n2=(D, 0x12, SELF_RO)))  # FD8 alone: it went silent after its promise
+    assert f.may_take_over(2, 0x12, io_covered=covered) == (None if expect is None else "self-fenced")
+    f = Fencing(3, (1, 2, 3), io_fence=io_fence)
+    f.evaluate(0, q(1, 3), peers(n1=A, n2=(A, 0x12, ACTIVE | int(SlotFlag.READ_ONLY))))  # FD3 alone
+    assert f.may_take_over(2, 0x12, io_covered=covered) == expect
+
+
+@pytest.mark.parametrize("method, expect", [("scsi-pr", "fenced"), ("deadline", "fenced"), ("pill", None),
+                                            ("agent", None)])
+def test_fd13_with_scsi_pr_the_luns_need_an_io_fence_or_the_deadline(method, expect):
+    f = Fencing(3, (1, 2, 3), io_fence=True)
+    f.evaluate(0, q(1, 3), peers(n1=A, n2=D))
+    f.outcome(500, 2, 0x12, 1, True, method, "done")
+    assert f.may_take_over(2, 0x12, io_covered=True) == expect
+    assert f.may_take_over(2, 0x12, io_covered=False) == ("fenced" if method != "scsi-pr" else None)
