@@ -32,6 +32,7 @@ import threading
 import time
 
 from tools import netns
+from tools.procs import alive, children
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DISKHB = [sys.executable, "-m", "diskhb.cli"]
@@ -143,22 +144,6 @@ def hidden_dirs() -> str:
         if d is not None and d not in out and not any(d.startswith(o + "/") for o in out):
             out.append(d)
     return ":".join(out)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _run(argv: list[str], timeout: float = 60, **kw) -> subprocess.CompletedProcess:
@@ -310,13 +295,13 @@ class PcmkCluster:
         self.inits[i] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         out.close()
         deadline = time.monotonic() + 10
-        while not _children(self.inits[i].pid):
+        while not children(self.inits[i].pid):
             if self.inits[i].poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"node {i}: its namespace did not start (see {d}/init.out)")
             time.sleep(0.01)
-        self.init_pid[i] = _children(self.inits[i].pid)[0]
+        self.init_pid[i] = children(self.inits[i].pid)[0]
         while not os.path.exists(os.path.join(d, "mounted")):
-            if not _alive(self.init_pid[i]) or time.monotonic() > deadline:
+            if not alive(self.init_pid[i]) or time.monotonic() > deadline:
                 raise RuntimeError(f"node {i}: its mounts failed (see {d}/init.out)")
             time.sleep(0.05)
         self.dogs[i].set_reset_pid(self.init_pid[i])
@@ -332,7 +317,7 @@ class PcmkCluster:
 
     def node_up(self, i: int) -> bool:
         p = self.init_pid.get(i)
-        return bool(p) and _alive(p)
+        return bool(p) and alive(p)
 
     def mounted(self, i: int) -> bool:
         p = self.init_pid.get(i)
@@ -470,7 +455,7 @@ class PcmkCluster:
                 with contextlib.suppress(Exception):
                     dog.set_reset_pid(0)
             for i, p in self.init_pid.items():
-                if _alive(p):
+                if alive(p):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(p, signal.SIGKILL)
             for p in self.inits.values():

@@ -16,7 +16,7 @@ Rules of this file:
   `plug`, once `port`), unless plug_map names another one for it (a PDU outlet, a VM's name).
 - A3 BOUNDED: each run of the agent gets min(timeout_ms, what is left to the fence's deadline);
   it runs in a session and process group of its own, and at the end of that time the whole
-  group gets SIGTERM and then SIGKILL (diskhb.hooks.runner's helpers: the same rules as a hook),
+  group gets SIGTERM and then SIGKILL (diskhb.procgroup: the same rules as a hook's),
   so an agent's ssh or ipmitool child does not outlive it either. Its stdout (the first
   STDOUT_BYTES_MAX bytes) and stderr (the last STDERR_BYTES_MAX: where an agent says why) are
   kept; the rest is read and dropped. fence() thus returns by its deadline plus at most KILL_S
@@ -59,18 +59,8 @@ from diskhb.core.record import record
 from diskhb.core.types import NODE_ID_MAX
 from diskhb.errors import OperatorError
 from diskhb.fencing.method import MethodResult, Victim
-from diskhb.hooks.runner import (
-    KILL_GRACE_S,
-    REAP_WAIT_S,
-    _communicate,
-    _group_gone,
-    _Output,
-    _signame,
-    _stop_group,
-    _unprotect,
-    check_file,
-    hook_environment,
-)
+from diskhb.hooks.runner import check_file, hook_environment
+from diskhb.procgroup import KILL_GRACE_S, REAP_WAIT_S, Output, communicate, group_gone, signame, stop_group, unprotect
 
 log = logging.getLogger("diskhb.fencing.agent")
 
@@ -121,7 +111,7 @@ class _Run:
         """One line for a run that did not succeed: how it ended and the agent's last word."""
         if self.failure:
             return self.failure
-        how = f"exit code {self.rc}" if self.rc >= 0 else f"killed by {_signame(-self.rc)}"
+        how = f"exit code {self.rc}" if self.rc >= 0 else f"killed by {signame(-self.rc)}"
         return f"{how}: {last_line(self.stderr, self.stdout)}"
 
 
@@ -358,29 +348,29 @@ class AgentMethod:
                                  env=hook_environment(os.environ), cwd="/", start_new_session=True)
         except (OSError, ValueError) as e:
             return _Run(action, None, f"cannot run agent {self.path}: {getattr(e, 'strerror', None) or e}")
-        _unprotect(p.pid)
-        out, err = _Output(STDOUT_BYTES_MAX), _Output(STDERR_BYTES_MAX, tail=True)
+        unprotect(p.pid)
+        out, err = Output(STDOUT_BYTES_MAX), Output(STDERR_BYTES_MAX, tail=True)
         try:
-            exited = _communicate(p, self.stdin_for(action, plug, with_params),
+            exited = communicate(p, self.stdin_for(action, plug, with_params),
                                   {p.stdout.fileno(): out, p.stderr.fileno(): err}, t0 + allowed,
                                   lambda: self._stop_at)
         except BaseException:
-            _stop_group(p, p.pid)  # a bug of ours leaves no agent running
+            stop_group(p, p.pid)  # a bug of ours leaves no agent running
             raise
         finally:
             for f in (p.stdin, p.stdout, p.stderr):
                 f.close()
         ms = round((time.monotonic() - t0) * 1000)
         if not exited:
-            cleanup = _stop_group(p, p.pid)
+            cleanup = stop_group(p, p.pid)
             killed = "killed" if cleanup == "stopped by SIGTERM" else f"killed: {cleanup}"
             if self._stop_at is not None:
                 why = f"{action} stopped: the daemon is stopping ({killed})"
             else:
                 why = f"{action} timed out after {round(allowed * 1000)} ms ({killed})"
             return _Run(action, None, why, bytes(out.kept), bytes(err.kept), ms)
-        if not _group_gone(p.pid):  # the agent exited: what it left running in its group
-            log.warning("agent %s: %s: processes it left running: %s", self.path, action, _stop_group(p, p.pid))
+        if not group_gone(p.pid):  # the agent exited: what it left running in its group
+            log.warning("agent %s: %s: processes it left running: %s", self.path, action, stop_group(p, p.pid))
         return _Run(action, p.returncode, "", bytes(out.kept), bytes(err.kept), ms)
 
 

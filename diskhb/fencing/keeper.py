@@ -14,7 +14,7 @@ Rules of this file:
   `diskhb unfence`: the LUN refuses our writes meanwhile, which is safe.
 - PK3 AUDIT: every audit_interval_ms, one at a time, bounded by timeout_ms, with the generations
   the core knows (a configured node's key of another incarnation is stale). A finding is logged
-  when it appears and when it clears (not at every audit), counted once per appearance in
+  when it appears and when it clears (not at every audit; INFO_FINDINGS at info, being no fault), counted once per appearance in
   diskhb_pr_audit_findings_total{kind}; the last report is in status (`scsi_pr`).
 - PK4 UNFENCE: `diskhb unfence` registers again on every LUN (REGISTER AND IGNORE EXISTING KEY is
   idempotent), only while RUNNING and quorate and never once an audit found us FENCED: a node
@@ -35,6 +35,10 @@ from diskhb.core.node import IoFenced
 from diskhb.fencing import scsi_pr as sp
 
 log = logging.getLogger("diskhb.fence")
+
+# PK3: findings that are no fault: the PR generation moving (a registration came or went), and one
+# key through several nexuses (multipath: every path of a host registers the host's key)
+INFO_FINDINGS = (sp.GENERATION_MOVED, sp.DUPLICATE_KEY)
 
 
 class PrKeeper:
@@ -150,7 +154,7 @@ class PrKeeper:
             if (f.kind, f.detail) not in self._shown:
                 m.PR_AUDIT_FINDINGS.labels(f.kind).inc()
                 level = logging.CRITICAL if f.kind == sp.FENCED else \
-                    logging.INFO if f.kind == sp.GENERATION_MOVED else logging.ERROR
+                    logging.INFO if f.kind in INFO_FINDINGS else logging.ERROR
                 log.log(level, "scsi-pr audit: %s: %s", f.kind, f.detail)
         for kind_, detail in self._shown - now:
             if kind_ != sp.GENERATION_MOVED:

@@ -27,8 +27,6 @@ import json
 import logging
 import os
 import re
-import selectors
-import signal
 import stat
 import subprocess
 import threading
@@ -40,6 +38,7 @@ from diskhb import metrics as m
 from diskhb.config import HooksConfig
 from diskhb.errors import OperatorError
 from diskhb.hooks.events import Context, EventMapper, HookEvent, environment
+from diskhb.procgroup import KILL_GRACE_S, REAP_WAIT_S, Output, communicate, group_gone, signame, stop_group, unprotect
 from diskhb.runtime import wall_ms
 
 log = logging.getLogger("diskhb.hooks")
@@ -49,12 +48,7 @@ QUEUE_MAX = 256  # runs waiting for a worker
 DIR_ENTRIES_MAX = 1000  # a hooks.d with more is a mistake (a wrong dir)
 OUTPUT_BYTES_MAX = 4096  # of a run's stdout+stderr, kept for the log
 OUTPUT_LINES_MAX = 20  # ... logged as at most this many lines
-DRAIN_BYTES_MAX = 1 << 20  # read after the hook exited (what children still write), then stop reading
-KILL_GRACE_S = 1.0  # SIGTERM -> SIGKILL
-REAP_WAIT_S = 1.0  # after SIGKILL: longer is a process stuck in the kernel, left behind
 STOP_WAIT_S = 5.0  # at daemon stop: queued and running hooks get this long, then are killed / dropped
-POLL_S = 0.1  # a running hook notices a daemon stop this fast
-PROC_PIDS_MAX = 1 << 20  # /proc entries looked at for what is left of a hook's group (pid_max is 4M at most)
 RESULTS = ("ok", "failed", "timeout", "error")
 # run-parts' rule (Debian): letters, digits, _ and -. Keeps out editor backups (x~, x.bak,
 # .x.swp, #x#) and package leftovers (x.dpkg-old, x.rpmnew) without a list of suffixes.
@@ -161,29 +155,6 @@ class Outcome:
     cleanup: str = ""  # what had to be stopped after the hook exited or timed out
 
 
-class _Output:
-    """What a run wrote on one pipe, bounded: its first `limit` bytes, or with tail=True its last
-    (where a program says why it failed: diskhb.fencing.agent keeps an agent's stderr so)."""
-
-    def __init__(self, limit: int = OUTPUT_BYTES_MAX, tail: bool = False):
-        self.limit = limit
-        self.tail = tail
-        self.kept = bytearray()
-        self.dropped = 0
-
-    def add(self, chunk: bytes) -> None:
-        if self.tail:
-            self.kept += chunk[-self.limit:]
-            over = len(self.kept) - self.limit
-            if over > 0:
-                del self.kept[:over]
-            self.dropped += max(0, len(chunk) - self.limit) + max(0, over)
-            return
-        room = self.limit - len(self.kept)
-        self.kept += chunk[:room]
-        self.dropped += max(0, len(chunk) - room)
-
-
 def run_once(path: str, data: bytes, env: dict[str, str], timeout_s: float,
              stop_at: Callable[[], float | None] = lambda: None) -> Outcome:
     """Run one hook to its end, at most timeout_s (or until stop_at(), a monotonic deadline that
@@ -196,167 +167,30 @@ def run_once(path: str, data: bytes, env: dict[str, str], timeout_s: float,
         return Outcome("error", f"cannot run it: {e.strerror or e}", time.monotonic() - t0)
     except ValueError as e:  # a NUL in the path or the environment
         return Outcome("error", f"cannot run it: {e}", time.monotonic() - t0)
-    _unprotect(p.pid)
-    out = _Output()
+    unprotect(p.pid)
+    out = Output(OUTPUT_BYTES_MAX)
     try:
-        exited = _communicate(p, data, {p.stdout.fileno(): out}, t0 + timeout_s, stop_at)
+        exited = communicate(p, data, {p.stdout.fileno(): out}, t0 + timeout_s, stop_at)
     except BaseException:
-        _stop_group(p, p.pid)  # a bug of ours leaves no hook running
+        stop_group(p, p.pid)  # a bug of ours leaves no hook running
         raise
     finally:
         p.stdin.close()  # a no-op once closed
         p.stdout.close()
     took = time.monotonic() - t0
     if not exited:
-        cleanup = _stop_group(p, p.pid)
+        cleanup = stop_group(p, p.pid)
         stopping = stop_at() is not None and took < timeout_s
         why = "the daemon is stopping" if stopping else f"no exit after {round(timeout_s * 1000)} ms"
         return Outcome("timeout", why, took, bytes(out.kept), out.dropped, cleanup)
     cleanup = ""
-    if not _group_gone(p.pid):  # the leader is reaped: what it left behind
-        cleanup = "processes it left running: " + _stop_group(p, p.pid)
+    if not group_gone(p.pid):  # the leader is reaped: what it left behind
+        cleanup = "processes it left running: " + stop_group(p, p.pid)
     rc = p.returncode
     if rc == 0:
         return Outcome("ok", "exit status 0", took, bytes(out.kept), out.dropped, cleanup)
-    detail = f"exit status {rc}" if rc > 0 else f"killed by {_signame(-rc)}"
+    detail = f"exit status {rc}" if rc > 0 else f"killed by {signame(-rc)}"
     return Outcome("failed", detail, took, bytes(out.kept), out.dropped, cleanup)
-
-
-def _communicate(p: subprocess.Popen, data: bytes, outs: dict[int, _Output], deadline: float,
-                 stop_at: Callable[[], float | None]) -> bool:
-    """Feed stdin, collect output (each pipe's fd into its _Output) until the process exits (True)
-    or the deadline (False)."""
-    wfd = p.stdin.fileno()
-    for fd in outs:
-        os.set_blocking(fd, False)
-    os.set_blocking(wfd, False)
-    pending = memoryview(data)
-    try:
-        pidfd = os.pidfd_open(p.pid)  # exit as an event (Linux 5.3+); else polled
-    except (AttributeError, OSError):
-        pidfd = None
-    with selectors.DefaultSelector() as sel:
-        for fd in outs:
-            sel.register(fd, selectors.EVENT_READ)
-        sel.register(wfd, selectors.EVENT_WRITE)
-        if pidfd is not None:
-            sel.register(pidfd, selectors.EVENT_READ)
-        try:
-            while p.poll() is None:
-                limit = deadline
-                stop = stop_at()
-                if stop is not None:
-                    limit = min(limit, stop)
-                left = limit - time.monotonic()
-                if left <= 0:
-                    return False
-                for key, _ in sel.select(min(left, POLL_S)):
-                    if key.fd in outs:
-                        chunk = _read(key.fd)
-                        if chunk:
-                            outs[key.fd].add(chunk)
-                        elif chunk is not None:  # EOF: only the exit is left to wait for
-                            sel.unregister(key.fd)
-                    elif key.fd == wfd:
-                        try:
-                            pending = pending[os.write(wfd, pending):]
-                        except BrokenPipeError:  # the hook does not read stdin: its choice
-                            pending = pending[:0]
-                        if not pending:
-                            sel.unregister(wfd)
-                            p.stdin.close()
-            drained = 0
-            for fd, out in outs.items():
-                while drained < DRAIN_BYTES_MAX:  # what is already in the pipe; nothing is waited for
-                    chunk = _read(fd)
-                    if not chunk:
-                        break
-                    drained += len(chunk)
-                    out.add(chunk)
-            return True
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-
-
-def _read(fd: int) -> bytes | None:
-    """A chunk, b"" at EOF, None when nothing is there now."""
-    try:
-        return os.read(fd, 65536)
-    except BlockingIOError:
-        return None
-    except OSError:
-        return b""
-
-
-def _unprotect(pid: int) -> None:
-    """The daemon's oom_score_adj (-900) is inherited: a hook gets the default back. Right after
-    the start (a hook forking at once may pass -900 on to a child: a small window, accepted for
-    not running Python between fork and exec in a threaded process)."""
-    try:
-        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
-            f.write("0")
-    except OSError:
-        pass
-
-
-def _group_gone(pgid: int) -> bool:
-    """No live process left in the group. Zombies do not count: they are dead, only not reaped
-    yet by init (some container inits reap late), and they hold the group id until then."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:
-        pids = os.listdir("/proc")
-    except OSError:
-        return False
-    for name in pids[:PROC_PIDS_MAX]:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()  # after "pid (comm)": state ppid pgrp ...
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and fields[0] != b"Z" and fields[2] == str(pgid).encode():
-            return False
-    return True
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _stop_group(p: subprocess.Popen, pgid: int) -> str:
-    """SIGTERM the hook's process group, SIGKILL after KILL_GRACE_S; never waits for longer than
-    REAP_WAIT_S after the kill. The leader is reaped (poll) before the group is probed."""
-    _killpg(pgid, signal.SIGTERM)
-    end = time.monotonic() + KILL_GRACE_S
-    while time.monotonic() < end:
-        if p.poll() is not None and _group_gone(pgid):
-            return "stopped by SIGTERM"
-        time.sleep(0.05)
-    _killpg(pgid, signal.SIGKILL)
-    end = time.monotonic() + REAP_WAIT_S
-    while time.monotonic() < end:
-        if p.poll() is not None and _group_gone(pgid):
-            return f"SIGKILL after {KILL_GRACE_S:g} s"
-        time.sleep(0.05)
-    return (f"SIGKILL after {KILL_GRACE_S:g} s did not end it within {REAP_WAIT_S:g} s (stuck in the kernel?):"
-            " left behind")
-
-
-def _signame(n: int) -> str:
-    try:
-        return signal.Signals(n).name
-    except ValueError:
-        return f"signal {n}"
 
 
 # -- the runner ---------------------------------------------------------------------------------------

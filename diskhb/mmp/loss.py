@@ -41,6 +41,7 @@ from diskhb.core import timing
 from diskhb.mmp.sentinel import (  # noqa: F401 - re-exported
     LINKS_PER_PID_MAX, PROC_PIDS_MAX, check_mountpoint, mount_users, remount_ro_argv, run_bounded,
 )
+from diskhb.procgroup import group_gone  # zombies do not count: a killed group reaped late is gone
 
 LOSS_COMMAND_TIMEOUT_MS = timing.LOSS_COMMAND_TIMEOUT_MS_DEFAULT
 KILL_POLL_MS = 10
@@ -83,16 +84,6 @@ class LossReport:
         return "; ".join(parts) or "no action"
 
 
-def _group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def _signal_all(pgid: int | None, pids: set[int], sig: int) -> None:
     if pgid:
         try:
@@ -111,7 +102,7 @@ def kill_writers(pgid: int | None, mountpoint: str | None, grace_ms: int, *, rea
     shared grace_ms SIGKILL whatever is left (users found anew, late starters included): the
     whole kill fits in one grace, as the config's bound assumes."""
     users = mount_users(mountpoint) if mountpoint else set()
-    if pgid and _group_gone(pgid):
+    if pgid and group_gone(pgid):
         pgid_alive = False
     else:
         pgid_alive = bool(pgid)
@@ -122,7 +113,7 @@ def kill_writers(pgid: int | None, mountpoint: str | None, grace_ms: int, *, rea
     while time.monotonic() < deadline:
         if reap:
             reap()
-        group_left = pgid_alive and not _group_gone(pgid)
+        group_left = pgid_alive and not group_gone(pgid)
         if not group_left and not (mountpoint and mount_users(mountpoint)):
             return f"stopped by SIGTERM ({_what(pgid_alive and pgid, users, mountpoint)})"
         time.sleep(KILL_POLL_MS / 1000)

@@ -23,7 +23,7 @@ from diskhb.errors import OperatorError
 from diskhb.fencing import agent as ag
 from diskhb.fencing.agent import AgentMethod
 from diskhb.fencing.method import Victim
-from diskhb.hooks.runner import _group_gone
+from diskhb.procgroup import group_gone
 
 HERE = Path(__file__).parent
 FENCE_TEST = HERE / "agents" / "fence_test"
@@ -216,7 +216,7 @@ def test_a_hung_agent_is_killed_at_its_timeout_with_the_child_it_forked(lab):
     assert took < 0.6 + ag.KILL_S + SLACK_S
     leader, child = lab.hung()
     assert not alive(leader) and not alive(child)
-    assert _group_gone(leader)  # the agent led its own process group: nothing of it is left
+    assert group_gone(leader)  # the agent led its own process group: nothing of it is left
     assert lab.actions() == ["off"]  # no status after a failed off
 
 
@@ -225,7 +225,7 @@ def test_an_agent_ignoring_sigterm_gets_sigkill(lab):
     assert not r.ok and one_line(r.detail).endswith(
         f"off timed out after 600 ms (killed: SIGKILL after {ag.KILL_GRACE_S:g} s)")
     leader, child = lab.hung()
-    assert not alive(leader) and not alive(child) and _group_gone(leader)
+    assert not alive(leader) and not alive(child) and group_gone(leader)
 
 
 def test_the_deadline_cuts_a_run_short_of_its_timeout(lab):
@@ -413,7 +413,7 @@ def test_close_stops_a_running_agent_and_refuses_new_runs(lab):
     t.join(ag.KILL_S + 2 * SLACK_S)
     assert not t.is_alive() and time.monotonic() - t0 < ag.KILL_S + SLACK_S
     assert not got[0].ok and got[0].detail.endswith("off stopped: the daemon is stopping (killed)")
-    assert not alive(leader) and not alive(child) and _group_gone(leader)
+    assert not alive(leader) and not alive(child) and group_gone(leader)
     r = m.fence(VICTIM, far())
     assert not r.ok and r.detail.endswith("off not run: the method is closed (the daemon is stopping)")
 

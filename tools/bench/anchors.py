@@ -50,6 +50,8 @@ import sys
 import tempfile
 import time
 
+from tools.procs import cmdline
+
 LEASE_OFFSET = 1048576  # resource lease after the 1 MiB lockspace (512-byte sectors)
 
 
@@ -196,18 +198,10 @@ class SbdWatcher:
             time.sleep(0.05)
 
     def alive(self) -> bool:
-        return self.proc.poll() is None and any("sbd: watcher" in _cmdline(p) for p in _descendants(self.proc.pid))
+        return self.proc.poll() is None and any("sbd: watcher" in cmdline(p) for p in _descendants(self.proc.pid))
 
     def close(self) -> None:
         _kill_tree(self.proc)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 class Sector:
@@ -343,7 +337,7 @@ class SanlockHost:
         if self.proc.poll() is None:
             self.proc.kill()
         mine = " ".join(self.cmd)
-        for pid in [p for p in self.helpers if _cmdline(p).strip() == mine] + _descendants(self.proc.pid):
+        for pid in [p for p in self.helpers if cmdline(p).strip() == mine] + _descendants(self.proc.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

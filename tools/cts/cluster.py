@@ -28,6 +28,7 @@ import time
 
 from diskhb.control import ControlError, request
 from tools import netns
+from tools.procs import alive, children, cmdline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DISKHB = [sys.executable, "-m", "diskhb.cli"]
@@ -48,34 +49,6 @@ CONSUMER_DELAY_S = 4.0  # the other nodes' consumers start this much later
 # A cluster broken on purpose, to show the checks fail (tests/tools/test_cts.py): no loss action
 # and no lease enforcer (nothing stops a consumer), watchdogs that reset nobody.
 BREAKAGES = frozenset({"no-loss-action", "no-watchdog-reset"})
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                out.extend(int(x) for x in f.read().split())
-    except (OSError, ValueError):
-        pass
-    return out
-
-
-def _alive(pid: int) -> bool:
-    """Running or stopped, not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 class Timeline:
@@ -269,23 +242,23 @@ class CtsCluster:
                                  env={**os.environ, "PYTHONPATH": ROOT})
         self.inits[i] = p
         deadline = time.monotonic() + 10
-        while not _children(p.pid):
+        while not children(p.pid):
             if p.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"node {i}: its namespace did not start (see {out.name})")
             time.sleep(0.01)
-        self.init_pid[i] = _children(p.pid)[0]
+        self.init_pid[i] = children(p.pid)[0]
         self.dogs[i].set_reset_pid(0 if "no-watchdog-reset" in self.broken else self.init_pid[i])
 
     def node_up(self, i: int) -> bool:
         p = self.init_pid.get(i)
-        return bool(p) and _alive(p)
+        return bool(p) and alive(p)
 
     def _find_daemon(self, i: int) -> int | None:
         init = self.init_pid.get(i)
-        if not init or not _alive(init):
+        if not init or not alive(init):
             return None
-        for c in _children(init):
-            if "diskhb.cli run" in _cmdline(c) and _alive(c):
+        for c in children(init):
+            if "diskhb.cli run" in cmdline(c) and alive(c):
                 return c
         return None
 
@@ -321,7 +294,7 @@ class CtsCluster:
 
     def reset(self, i: int) -> None:
         p = self.init_pid.get(i)
-        if p and _alive(p):
+        if p and alive(p):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
 
