@@ -227,6 +227,14 @@ def _get(where: _Where, table: dict, key: str, typ: type, prefix: str, *, requir
     return value
 
 
+def _one_of(where: _Where, key: str, value, allowed, what: str) -> None:
+    """`value` must be one of `allowed`: else one line, with the nearest name when there is one."""
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        raise where.fail(key, f"unknown {what} {value!r}",
+                         f"did you mean {close[0]!r}?" if close else f"use {', '.join(allowed)}")
+
+
 def load_config(path: str) -> Config:
     try:
         with open(path, "rb") as f:
@@ -335,10 +343,7 @@ def _fence_order(where: _Where, fence: list | None, regions: list[RegionConfig],
     if not fence:
         raise where.fail("node.fence", "is empty", "list methods, e.g. fence = [\"pill\"], or remove the key")
     for f in fence:
-        if f not in FENCE_METHODS:
-            close = difflib.get_close_matches(str(f), FENCE_METHODS, n=1)
-            raise where.fail("node.fence", f"unknown method {f!r}",
-                             f"did you mean {close[0]!r}?" if close else f"use {', '.join(FENCE_METHODS)}")
+        _one_of(where, "node.fence", f, FENCE_METHODS, "method")
     if len(set(fence)) != len(fence):
         raise where.fail("node.fence", f"lists a method twice: {fence}")
     if quorum is None:
@@ -449,10 +454,7 @@ def _parse_hooks(where: _Where, table: Any) -> HooksConfig:
         if not events:
             raise where.fail("hooks.events", "is empty: no hook would ever run", "list events, or remove the key")
         for e in events:
-            if e not in HOOK_EVENTS:
-                close = difflib.get_close_matches(str(e), HOOK_EVENTS, n=1)
-                raise where.fail("hooks.events", f"unknown event {e!r}",
-                                 f"did you mean {close[0]!r}?" if close else f"use {', '.join(HOOK_EVENTS)}")
+            _one_of(where, "hooks.events", e, HOOK_EVENTS, "event")
         events = tuple(dict.fromkeys(events))
     return HooksConfig(dir=os.path.normpath(hdir) if hdir else None, commands=tuple(commands),
                        timeout_ms=timeout_ms, concurrency=concurrency, events=events)

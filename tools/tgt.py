@@ -53,6 +53,21 @@ def missing() -> str | None:
     return None
 
 
+def pr_missing() -> str | None:
+    """Why the SCSI-PR tests cannot run here (tgtd, root, or libiscsi missing), or None."""
+    why = missing()
+    if why:
+        return why
+    from diskhb.fencing.scsi.iscsi import load_libiscsi
+    from diskhb.fencing.scsi.transport import TransportUnavailable
+
+    try:
+        load_libiscsi()
+    except TransportUnavailable as e:
+        return str(e)
+    return None
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

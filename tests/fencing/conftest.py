@@ -22,15 +22,9 @@ def node_name(n: int | str) -> str:
 
 @pytest.fixture(scope="session")
 def tgtd():
-    why = tgt_harness.missing()
+    why = tgt_harness.pr_missing()
     if why:
         pytest.skip(why)
-    from diskhb.fencing.scsi.iscsi import load_libiscsi
-    from diskhb.fencing.scsi.transport import TransportUnavailable
-    try:
-        load_libiscsi()
-    except TransportUnavailable as e:
-        pytest.skip(str(e))
     with tgt_harness.Tgt() as t:
         yield t
 

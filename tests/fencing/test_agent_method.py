@@ -24,6 +24,7 @@ from diskhb.fencing import agent as ag
 from diskhb.fencing.agent import AgentMethod
 from diskhb.fencing.method import Victim
 from diskhb.procgroup import group_gone
+from tools.procs import alive
 
 HERE = Path(__file__).parent
 FENCE_TEST = HERE / "agents" / "fence_test"
@@ -34,15 +35,6 @@ SLACK_S = 1.0  # what a loaded test machine may add to a bound
 
 def far() -> float:
     return time.monotonic() + 30
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for init to reap it is dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def wait_for(pred, timeout_s: float, what: str):

@@ -18,6 +18,7 @@ from diskhb.errors import OperatorError
 from diskhb.hooks import runner as rn
 from diskhb.hooks.events import Context
 from diskhb.hooks.runner import HookRunner, find_hooks, run_once
+from tools.procs import alive
 
 GEN = 6894389468678002730
 CTX = Context("c1", "oss1", 1, 0xABC)
@@ -48,15 +49,6 @@ def wait_for(pred, timeout_s: float, what: str):
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
     return got
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for init to reap it is dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 @pytest.fixture
