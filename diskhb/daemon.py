@@ -458,6 +458,8 @@ class Daemon:
                 break
             if isinstance(req, (control.Status, control.Peer)):
                 self._queries.append((req, answer))
+            elif isinstance(req, control.Unfence):
+                self._unfence(answer)  # answered by the keeper's thread, not through the core
             else:
                 self._request_ids += 1
                 rid = self._request_ids
@@ -466,9 +468,6 @@ class Daemon:
                     obs.append(core.AcquireRequest(rid, req.resource, req.wait_ms, req.create))
                 elif isinstance(req, control.FenceNode):
                     obs.append(core.FenceRequest(rid, req.node_id, req.force, req.method))
-                elif isinstance(req, control.Unfence):
-                    self._answers.pop(rid)
-                    self._unfence(answer)
                 else:
                     obs.append(core.ReleaseRequest(rid, req.resource))
         if self.stop_requested and not self._stop_sent:
